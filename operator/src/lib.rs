@@ -1,0 +1,13 @@
+//! Image Factory: rebuilds internal container images when their public base images
+//! change, after a soak period, in dependency order.
+//!
+//! ```text
+//! images.yaml → enrollment → sources (git2) → Dockerfile FROM analysis → graph (petgraph)
+//!            → state/ files + Kargo Warehouses
+//! Freight / registry watch → hold → trigger → cascade → state/ → git
+//! ```
+//!
+//! The engine (`graph`, and later `hold` / `rebuild`) is pure: plain data in, plain data
+//! out, time passed in as a value. I/O (files, git, registries) sits at the edges.
+
+pub mod reference;
