@@ -1,1 +1,7 @@
+//! Integration tests, in one binary so links stay fast on two cores.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
+mod dockerfile_corpus;
+mod registry;

@@ -1,0 +1,1 @@
+//! Dockerfile analysis over the real corpus in ../shared/corpus/dockerfiles.
