@@ -1,0 +1,265 @@
+//! The on-disk shape of `images.yaml`, exactly as users write it.
+//!
+//! Every user-written scalar is a [`Located`] value, so semantic checks can point at
+//! `images.yaml:LINE:COL`. The JSON Schema printed by `image-factory schema` is derived
+//! from these types (schemars), so the schema and the parser cannot drift apart.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Deserializer};
+
+/// The version of the enrollment schema this build reads.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// A position in a YAML file: 1-based line and column. `0:0` means unknown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Position {
+    /// 1-based line number.
+    pub line: u64,
+    /// 1-based column number (characters).
+    pub column: u64,
+}
+
+/// A value together with where it was written. Transparent in the JSON Schema.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Located<T> {
+    /// The value.
+    pub value: T,
+    /// Where the value starts in the file.
+    pub at: Position,
+}
+
+impl<T> Located<T> {
+    /// A value with no known position (for defaults and tests).
+    pub fn unplaced(value: T) -> Self {
+        Self {
+            value,
+            at: Position::default(),
+        }
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Located<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let spanned = serde_saphyr::Spanned::<T>::deserialize(deserializer)?;
+        Ok(Self {
+            value: spanned.value,
+            at: Position {
+                line: spanned.referenced.line(),
+                column: spanned.referenced.column(),
+            },
+        })
+    }
+}
+
+impl<T: JsonSchema> JsonSchema for Located<T> {
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        T::schema_name()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        T::json_schema(generator)
+    }
+}
+
+/// The whole `images.yaml` file.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schemars(title = "Image Factory enrollment (images.yaml)")]
+pub struct EnrollmentFile {
+    /// Schema version of this file. Must be `1`.
+    pub version: Located<u32>,
+    /// Where generated Kargo Warehouses go.
+    #[serde(default)]
+    pub kargo: Option<KargoSpec>,
+    /// Defaults applied to every image unless the image overrides them.
+    #[serde(default)]
+    pub defaults: Option<DefaultsSpec>,
+    /// The enrolled images: managed (with `source`) and external (without).
+    pub images: Vec<ImageSpec>,
+}
+
+/// Kargo settings for generated Warehouses.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct KargoSpec {
+    /// The Kargo Project (namespace) the Warehouses belong to. Default `image-factory`.
+    pub project: Option<Located<String>>,
+}
+
+/// File-level defaults.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct DefaultsSpec {
+    /// Default rebuild policy.
+    pub rebuild: Option<RebuildSpec>,
+    /// Default warehouse settings for external and discovered base images.
+    pub warehouse: Option<WarehouseSpec>,
+}
+
+/// When and whether an image is rebuilt after a base update.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RebuildSpec {
+    /// How long a base update is held before dependents rebuild, as a human duration
+    /// (`7d`, `36h`, `0s`). Default `7d`.
+    pub delay: Option<Located<String>>,
+    /// Extra hold for a cascade (a rebuild caused by a rebuilt managed parent). Default `0s`.
+    pub cascade_delay: Option<Located<String>>,
+    /// Whether eligible rebuilds start on their own (`true`, default) or wait for a person.
+    pub auto_rebuild: Option<Located<bool>>,
+}
+
+/// Kargo image-subscription settings, with Kargo's own field names.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct WarehouseSpec {
+    /// The repository Kargo watches (no tag). Defaults to the image's repository; set it
+    /// to watch a mirror instead.
+    #[serde(rename = "repoURL")]
+    #[schemars(rename = "repoURL")]
+    pub repo_url: Option<Located<String>>,
+    /// `Digest` (follow one mutable tag; default), `SemVer`, `Lexical` or `NewestBuild`.
+    pub image_selection_strategy: Option<Located<String>>,
+    /// Strategy-specific: the tag to follow for `Digest` (defaults to the image's tag), a
+    /// semver range for `SemVer` (`^1.26.0`, `>=3.12 <3.13`). Not used by the others.
+    pub constraint: Option<Located<String>>,
+    /// Only tags matching one of these regular expressions are considered.
+    pub allow_tags_regexes: Option<Vec<Located<String>>>,
+    /// Tags matching any of these regular expressions are ignored.
+    pub ignore_tags_regexes: Option<Vec<Located<String>>>,
+    /// `os/arch` whose manifest is watched, e.g. `linux/amd64`.
+    pub platform: Option<Located<String>>,
+    /// Most image revisions Kargo discovers per check, 1–100 (Kargo's default 20).
+    pub discovery_limit: Option<Located<u32>>,
+    /// For `SemVer`: only tags with major, minor and patch count (Kargo's default true).
+    pub strict_semvers: Option<Located<bool>>,
+    /// How often Kargo checks the repository, as a human duration. Default `5m`.
+    pub interval: Option<Located<String>>,
+}
+
+/// One enrollment.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ImageSpec {
+    /// Unique name: lower-case letters, digits and `-`, at most 63 characters (a
+    /// Kubernetes label value and DNS label). Names the state file and the Warehouse.
+    pub name: Located<String>,
+    /// The image reference, `registry/repository[:tag]` (Docker-normalized; tag defaults
+    /// to `latest`). For managed images, what the build pushes.
+    pub image: Located<String>,
+    /// Further tags a managed image's build pushes (for example `latest` next to `3.12`).
+    pub tags: Option<Vec<Located<String>>>,
+    /// Where the image is built from. Present: managed image. Absent: external image.
+    pub source: Option<SourceSpec>,
+    /// Build arguments (`--build-arg`), also used to resolve `ARG`s in `FROM` lines.
+    pub build_args: Option<BTreeMap<String, Located<String>>>,
+    /// How a rebuild is started (managed images only).
+    pub trigger: Option<TriggerSpec>,
+    /// Rebuild policy overrides.
+    pub rebuild: Option<RebuildSpec>,
+    /// Warehouse settings (external images; for managed images, only where this image
+    /// is also a base of others it is watched through its own rebuilds instead).
+    pub warehouse: Option<WarehouseSpec>,
+}
+
+/// A managed image's source.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SourceSpec {
+    /// A git repository to clone (mutually exclusive with `path`).
+    pub git: Option<GitSourceSpec>,
+    /// A local directory, relative to the directory of `images.yaml`.
+    pub path: Option<Located<String>>,
+    /// The Dockerfile, relative to the source root. Default `Dockerfile`.
+    pub dockerfile: Option<Located<String>>,
+    /// The build context, relative to the source root. Default `.`.
+    pub context: Option<Located<String>>,
+}
+
+/// A git source.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct GitSourceSpec {
+    /// Clone URL (`https://…`, `ssh://…`, `file://…` or a local path).
+    pub url: Located<String>,
+    /// Branch, tag or commit to build. Default `HEAD` (the remote's default branch).
+    #[serde(rename = "ref")]
+    #[schemars(rename = "ref")]
+    pub reference: Option<Located<String>>,
+}
+
+/// How a rebuild is started. Exactly one backend must be set.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TriggerSpec {
+    /// Run a local command; the image reference and base digest come as environment.
+    pub command: Option<CommandTriggerSpec>,
+    /// POST a JSON payload to a URL.
+    pub webhook: Option<WebhookTriggerSpec>,
+    /// Dispatch a GitHub Actions workflow (`workflow_dispatch`).
+    pub github_workflow: Option<GithubWorkflowTriggerSpec>,
+    /// Create a Kubernetes Job from a template.
+    pub kubernetes_job: Option<KubernetesJobTriggerSpec>,
+    /// Create a Kargo Promotion for a Stage.
+    pub kargo_promotion: Option<KargoPromotionTriggerSpec>,
+}
+
+/// `trigger.command`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CommandTriggerSpec {
+    /// Program and arguments, not passed through a shell.
+    pub args: Vec<Located<String>>,
+}
+
+/// `trigger.webhook`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct WebhookTriggerSpec {
+    /// `https://` URL (plain `http://` only to loopback).
+    pub url: Located<String>,
+    /// Name of the Secret or environment variable holding the bearer token.
+    pub token_secret: Option<Located<String>>,
+}
+
+/// `trigger.githubWorkflow`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct GithubWorkflowTriggerSpec {
+    /// `owner/repo`.
+    pub repository: Located<String>,
+    /// Workflow file name (`build.yml`) or numeric ID.
+    pub workflow: Located<String>,
+    /// Git ref to run the workflow on. Default `main`.
+    #[serde(rename = "ref")]
+    #[schemars(rename = "ref")]
+    pub reference: Option<Located<String>>,
+    /// Workflow inputs (string values; at most 25 inputs, GitHub's limit).
+    pub inputs: Option<BTreeMap<String, Located<String>>>,
+}
+
+/// `trigger.kubernetesJob`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct KubernetesJobTriggerSpec {
+    /// Namespace the Job is created in.
+    pub namespace: Located<String>,
+    /// Name of a ConfigMap holding the Job template.
+    pub template_config_map: Located<String>,
+}
+
+/// `trigger.kargoPromotion`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct KargoPromotionTriggerSpec {
+    /// The Kargo Stage to promote into.
+    pub stage: Located<String>,
+    /// The Kargo Project (namespace). Default: the file's `kargo.project`.
+    pub project: Option<Located<String>>,
+}
