@@ -11,4 +11,5 @@
 //! out, time passed in as a value. I/O (files, git, registries) sits at the edges.
 
 pub mod enrollment;
+pub mod graph;
 pub mod reference;
