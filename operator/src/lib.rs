@@ -12,4 +12,6 @@
 
 pub mod enrollment;
 pub mod graph;
+pub mod kargo;
 pub mod reference;
+pub mod state;

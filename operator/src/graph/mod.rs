@@ -20,7 +20,7 @@ use crate::enrollment::{Enrollment, RebuildPolicy};
 use crate::reference::Reference;
 
 /// What a node of the graph is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NodeKind {
     /// Enrolled with a source: we build it.

@@ -1,0 +1,184 @@
+//! Kargo resources: the Warehouses we generate for base and external images.
+//!
+//! Field names are Kargo's own (`kargo.akuity.io/v1alpha1`, Warehouse CRD and the image
+//! subscription schema `pkg/subscription/schemas/image.json`). Kargo ≥ 1.11 rejects the
+//! retired `allowTags` / `ignoreTags`; we only write `allowTagsRegexes` /
+//! `ignoreTagsRegexes`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::enrollment::{SelectionStrategy, WarehouseConfig};
+use crate::reference::Reference;
+
+/// Kargo's API group and version.
+pub const API_VERSION: &str = "kargo.akuity.io/v1alpha1";
+/// Label naming the image (enrollment or discovered-base name) a Warehouse watches;
+/// the controller maps Freight back to the image through it.
+pub const LABEL_IMAGE: &str = "imagefactory.dev/image";
+/// Standard label marking objects we own.
+pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+/// Value of [`LABEL_MANAGED_BY`].
+pub const MANAGER: &str = "image-factory";
+/// Annotation with the full normalized reference watched (label values cannot hold it).
+pub const ANNOTATION_REFERENCE: &str = "imagefactory.dev/reference";
+
+/// Object metadata, the subset we write.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectMeta {
+    /// Object name (DNS subdomain).
+    pub name: String,
+    /// Kargo Project namespace.
+    pub namespace: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Annotations.
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// A Kargo Warehouse.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Warehouse {
+    /// Always [`API_VERSION`].
+    pub api_version: String,
+    /// Always `Warehouse`.
+    pub kind: String,
+    /// Metadata.
+    pub metadata: ObjectMeta,
+    /// Spec.
+    pub spec: WarehouseSpec,
+}
+
+/// `Warehouse.spec`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WarehouseSpec {
+    /// Go duration string (`5m0s`), CRD pattern `^([0-9]+(\.[0-9]+)?(s|m|h))+$`.
+    pub interval: String,
+    /// `Automatic`: Kargo creates Freight for each discovered revision.
+    pub freight_creation_policy: String,
+    /// One image subscription.
+    pub subscriptions: Vec<Subscription>,
+}
+
+/// One item of `spec.subscriptions`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subscription {
+    /// An image subscription.
+    pub image: ImageSubscription,
+}
+
+/// Kargo's image subscription (`image.json`, `additionalProperties: false`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageSubscription {
+    /// Repository without tag.
+    #[serde(rename = "repoURL")]
+    pub repo_url: String,
+    /// `Digest`, `SemVer`, `Lexical` or `NewestBuild`.
+    pub image_selection_strategy: SelectionStrategy,
+    /// For `Digest` the tag followed; for `SemVer` the range.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub constraint: Option<String>,
+    /// Allowed tag patterns.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub allow_tags_regexes: Vec<String>,
+    /// Ignored tag patterns.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub ignore_tags_regexes: Vec<String>,
+    /// `os/arch`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
+    /// 1–100.
+    pub discovery_limit: u32,
+    /// `SemVer` only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub strict_semvers: Option<bool>,
+}
+
+/// The Warehouse that watches `reference` for image `name` with `config`, in Kargo
+/// Project `project`. The Warehouse is named after the image.
+pub fn warehouse(name: &str, reference: &Reference, config: &WarehouseConfig, project: &str) -> Warehouse {
+    let labels = BTreeMap::from([
+        (LABEL_MANAGED_BY.to_string(), MANAGER.to_string()),
+        (LABEL_IMAGE.to_string(), name.to_string()),
+    ]);
+    let annotations = BTreeMap::from([(ANNOTATION_REFERENCE.to_string(), reference.to_string())]);
+    Warehouse {
+        api_version: API_VERSION.to_string(),
+        kind: "Warehouse".to_string(),
+        metadata: ObjectMeta {
+            name: name.to_string(),
+            namespace: project.to_string(),
+            labels,
+            annotations,
+        },
+        spec: WarehouseSpec {
+            interval: go_duration(config.interval),
+            freight_creation_policy: "Automatic".to_string(),
+            subscriptions: vec![Subscription {
+                image: ImageSubscription {
+                    repo_url: config.repo_url.clone(),
+                    image_selection_strategy: config.image_selection_strategy,
+                    constraint: config.constraint.clone(),
+                    allow_tags_regexes: config.allow_tags_regexes.clone(),
+                    ignore_tags_regexes: config.ignore_tags_regexes.clone(),
+                    platform: config.platform.clone(),
+                    discovery_limit: config.discovery_limit,
+                    strict_semvers: config.strict_semvers,
+                },
+            }],
+        },
+    }
+}
+
+/// A duration the way Go's `time.Duration.String` prints whole seconds (`5m0s`, `2h0m0s`,
+/// `45s`), which is what Kubernetes `metav1.Duration` fields hold.
+pub fn go_duration(d: Duration) -> String {
+    let secs = d.as_secs().max(1);
+    let (h, m, s) = (secs / 3600, (secs % 3600) / 60, secs % 60);
+    match (h, m) {
+        (0, 0) => format!("{s}s"),
+        (0, _) => format!("{m}m{s}s"),
+        _ => format!("{h}h{m}m{s}s"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::enrollment::DEFAULT_INTERVAL;
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(go_duration(DEFAULT_INTERVAL), "5m0s");
+        assert_eq!(go_duration(Duration::from_secs(45)), "45s");
+        assert_eq!(go_duration(Duration::from_secs(86400)), "24h0m0s");
+    }
+
+    #[test]
+    fn writes_kargo_field_names() {
+        let r = Reference::parse("python:3.12-slim").unwrap();
+        let config = WarehouseConfig {
+            repo_url: r.repo_url(),
+            image_selection_strategy: SelectionStrategy::Digest,
+            constraint: Some("3.12-slim".into()),
+            allow_tags_regexes: vec![],
+            ignore_tags_regexes: vec!["-rc".into()],
+            platform: Some("linux/amd64".into()),
+            discovery_limit: 20,
+            strict_semvers: None,
+            interval: DEFAULT_INTERVAL,
+        };
+        let w = serde_json::to_value(warehouse("python-3-12-slim", &r, &config, "image-factory")).unwrap();
+        let image = &w["spec"]["subscriptions"][0]["image"];
+        assert_eq!(image["repoURL"], "docker.io/library/python");
+        assert_eq!(image["imageSelectionStrategy"], "Digest");
+        assert_eq!(image["ignoreTagsRegexes"][0], "-rc");
+        assert!(image.get("allowTagsRegexes").is_none());
+        assert_eq!(w["metadata"]["labels"][LABEL_IMAGE], "python-3-12-slim");
+    }
+}
