@@ -14,4 +14,5 @@ pub mod enrollment;
 pub mod graph;
 pub mod kargo;
 pub mod reference;
+pub mod source;
 pub mod state;
