@@ -10,6 +10,9 @@
 //! The engine (`graph`, and later `hold` / `rebuild`) is pure: plain data in, plain data
 //! out, time passed in as a value. I/O (files, git, registries) sits at the edges.
 
+pub mod analyze;
+pub mod cli;
+pub mod dockerfile;
 pub mod enrollment;
 pub mod graph;
 pub mod kargo;

@@ -192,7 +192,7 @@ pub struct ImageState {
     /// Images built directly on it.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub dependents: Vec<String>,
-    /// Rebuild policy (managed images).
+    /// Rebuild policy; for external and base images, `delay` is the hold of their updates.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub rebuild: Option<RebuildState>,
     /// Name of the generated Warehouse (external and base images).

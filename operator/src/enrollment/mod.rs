@@ -100,6 +100,10 @@ pub struct RebuildPolicy {
     pub cascade_delay: Duration,
     /// Whether eligible rebuilds start on their own.
     pub auto_rebuild: bool,
+    /// True when the image sets `delay` itself (not through `defaults`). The hold of a
+    /// base update is the updated image's `delay`, unless the dependent sets its own,
+    /// which then wins (a team may ask for a longer or shorter soak than the base's).
+    pub own_delay: bool,
 }
 
 impl Default for RebuildPolicy {
@@ -108,6 +112,19 @@ impl Default for RebuildPolicy {
             delay: DEFAULT_DELAY,
             cascade_delay: Duration::ZERO,
             auto_rebuild: true,
+            own_delay: false,
+        }
+    }
+}
+
+impl RebuildPolicy {
+    /// How long an update of a base with policy `base` is held before this image
+    /// rebuilds: this image's own `delay` when it sets one, else the base's.
+    pub fn hold_for(&self, base: &RebuildPolicy) -> Duration {
+        if self.own_delay {
+            self.delay
+        } else {
+            base.delay
         }
     }
 }
@@ -385,7 +402,8 @@ impl Checker<'_> {
             })
             .unwrap_or_else(|| DEFAULT_PROJECT.to_string());
         let defaults = raw.defaults.unwrap_or_default();
-        let defaults_rebuild = self.rebuild_policy(defaults.rebuild.as_ref(), RebuildPolicy::default());
+        let mut defaults_rebuild = self.rebuild_policy(defaults.rebuild.as_ref(), RebuildPolicy::default());
+        defaults_rebuild.own_delay = false;
         let base_warehouse = WarehouseConfig {
             repo_url: String::new(),
             image_selection_strategy: SelectionStrategy::Digest,
@@ -581,6 +599,7 @@ impl Checker<'_> {
         let mut policy = inherited;
         if let Some(d) = &spec.delay {
             policy.delay = self.duration(d, "delay").unwrap_or(policy.delay);
+            policy.own_delay = true;
         }
         if let Some(d) = &spec.cascade_delay {
             policy.cascade_delay = self.duration(d, "cascadeDelay").unwrap_or(policy.cascade_delay);

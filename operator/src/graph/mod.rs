@@ -41,9 +41,9 @@ pub struct Node {
     pub reference: Reference,
     /// Managed, external or discovered base.
     pub kind: NodeKind,
-    /// Rebuild policy (managed images only).
+    /// Rebuild policy: the enrollment's, or the file defaults for discovered bases.
     #[serde(skip)]
-    pub rebuild: Option<RebuildPolicy>,
+    pub rebuild: RebuildPolicy,
 }
 
 /// How a dependent uses a base image; several uses merge into one edge.
@@ -102,7 +102,8 @@ pub struct PlannedRebuild {
     pub reference: String,
     /// Updated images (the base or rebuilt parents) this rebuild waits for.
     pub after: Vec<String>,
-    /// The hold that applies: the image's `delay` in wave 1, its `cascadeDelay` later.
+    /// The hold that applies: in wave 1 the updated image's `delay` (or this image's own
+    /// `delay` when it sets one), in later waves this image's `cascadeDelay`.
     #[serde(with = "humantime_serde_secs")]
     pub hold: Duration,
     /// Earliest time the rebuild may start (parents' rebuild time not included).
@@ -169,7 +170,7 @@ impl Graph {
                 } else {
                     NodeKind::External
                 },
-                rebuild: image.is_managed().then_some(image.rebuild),
+                rebuild: image.rebuild,
             });
             graph.by_name.insert(image.name.clone(), idx);
             for tag in &image.tags {
@@ -193,7 +194,7 @@ impl Graph {
                             name: node_name.clone(),
                             reference: node_ref,
                             kind: NodeKind::Base,
-                            rebuild: None,
+                            rebuild: enrollment.defaults_rebuild,
                         });
                         graph.by_name.insert(node_name, idx);
                         graph.by_reference.insert(key(&u.reference), idx);
@@ -379,12 +380,12 @@ impl Graph {
                 continue;
             }
             let node = &self.dag[idx];
-            let policy = node.rebuild.unwrap_or_default();
+            let policy = node.rebuild;
             let mut when = discovered_at;
             let mut hold = Duration::ZERO;
             for &p in &parents {
                 let (h, base_time) = if p == root {
-                    (policy.delay, discovered_at)
+                    (policy.hold_for(&self.dag[root].rebuild), discovered_at)
                 } else {
                     (policy.cascade_delay, due[&p])
                 };

@@ -158,3 +158,13 @@ fn renders_mermaid_dot_and_json() {
     assert_eq!(j["edges"][0]["base"], "python");
     assert_eq!(j["nodes"][0]["level"], 1);
 }
+
+#[test]
+fn the_updated_images_delay_applies_unless_the_dependent_sets_its_own() {
+    let extra = "  - {name: python, image: 'python:3.12', rebuild: {delay: 3d}}\n  - {name: strict, image: 'registry.example.com/team/strict', source: {path: .}, rebuild: {delay: 10d}}\n";
+    let e = enrollment(&["relaxed"], &[], extra);
+    let g = Graph::build(&e, &uses(&[("relaxed", &["python:3.12"]), ("strict", &["python:3.12"])]));
+    let plan = g.plan(&Reference::parse("python:3.12").unwrap(), t0()).unwrap();
+    let due: Vec<(&str, SystemTime)> = plan.rebuilds.iter().map(|r| (r.name.as_str(), r.due)).collect();
+    assert_eq!(due, [("relaxed", t0() + 3 * DAY), ("strict", t0() + 10 * DAY)]);
+}

@@ -1,0 +1,441 @@
+//! The command line: one binary, one subcommand per mode (DESIGN.md "Modes").
+//!
+//! Exit codes: 0 ok, 1 findings (validation errors, cycles, unresolved references in
+//! `dockerfile`), 2 usage or I/O errors.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::SystemTime;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::analyze::{self, AnalyzeError};
+use crate::dockerfile;
+use crate::enrollment::{self, Diagnostic, EnrollmentError, Severity};
+use crate::graph;
+use crate::reference::Reference;
+
+/// Everything went as asked.
+pub const EXIT_OK: u8 = 0;
+/// The input has findings: validation errors, cycles, unresolved references.
+pub const EXIT_FINDINGS: u8 = 1;
+/// Usage or I/O error.
+pub const EXIT_ERROR: u8 = 2;
+
+/// Image Factory rebuilds your container images when their base images change — after a
+/// soak period, in dependency order — and records everything in git.
+///
+/// Start with `image-factory validate` on your images.yaml, then `image-factory analyze`
+/// to write state/ and the Kargo Warehouses, and `image-factory plan --update python:3.12`
+/// to see what a base update would rebuild.
+#[derive(Debug, Parser)]
+#[command(name = "image-factory", version, propagate_version = true, max_term_width = 100)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check images.yaml: schema, references, durations, regexes, sources, cycles.
+    ///
+    /// Prints every finding as FILE:LINE:COL with a hint; exit 1 when there are errors.
+    /// Reads local (path) sources' Dockerfiles to find cycles; git sources are checked
+    /// by `analyze`.
+    Validate {
+        /// The enrollment file.
+        #[arg(default_value = "images.yaml")]
+        file: PathBuf,
+        /// `text` for people, `github` for GitHub Actions annotations on the PR.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Print the JSON Schema of images.yaml (for editors: yaml-language-server).
+    Schema,
+    /// Read images.yaml, fetch sources, parse Dockerfiles, build the graph, and write
+    /// state/ and the Kargo Warehouses (state/warehouses/).
+    Analyze {
+        #[command(flatten)]
+        input: Input,
+        /// The state folder.
+        #[arg(long, default_value = "state")]
+        state_dir: PathBuf,
+        /// Remove the state of images nobody enrolls or references any more (otherwise
+        /// they are kept and marked `orphaned: true`).
+        #[arg(long)]
+        prune: bool,
+        /// Compute and report, but write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Print the dependency graph.
+    Graph {
+        #[command(flatten)]
+        input: Input,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = GraphFormat::Mermaid)]
+        format: GraphFormat,
+    },
+    /// Show what an update of a base image would rebuild, in which waves, and when.
+    Plan {
+        #[command(flatten)]
+        input: Input,
+        /// The updated image: REF or REF@DIGEST, e.g. python:3.12-slim@sha256:…
+        #[arg(long, value_name = "REF[@DIGEST]")]
+        update: String,
+        /// When the update was discovered (RFC 3339); default now.
+        #[arg(long, value_name = "TIME")]
+        discovered_at: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Print the stages and base images of Dockerfiles.
+    Dockerfile {
+        /// Dockerfiles to analyze.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Build argument K=V (repeatable), as with `docker build --build-arg`.
+        #[arg(long = "build-arg", value_name = "K=V", value_parser = parse_build_arg)]
+        build_args: Vec<(String, String)>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+}
+
+/// Where the enrollment and the git cache are.
+#[derive(Debug, clap::Args)]
+pub struct Input {
+    /// The enrollment file.
+    #[arg(short = 'f', long = "file", default_value = "images.yaml")]
+    pub file: PathBuf,
+    /// Where git sources are cached.
+    #[arg(long, env = "IMAGE_FACTORY_CACHE", default_value = ".cache/image-factory")]
+    pub cache_dir: PathBuf,
+}
+
+/// Finding output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// `file:line:col: error: message` and a hint.
+    Text,
+    /// GitHub Actions workflow commands (`::error file=…,line=…::…`).
+    Github,
+}
+
+/// Text or JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// For people.
+    Text,
+    /// For tools.
+    Json,
+}
+
+/// Graph output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GraphFormat {
+    /// Mermaid flowchart (renders in GitHub Markdown).
+    Mermaid,
+    /// Graphviz DOT.
+    Dot,
+    /// JSON nodes, edges and cycles.
+    Json,
+}
+
+fn parse_build_arg(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected K=V, got {s:?}")),
+    }
+}
+
+/// Runs a parsed command line and returns the process exit code.
+pub fn run(cli: Cli) -> ExitCode {
+    let code = match cli.command {
+        Command::Validate { file, format } => validate(&file, format),
+        Command::Schema => print(&schema_json()),
+        Command::Analyze { input, state_dir, prune, dry_run } => {
+            run_analyze(&input, state_dir, prune, dry_run)
+        }
+        Command::Graph { input, format } => run_graph(&input, format),
+        Command::Plan { input, update, discovered_at, output } => run_plan(&input, &update, discovered_at.as_deref(), output),
+        Command::Dockerfile { files, build_args, output } => run_dockerfile(&files, build_args, output),
+    };
+    ExitCode::from(code)
+}
+
+/// The JSON Schema of `images.yaml`, pretty-printed with a trailing newline.
+pub fn schema_json() -> String {
+    let schema = schemars::schema_for!(enrollment::schema::EnrollmentFile);
+    serde_json::to_string_pretty(&schema).unwrap_or_default() + "\n"
+}
+
+fn print(text: &str) -> u8 {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()) {
+        Ok(()) => EXIT_OK,
+        Err(_) => EXIT_ERROR,
+    }
+}
+
+fn print_diagnostics(diagnostics: &[Diagnostic], format: Format) {
+    for d in diagnostics {
+        match format {
+            Format::Text => eprintln!("{d}"),
+            // Workflow commands are read from stdout.
+            Format::Github => println!("{}", d.github_annotation()),
+        }
+    }
+}
+
+fn validate(file: &std::path::Path, format: Format) -> u8 {
+    let cache = std::env::temp_dir();
+    let model = match analyze::model(file, &cache, false, false) {
+        Ok(model) => model,
+        Err(AnalyzeError::Enrollment(EnrollmentError::Invalid { diagnostics, .. })) => {
+            print_diagnostics(&diagnostics, format);
+            summarize(file, &diagnostics, format);
+            return EXIT_FINDINGS;
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_ERROR;
+        }
+    };
+    let mut findings = model.enrollment.warnings.clone();
+    findings.extend(model.findings());
+    print_diagnostics(&findings, format);
+    summarize(file, &findings, format);
+    if findings.iter().any(|d| d.severity == Severity::Error) {
+        EXIT_FINDINGS
+    } else {
+        EXIT_OK
+    }
+}
+
+fn summarize(file: &std::path::Path, findings: &[Diagnostic], format: Format) {
+    let errors = findings.iter().filter(|d| d.severity == Severity::Error).count();
+    let warnings = findings.len() - errors;
+    if format == Format::Text {
+        if errors == 0 {
+            eprintln!("{}: ok ({warnings} warning(s))", file.display());
+        } else {
+            eprintln!("{}: {errors} error(s), {warnings} warning(s)", file.display());
+        }
+    }
+}
+
+fn report_analyze_error(e: &AnalyzeError) -> u8 {
+    match e {
+        AnalyzeError::Enrollment(EnrollmentError::Invalid { diagnostics, .. }) => {
+            print_diagnostics(diagnostics, Format::Text);
+            eprintln!("nothing written: fix images.yaml (`image-factory validate` lists every finding)");
+        }
+        other => eprintln!("error: {other}\nnothing written"),
+    }
+    if e.is_finding() {
+        EXIT_FINDINGS
+    } else {
+        EXIT_ERROR
+    }
+}
+
+fn run_analyze(input: &Input, state_dir: PathBuf, prune: bool, dry_run: bool) -> u8 {
+    let options = analyze::Options {
+        enrollment: input.file.clone(),
+        state_dir: state_dir.clone(),
+        cache_dir: input.cache_dir.clone(),
+        prune,
+        progress: true,
+        dry_run,
+    };
+    let report = match analyze::run(&options) {
+        Ok(r) => r,
+        Err(e) => return report_analyze_error(&e),
+    };
+    for w in &report.warnings {
+        eprintln!("{w}");
+    }
+    let mut out = String::new();
+    out.push_str(&format!(
+        "images: {} managed, {} external, {} discovered base(s); {} edge(s), depth {}\n",
+        report.managed, report.external, report.bases, report.edges, report.depth
+    ));
+    out.push_str(&format!("warehouses: {}\n", report.warehouses));
+    out.push_str("cycles: 0\n");
+    out.push_str(&format!("unresolved references: {}\n", report.unresolved.len()));
+    for (image, raw) in &report.unresolved {
+        out.push_str(&format!("  {image}: {raw}\n"));
+    }
+    out.push_str(&format!("orphaned: {}", report.orphans.len()));
+    if !report.orphans.is_empty() {
+        out.push_str(&format!(" ({}; remove with --prune)", report.orphans.join(", ")));
+    }
+    out.push('\n');
+    if !report.pruned.is_empty() {
+        out.push_str(&format!("pruned: {}\n", report.pruned.join(", ")));
+    }
+    if dry_run {
+        out.push_str("dry run: nothing written\n");
+    } else {
+        out.push_str(&format!(
+            "{}: {} written, {} unchanged, {} removed\n",
+            state_dir.display(),
+            report.write.written.len(),
+            report.write.unchanged,
+            report.write.removed.len()
+        ));
+    }
+    print(&out)
+}
+
+fn load_model(input: &Input) -> Result<analyze::Model, u8> {
+    analyze::model(&input.file, &input.cache_dir, true, true).map_err(|e| report_analyze_error(&e))
+}
+
+fn run_graph(input: &Input, format: GraphFormat) -> u8 {
+    let model = match load_model(input) {
+        Ok(m) => m,
+        Err(code) => return code,
+    };
+    let text = match format {
+        GraphFormat::Mermaid => graph::render_mermaid(&model.graph),
+        GraphFormat::Dot => graph::render_dot(&model.graph),
+        GraphFormat::Json => graph::render_json(&model.graph),
+    };
+    let code = print(&text);
+    let cycles = model.graph.cycles();
+    for c in &cycles {
+        eprintln!("dependency cycle: {}", c.join(" → "));
+    }
+    if cycles.is_empty() {
+        code
+    } else {
+        EXIT_FINDINGS
+    }
+}
+
+fn run_plan(input: &Input, update: &str, discovered_at: Option<&str>, output: Output) -> u8 {
+    let reference = match Reference::parse(update) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: --update: {e}");
+            return EXIT_ERROR;
+        }
+    };
+    let at = match discovered_at {
+        None => SystemTime::now(),
+        Some(t) => match humantime::parse_rfc3339_weak(t) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("error: --discovered-at {t:?}: {e} (write e.g. 2026-11-22T10:00:00Z)");
+                return EXIT_ERROR;
+            }
+        },
+    };
+    let model = match load_model(input) {
+        Ok(m) => m,
+        Err(code) => return code,
+    };
+    let plan = match model.graph.plan(&reference, at) {
+        Ok(p) => p,
+        Err(e @ graph::GraphError::Cycle { .. }) => {
+            eprintln!("error: {e}");
+            return EXIT_FINDINGS;
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_ERROR;
+        }
+    };
+    match output {
+        Output::Json => print(&(serde_json::to_string_pretty(&plan).unwrap_or_default() + "\n")),
+        Output::Text => print(&render_plan(&plan)),
+    }
+}
+
+/// The plan as an aligned table: WAVE IMAGE HOLD DUE AFTER.
+pub fn render_plan(plan: &graph::Plan) -> String {
+    let mut out = format!(
+        "update {}{} discovered {}\n",
+        plan.update,
+        plan.digest.as_deref().map(|d| format!(" → {d}")).unwrap_or_default(),
+        humantime::format_rfc3339_seconds(plan.discovered_at)
+    );
+    if plan.rebuilds.is_empty() {
+        out.push_str("no managed image is built on it: nothing to rebuild\n");
+        return out;
+    }
+    let rows: Vec<[String; 5]> = plan
+        .rebuilds
+        .iter()
+        .map(|r| {
+            [
+                r.wave.to_string(),
+                r.name.clone(),
+                humantime::format_duration(r.hold).to_string(),
+                format!(
+                    "{}{}",
+                    humantime::format_rfc3339_seconds(r.due),
+                    if r.auto_rebuild { "" } else { " (manual)" }
+                ),
+                r.after.join(", "),
+            ]
+        })
+        .collect();
+    let header = ["WAVE", "IMAGE", "HOLD", "DUE", "AFTER"].map(str::to_string);
+    let mut widths = header.clone().map(|h| h.len());
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    for row in std::iter::once(&header).chain(&rows) {
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out.push_str(&format!(
+        "{} rebuild(s) in {} wave(s)\n",
+        plan.rebuilds.len(),
+        plan.rebuilds.iter().map(|r| r.wave).max().unwrap_or(0)
+    ));
+    out
+}
+
+fn run_dockerfile(files: &[PathBuf], build_args: Vec<(String, String)>, output: Output) -> u8 {
+    let args: BTreeMap<String, String> = build_args.into_iter().collect();
+    let mut analyses = Vec::with_capacity(files.len());
+    for file in files {
+        match dockerfile::analyze_file(file, &args) {
+            Ok(a) => analyses.push(a),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return EXIT_ERROR;
+            }
+        }
+    }
+    let text = match output {
+        Output::Json => serde_json::to_string_pretty(&analyses).unwrap_or_default() + "\n",
+        Output::Text => dockerfile::render_text(&analyses),
+    };
+    let code = print(&text);
+    let findings = analyses.iter().any(|a| {
+        a.stages.is_empty() || a.stages.iter().any(|s| matches!(s.from, dockerfile::From::Unresolved { .. }))
+    });
+    if code == EXIT_OK && findings {
+        EXIT_FINDINGS
+    } else {
+        code
+    }
+}
