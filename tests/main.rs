@@ -3,5 +3,9 @@
 
 mod support;
 
+mod analyze;
+mod cli;
 mod dockerfile_corpus;
+mod jupyter_chain;
 mod registry;
+mod warehouses;

@@ -1,0 +1,50 @@
+//! A real Kubernetes API server (shared/k8s: apiextensions-apiserver + etcd) per test binary.
+//!
+//! Set `IMAGE_FACTORY_KUBECONFIG` to run against another cluster (for example kind)
+//! instead; the tests only create namespaced objects with dry-run and CRDs.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// The kubeconfig of this test binary's API server, started on first use on 127.0.0.1.
+/// run.sh's watchdog stops it when the test process exits.
+pub fn kubeconfig() -> &'static PathBuf {
+    static KUBECONFIG: OnceLock<PathBuf> = OnceLock::new();
+    KUBECONFIG.get_or_init(|| {
+        if let Some(path) = std::env::var_os("IMAGE_FACTORY_KUBECONFIG") {
+            return PathBuf::from(path);
+        }
+        let run_sh = super::shared_dir().join("k8s/run.sh");
+        let dir = std::env::temp_dir().join(format!("image-factory-k8s-{}", std::process::id()));
+        let kubeconfig = dir.join("kubeconfig");
+        let out = Command::new(run_sh)
+            .arg("start")
+            .arg(&kubeconfig)
+            .env("K8S_RUN_DIR", &dir)
+            .env("K8S_OWNER_PID", std::process::id().to_string())
+            .output()
+            .expect("run.sh");
+        assert!(
+            out.status.success(),
+            "run.sh start failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        kubeconfig
+    })
+}
+
+/// Runs kubectl against the test API server; returns (success, stdout + stderr).
+pub fn kubectl(args: &[&str]) -> (bool, String) {
+    let out = Command::new("kubectl")
+        .args(args)
+        .env("KUBECONFIG", kubeconfig())
+        .output()
+        .expect("kubectl is installed (.ci/run installs it)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
