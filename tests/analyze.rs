@@ -38,9 +38,15 @@ fn committed_state_is_what_analyze_writes_and_a_rerun_changes_nothing() {
     let before = snapshot(&dir.path().join("state"));
     let (code, out, err) = analyze(dir.path(), &[]);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("state: 0 written"), "state/ is stale: run `image-factory analyze` and commit state/\n{out}");
+    assert!(
+        out.contains("state: 0 written"),
+        "state/ is stale: run `image-factory analyze` and commit state/\n{out}"
+    );
     assert_eq!(before, snapshot(&dir.path().join("state")));
-    assert!(out.contains("7 managed, 3 external, 3 discovered base(s)"), "{out}");
+    assert!(
+        out.contains("7 managed, 3 external, 3 discovered base(s)"),
+        "{out}"
+    );
     assert!(out.contains("depth 4"), "{out}");
 }
 
@@ -49,14 +55,24 @@ fn runtime_history_survives_reanalysis_and_config_changes() {
     let dir = example();
     let file = dir.path().join("state/images/platform-python.yaml");
     edit(&file, "history: []", "history:\n- digest: sha256:1111111111111111111111111111111111111111111111111111111111111111\n  discoveredAt: 2026-11-01T00:00:00Z\n  origin: watcher");
-    edit(&dir.path().join("images.yaml"), "PYTHON_VERSION: \"3.12\"", "PYTHON_VERSION: \"3.13\"");
+    edit(
+        &dir.path().join("images.yaml"),
+        "PYTHON_VERSION: \"3.12\"",
+        "PYTHON_VERSION: \"3.13\"",
+    );
     let (code, out, err) = analyze(dir.path(), &[]);
     assert_eq!(code, 0, "{out}{err}");
     let text = std::fs::read_to_string(&file).unwrap();
     assert!(text.contains("sha256:1111"), "history lost:\n{text}");
-    assert!(text.contains("PYTHON_VERSION: '3.13'") || text.contains("PYTHON_VERSION: \"3.13\""), "config not updated:\n{text}");
+    assert!(
+        text.contains("PYTHON_VERSION: '3.13'") || text.contains("PYTHON_VERSION: \"3.13\""),
+        "config not updated:\n{text}"
+    );
     // The ARG now resolves to python:3.13-slim: a new discovered base, the old external kept.
-    assert!(dir.path().join("state/images/python-3-13-slim.yaml").exists());
+    assert!(dir
+        .path()
+        .join("state/images/python-3-13-slim.yaml")
+        .exists());
 }
 
 #[test]
@@ -67,13 +83,22 @@ fn unreferenced_bases_are_orphaned_then_pruned() {
     let (code, out, _) = analyze(dir.path(), &[]);
     assert_eq!(code, 0);
     assert!(out.contains("orphaned: 3 (gcr-io-distroless-static-debian12-nonroot, golang-1-23-bookworm, payments-worker; remove with --prune)"), "{out}");
-    let golang = std::fs::read_to_string(dir.path().join("state/images/golang-1-23-bookworm.yaml")).unwrap();
+    let golang =
+        std::fs::read_to_string(dir.path().join("state/images/golang-1-23-bookworm.yaml")).unwrap();
     assert!(golang.contains("orphaned: true"), "{golang}");
-    assert!(!dir.path().join("state/warehouses/golang-1-23-bookworm.yaml").exists(), "orphans get no Warehouse");
+    assert!(
+        !dir.path()
+            .join("state/warehouses/golang-1-23-bookworm.yaml")
+            .exists(),
+        "orphans get no Warehouse"
+    );
     let (code, out, _) = analyze(dir.path(), &["--prune"]);
     assert_eq!(code, 0);
     assert!(out.contains("pruned: gcr-io-distroless-static-debian12-nonroot, golang-1-23-bookworm, payments-worker"), "{out}");
-    assert!(!dir.path().join("state/images/golang-1-23-bookworm.yaml").exists());
+    assert!(!dir
+        .path()
+        .join("state/images/golang-1-23-bookworm.yaml")
+        .exists());
 }
 
 #[test]
@@ -82,34 +107,72 @@ fn promotion_from_discovered_base_to_enrolled_image_keeps_history() {
     let old = dir.path().join("state/images/golang-1-23-bookworm.yaml");
     edit(&old, "history: []", "history:\n- digest: sha256:2222222222222222222222222222222222222222222222222222222222222222\n  discoveredAt: 2026-11-02T00:00:00Z");
     // Enroll golang under a name of our choosing, then make it managed.
-    edit(&dir.path().join("images.yaml"), "images:\n", "images:\n  - name: golang\n    image: golang:1.23-bookworm\n");
+    edit(
+        &dir.path().join("images.yaml"),
+        "images:\n",
+        "images:\n  - name: golang\n    image: golang:1.23-bookworm\n",
+    );
     let (code, out, err) = analyze(dir.path(), &[]);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(!old.exists(), "the discovered-base file moves to the enrolled name");
+    assert!(
+        !old.exists(),
+        "the discovered-base file moves to the enrolled name"
+    );
     let new = dir.path().join("state/images/golang.yaml");
     let text = std::fs::read_to_string(&new).unwrap();
-    assert!(text.contains("kind: external") && text.contains("sha256:2222"), "{text}");
+    assert!(
+        text.contains("kind: external") && text.contains("sha256:2222"),
+        "{text}"
+    );
 
     std::fs::create_dir_all(dir.path().join("examples/golang")).unwrap();
-    std::fs::write(dir.path().join("examples/golang/Dockerfile"), "FROM debian:bookworm-slim\n").unwrap();
-    edit(&dir.path().join("images.yaml"), "    image: golang:1.23-bookworm\n", "    image: golang:1.23-bookworm\n    source: {path: examples/golang}\n");
+    std::fs::write(
+        dir.path().join("examples/golang/Dockerfile"),
+        "FROM debian:bookworm-slim\n",
+    )
+    .unwrap();
+    edit(
+        &dir.path().join("images.yaml"),
+        "    image: golang:1.23-bookworm\n",
+        "    image: golang:1.23-bookworm\n    source: {path: examples/golang}\n",
+    );
     let (code, out, err) = analyze(dir.path(), &[]);
     assert_eq!(code, 0, "{out}{err}");
     let text = std::fs::read_to_string(&new).unwrap();
-    assert!(text.contains("kind: managed") && text.contains("sha256:2222"), "{text}");
-    assert!(!dir.path().join("state/warehouses/golang.yaml").exists(), "managed images get no Warehouse");
+    assert!(
+        text.contains("kind: managed") && text.contains("sha256:2222"),
+        "{text}"
+    );
+    assert!(
+        !dir.path().join("state/warehouses/golang.yaml").exists(),
+        "managed images get no Warehouse"
+    );
 }
 
 #[test]
 fn a_bad_enrollment_is_located_and_leaves_state_untouched() {
     let dir = example();
     let before = snapshot(&dir.path().join("state"));
-    edit(&dir.path().join("images.yaml"), "delay: 3d ", "delay: 3 fortnights ");
-    edit(&dir.path().join("images.yaml"), "constraint: ^22.0.0", "constraint: ^22.0.0.0");
+    edit(
+        &dir.path().join("images.yaml"),
+        "delay: 3d ",
+        "delay: 3 fortnights ",
+    );
+    edit(
+        &dir.path().join("images.yaml"),
+        "constraint: ^22.0.0",
+        "constraint: ^22.0.0.0",
+    );
     let (code, _, err) = analyze(dir.path(), &[]);
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains("images.yaml:28:14: error: invalid delay \"3 fortnights\""), "{err}");
-    assert!(err.contains("images.yaml:34:19: error: invalid SemVer constraint"), "{err}");
+    assert!(
+        err.contains("images.yaml:28:14: error: invalid delay \"3 fortnights\""),
+        "{err}"
+    );
+    assert!(
+        err.contains("images.yaml:34:19: error: invalid SemVer constraint"),
+        "{err}"
+    );
     assert!(err.contains("nothing written"), "{err}");
     assert_eq!(before, snapshot(&dir.path().join("state")));
 }
@@ -118,10 +181,19 @@ fn a_bad_enrollment_is_located_and_leaves_state_untouched() {
 fn a_cycle_is_named_and_nothing_is_written() {
     let dir = example();
     let before = snapshot(&dir.path().join("state"));
-    std::fs::write(dir.path().join("examples/platform-base/Dockerfile"), "FROM registry.example.com/platform/python-web:3.12\n").unwrap();
+    std::fs::write(
+        dir.path().join("examples/platform-base/Dockerfile"),
+        "FROM registry.example.com/platform/python-web:3.12\n",
+    )
+    .unwrap();
     let (code, _, err) = analyze(dir.path(), &[]);
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains("dependency cycle(s): platform-base → platform-python → python-web → platform-base"), "{err}");
+    assert!(
+        err.contains(
+            "dependency cycle(s): platform-base → platform-python → python-web → platform-base"
+        ),
+        "{err}"
+    );
     assert_eq!(before, snapshot(&dir.path().join("state")));
     let out = image_factory(dir.path(), &["validate"]);
     let err = String::from_utf8_lossy(&out.stderr);
@@ -131,12 +203,23 @@ fn a_cycle_is_named_and_nothing_is_written() {
 
 fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
-        .args(["-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "init.defaultBranch=main"])
+        .args([
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@example.com",
+            "-c",
+            "init.defaultBranch=main",
+        ])
         .args(args)
         .current_dir(dir)
         .output()
         .unwrap();
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
@@ -145,13 +228,26 @@ fn git_sources_are_fetched_and_the_commit_is_recorded() {
     let upstream = tempfile::tempdir().unwrap();
     git(upstream.path(), &["init", "-q"]);
     std::fs::create_dir_all(upstream.path().join("svc")).unwrap();
-    std::fs::write(upstream.path().join("svc/Containerfile"), "ARG BASE=python:3.12-slim\nFROM $BASE\n").unwrap();
+    std::fs::write(
+        upstream.path().join("svc/Containerfile"),
+        "ARG BASE=python:3.12-slim\nFROM $BASE\n",
+    )
+    .unwrap();
     git(upstream.path(), &["add", "."]);
     git(upstream.path(), &["commit", "-qm", "svc"]);
     let commit = git(upstream.path(), &["rev-parse", "HEAD"]);
     // Serve it over the bare-repository path a platform team would clone from.
     let bare = tempfile::tempdir().unwrap();
-    git(bare.path(), &["clone", "-q", "--bare", &upstream.path().display().to_string(), "repo.git"]);
+    git(
+        bare.path(),
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            &upstream.path().display().to_string(),
+            "repo.git",
+        ],
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let url = format!("file://{}/repo.git", bare.path().display());
@@ -164,5 +260,8 @@ fn git_sources_are_fetched_and_the_commit_is_recorded() {
     assert_eq!(code, 0, "{out}{err}");
     let text = std::fs::read_to_string(dir.path().join("state/images/svc.yaml")).unwrap();
     assert!(text.contains(&format!("commit: {commit}")), "{text}");
-    assert!(text.contains("reference: docker.io/library/python:3.12-slim"), "{text}");
+    assert!(
+        text.contains("reference: docker.io/library/python:3.12-slim"),
+        "{text}"
+    );
 }

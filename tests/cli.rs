@@ -39,8 +39,14 @@ fn validate_prints_github_annotations_for_every_error() {
     let stdout = text(&out.stdout);
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 2, "{stdout}");
-    assert!(lines[0].starts_with("::error file=images.yaml,line=3,col=11::invalid name \"Bad_Name\""), "{stdout}");
-    assert!(lines[1].starts_with("::error file=images.yaml,line=6,col=27::invalid regular expression"), "{stdout}");
+    assert!(
+        lines[0].starts_with("::error file=images.yaml,line=3,col=11::invalid name \"Bad_Name\""),
+        "{stdout}"
+    );
+    assert!(
+        lines[1].starts_with("::error file=images.yaml,line=6,col=27::invalid regular expression"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -63,7 +69,17 @@ fn dockerfile_json_has_the_documented_shape() {
         "ARG GO=1.23\nFROM --platform=$BUILDPLATFORM golang:${GO} AS build\nFROM scratch\nCOPY --from=build /x /x\nCOPY --from=alpine:3.19 /etc/ssl /etc/ssl\n",
     )
     .unwrap();
-    let out = image_factory(dir.path(), &["dockerfile", "Dockerfile", "--build-arg", "GO=1.24", "--output", "json"]);
+    let out = image_factory(
+        dir.path(),
+        &[
+            "dockerfile",
+            "Dockerfile",
+            "--build-arg",
+            "GO=1.24",
+            "--output",
+            "json",
+        ],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
@@ -88,15 +104,38 @@ fn dockerfile_json_has_the_documented_shape() {
 fn plan_reports_waves_and_due_times_as_json() {
     let out = image_factory(
         &repo_root(),
-        &["plan", "--update", "debian:bookworm-slim", "--discovered-at", "2026-11-22T00:00:00Z", "--output", "json"],
+        &[
+            "plan",
+            "--update",
+            "debian:bookworm-slim",
+            "--discovered-at",
+            "2026-11-22T00:00:00Z",
+            "--output",
+            "json",
+        ],
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let rebuilds = v["rebuilds"].as_array().unwrap();
-    let names: Vec<(u64, &str)> = rebuilds.iter().map(|r| (r["wave"].as_u64().unwrap(), r["name"].as_str().unwrap())).collect();
-    assert_eq!(names, [(1, "platform-base"), (2, "platform-python"), (3, "python-web"), (4, "billing-api"), (4, "reports")]);
+    let names: Vec<(u64, &str)> = rebuilds
+        .iter()
+        .map(|r| (r["wave"].as_u64().unwrap(), r["name"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            (1, "platform-base"),
+            (2, "platform-python"),
+            (3, "python-web"),
+            (4, "billing-api"),
+            (4, "reports")
+        ]
+    );
     assert_eq!(rebuilds[0]["due"], "2026-11-29T00:00:00Z");
-    assert_eq!(rebuilds[3]["due"], "2026-11-29T02:00:00Z", "billing-api's cascadeDelay is 2h");
+    assert_eq!(
+        rebuilds[3]["due"], "2026-11-29T02:00:00Z",
+        "billing-api's cascadeDelay is 2h"
+    );
     let out = image_factory(&repo_root(), &["plan", "--update", "alpine:9"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("is not in the dependency graph"));
@@ -104,7 +143,11 @@ fn plan_reports_waves_and_due_times_as_json() {
 
 #[test]
 fn graph_formats() {
-    for (format, needle) in [("mermaid", "flowchart LR"), ("dot", "digraph images"), ("json", "\"edges\"")] {
+    for (format, needle) in [
+        ("mermaid", "flowchart LR"),
+        ("dot", "digraph images"),
+        ("json", "\"edges\""),
+    ] {
         let out = image_factory(&repo_root(), &["graph", "--format", format]);
         assert_eq!(out.status.code(), Some(0));
         assert!(text(&out.stdout).contains(needle), "{format}");

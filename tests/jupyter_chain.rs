@@ -15,7 +15,10 @@ fn image_of(dockerfile: &str) -> (String, String) {
     let parts: Vec<&str> = dockerfile.split('/').collect();
     match parts.as_slice() {
         ["images", name, "Dockerfile"] => (name.to_string(), format!("quay.io/jupyter/{name}")),
-        ["images", name, variant, "Dockerfile"] => (format!("{name}-{variant}"), format!("quay.io/jupyter/{name}:{variant}")),
+        ["images", name, variant, "Dockerfile"] => (
+            format!("{name}-{variant}"),
+            format!("quay.io/jupyter/{name}:{variant}"),
+        ),
         _ => panic!("unexpected path {dockerfile}"),
     }
 }
@@ -24,14 +27,22 @@ fn image_of(dockerfile: &str) -> (String, String) {
 fn the_graph_matches_the_expected_edges() {
     let chain = shared_dir().join("corpus/chains/jupyter-docker-stacks");
     let tsv = std::fs::read_to_string(chain.join("EXPECTED_EDGES.tsv")).unwrap();
-    let rows: Vec<Vec<&str>> = tsv.lines().skip(1).filter(|l| !l.is_empty()).map(|l| l.split('\t').collect()).collect();
+    let rows: Vec<Vec<&str>> = tsv
+        .lines()
+        .skip(1)
+        .filter(|l| !l.is_empty())
+        .map(|l| l.split('\t').collect())
+        .collect();
     let dockerfiles: BTreeSet<&str> = rows.iter().map(|r| r[0]).collect();
 
     let mut yaml = String::from("version: 1\nimages:\n");
     for dockerfile in &dockerfiles {
         let (name, reference) = image_of(dockerfile);
         let dir = chain.join(dockerfile).parent().unwrap().to_path_buf();
-        yaml.push_str(&format!("  - name: {name}\n    image: {reference}\n    source: {{path: '{}'}}\n", dir.display()));
+        yaml.push_str(&format!(
+            "  - name: {name}\n    image: {reference}\n    source: {{path: '{}'}}\n",
+            dir.display()
+        ));
     }
     let work = tempfile::tempdir().unwrap();
     let file = work.path().join("images.yaml");
@@ -48,30 +59,54 @@ fn the_graph_matches_the_expected_edges() {
             let stages = &model.analyzed[&name].analysis.stages;
             let last = stages.last().unwrap();
             assert_eq!(from_resolved, "stage:default_root_image");
-            assert!(matches!(last.from, From::Stage { stage: 0, .. }), "{name}: {:?}", last.from);
+            assert!(
+                matches!(last.from, From::Stage { stage: 0, .. }),
+                "{name}: {:?}",
+                last.from
+            );
             assert_eq!(stages[0].name.as_deref(), Some("default_root_image"));
             continue;
         }
         let base = Reference::parse(from_resolved).unwrap();
-        let node = model.graph.find(&base).unwrap_or_else(|| panic!("{from_resolved} not in graph"));
-        let edge = model.graph.edge(&node.name, &name).unwrap_or_else(|| panic!("no edge {} → {name}", node.name));
+        let node = model
+            .graph
+            .find(&base)
+            .unwrap_or_else(|| panic!("{from_resolved} not in graph"));
+        let edge = model
+            .graph
+            .edge(&node.name, &name)
+            .unwrap_or_else(|| panic!("no edge {} → {name}", node.name));
         if let Some(digest) = base.digest() {
             assert!(edge.pinned.contains(digest), "{name}: pin {digest} missing");
         }
         expected.insert((node.name.clone(), name));
     }
-    let actual: BTreeSet<(String, String)> =
-        model.graph.edges().iter().map(|(b, d, _)| (b.name.clone(), d.name.clone())).collect();
-    assert_eq!(actual, expected, "the graph has edges EXPECTED_EDGES.tsv does not");
+    let actual: BTreeSet<(String, String)> = model
+        .graph
+        .edges()
+        .iter()
+        .map(|(b, d, _)| (b.name.clone(), d.name.clone()))
+        .collect();
+    assert_eq!(
+        actual, expected,
+        "the graph has edges EXPECTED_EDGES.tsv does not"
+    );
 
     // Depth 6: ubuntu → foundation → base → minimal → scipy → pyspark → all-spark.
     let levels = model.graph.levels().unwrap();
     assert_eq!(levels["all-spark-notebook"], 6);
     let plan = model
         .graph
-        .plan(&Reference::parse("quay.io/jupyter/minimal-notebook").unwrap(), std::time::SystemTime::UNIX_EPOCH)
+        .plan(
+            &Reference::parse("quay.io/jupyter/minimal-notebook").unwrap(),
+            std::time::SystemTime::UNIX_EPOCH,
+        )
         .unwrap();
-    let waves: Vec<(usize, &str)> = plan.rebuilds.iter().map(|r| (r.wave, r.name.as_str())).collect();
+    let waves: Vec<(usize, &str)> = plan
+        .rebuilds
+        .iter()
+        .map(|r| (r.wave, r.name.as_str()))
+        .collect();
     assert_eq!(waves.len(), 11, "{waves:?}");
     assert!(waves.contains(&(3, "all-spark-notebook")), "{waves:?}");
 }

@@ -18,13 +18,19 @@ fn warehouse_files() -> Vec<std::path::PathBuf> {
 
 #[test]
 fn subscriptions_satisfy_kargos_image_schema() {
-    let schema: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(shared_dir().join("kargo/schemas/image.json")).unwrap()).unwrap();
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(shared_dir().join("kargo/schemas/image.json")).unwrap(),
+    )
+    .unwrap();
     let validator = jsonschema::validator_for(&schema).unwrap();
     for file in warehouse_files() {
-        let w: serde_json::Value = serde_saphyr::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+        let w: serde_json::Value =
+            serde_saphyr::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
         let image = &w["spec"]["subscriptions"][0]["image"];
-        let errors: Vec<String> = validator.iter_errors(image).map(|e| e.to_string()).collect();
+        let errors: Vec<String> = validator
+            .iter_errors(image)
+            .map(|e| e.to_string())
+            .collect();
         assert!(errors.is_empty(), "{}: {errors:?}", file.display());
         assert!(image.get("allowTags").is_none() && image.get("ignoreTags").is_none());
     }
@@ -38,13 +44,27 @@ fn the_api_server_accepts_the_generated_warehouses() {
     let crd = shared_dir().join("kargo/crds/kargo.akuity.io_warehouses.yaml");
     let (ok, out) = kubectl(&["apply", "--server-side", "-f", &crd.display().to_string()]);
     assert!(ok, "{out}");
-    let (ok, out) = kubectl(&["wait", "--for=condition=Established", "crd/warehouses.kargo.akuity.io", "--timeout=30s"]);
+    let (ok, out) = kubectl(&[
+        "wait",
+        "--for=condition=Established",
+        "crd/warehouses.kargo.akuity.io",
+        "--timeout=30s",
+    ]);
     assert!(ok, "{out}");
     let _ = kubectl(&["create", "namespace", "image-factory"]);
     let dir = repo_root().join("state/warehouses");
-    let (ok, out) = kubectl(&["apply", "--dry-run=server", "-k", &dir.display().to_string()]);
+    let (ok, out) = kubectl(&[
+        "apply",
+        "--dry-run=server",
+        "-k",
+        &dir.display().to_string(),
+    ]);
     assert!(ok, "{out}");
-    assert_eq!(out.matches("created (server dry run)").count(), warehouse_files().len(), "{out}");
+    assert_eq!(
+        out.matches("created (server dry run)").count(),
+        warehouse_files().len(),
+        "{out}"
+    );
     // A Warehouse the CRD rejects fails here too, so the check above can fail.
     let bad = tempfile::tempdir().unwrap();
     std::fs::write(
@@ -52,6 +72,11 @@ fn the_api_server_accepts_the_generated_warehouses() {
         "apiVersion: kargo.akuity.io/v1alpha1\nkind: Warehouse\nmetadata: {name: bad, namespace: image-factory}\nspec: {interval: 5 minutes, subscriptions: []}\n",
     )
     .unwrap();
-    let (ok, out) = kubectl(&["apply", "--dry-run=server", "-f", &bad.path().join("w.yaml").display().to_string()]);
+    let (ok, out) = kubectl(&[
+        "apply",
+        "--dry-run=server",
+        "-f",
+        &bad.path().join("w.yaml").display().to_string(),
+    ]);
     assert!(!ok, "{out}");
 }

@@ -9,7 +9,9 @@ use crate::enrollment::{self, schema::Position, Diagnostic, Enrollment, Enrollme
 use crate::graph::{Graph, NodeKind, Use};
 use crate::kargo;
 use crate::source::{self, SourceError};
-use crate::state::{self, BaseState, ImageState, RebuildState, SourceState, StateError, WriteReport};
+use crate::state::{
+    self, BaseState, ImageState, RebuildState, SourceState, StateError, WriteReport,
+};
 
 /// Analyze errors; each stops the run before anything is written.
 #[derive(Debug, thiserror::Error)]
@@ -39,7 +41,10 @@ pub enum AnalyzeError {
 impl AnalyzeError {
     /// Whether the error is the user's input (exit 1) rather than I/O (exit 2).
     pub fn is_finding(&self) -> bool {
-        matches!(self, Self::Enrollment(EnrollmentError::Invalid { .. }) | Self::Cycles { .. })
+        matches!(
+            self,
+            Self::Enrollment(EnrollmentError::Invalid { .. }) | Self::Cycles { .. }
+        )
     }
 }
 
@@ -116,7 +121,12 @@ pub struct Report {
 ///
 /// [`AnalyzeError::Enrollment`] for a bad `images.yaml`, [`AnalyzeError::Source`] when a
 /// source cannot be read.
-pub fn model(path: &Path, cache_dir: &Path, fetch_git: bool, progress: bool) -> Result<Model, AnalyzeError> {
+pub fn model(
+    path: &Path,
+    cache_dir: &Path,
+    fetch_git: bool,
+    progress: bool,
+) -> Result<Model, AnalyzeError> {
     let enrollment = enrollment::load(path)?;
     let managed: Vec<&enrollment::Image> = enrollment
         .images
@@ -128,13 +138,19 @@ pub fn model(path: &Path, cache_dir: &Path, fetch_git: bool, progress: bool) -> 
         .collect();
     let git_count = managed
         .iter()
-        .filter(|i| i.build.as_ref().is_some_and(|b| matches!(b.source, Source::Git { .. })))
+        .filter(|i| {
+            i.build
+                .as_ref()
+                .is_some_and(|b| matches!(b.source, Source::Git { .. }))
+        })
         .count();
     let bar = if progress && git_count > 1 {
         let bar = indicatif::ProgressBar::new(managed.len() as u64);
         bar.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} sources {pos}/{len} [{bar:30}] {msg}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            indicatif::ProgressStyle::with_template(
+                "{spinner} sources {pos}/{len} [{bar:30}] {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         Some(bar)
     } else {
@@ -219,18 +235,28 @@ impl Model {
         for (name, a) in &self.analyzed {
             if a.analysis.stages.is_empty() {
                 out.push(
-                    Diagnostic::error(&a.display, Position::default(), format!("image {name:?}: the Dockerfile has no usable FROM"))
-                        .hint("a Dockerfile starts its first stage with FROM <image>"),
+                    Diagnostic::error(
+                        &a.display,
+                        Position::default(),
+                        format!("image {name:?}: the Dockerfile has no usable FROM"),
+                    )
+                    .hint("a Dockerfile starts its first stage with FROM <image>"),
                 );
             }
             for message in &a.analysis.errors {
                 let (at, text) = split_location(&a.display, message);
-                let hint = if text.contains("ARG") || text.contains("unresolved") || text.contains('$') {
+                let hint = if text.contains("ARG")
+                    || text.contains("unresolved")
+                    || text.contains('$')
+                {
                     "give the ARG a default in the Dockerfile or a value in the image's buildArgs in images.yaml"
                 } else {
                     "fix the Dockerfile line"
                 };
-                out.push(Diagnostic::warning(&a.display, at, format!("image {name:?}: {text}")).hint(hint));
+                out.push(
+                    Diagnostic::warning(&a.display, at, format!("image {name:?}: {text}"))
+                        .hint(hint),
+                );
             }
         }
         for cycle in self.graph.cycles() {
@@ -271,7 +297,12 @@ fn split_location(file: &str, message: &str) -> (Position, String) {
 ///
 /// Any [`AnalyzeError`]; nothing is written unless everything rendered.
 pub fn run(options: &Options) -> Result<Report, AnalyzeError> {
-    let model = model(&options.enrollment, &options.cache_dir, true, options.progress)?;
+    let model = model(
+        &options.enrollment,
+        &options.cache_dir,
+        true,
+        options.progress,
+    )?;
     let cycles = model.graph.cycles();
     if !cycles.is_empty() {
         return Err(AnalyzeError::Cycles { cycles });
@@ -281,7 +312,11 @@ pub fn run(options: &Options) -> Result<Report, AnalyzeError> {
     report.warnings = model.enrollment.warnings.clone();
     report.warnings.extend(model.findings());
     if !options.dry_run {
-        report.write = state::write_tree(&options.state_dir, &files, &[state::IMAGES_DIR, state::WAREHOUSES_DIR])?;
+        report.write = state::write_tree(
+            &options.state_dir,
+            &files,
+            &[state::IMAGES_DIR, state::WAREHOUSES_DIR],
+        )?;
     }
     Ok(report)
 }
@@ -304,13 +339,19 @@ pub fn render(
         edges: graph.edges().len(),
         ..Report::default()
     };
-    let old_by_reference: BTreeMap<&str, &str> =
-        old.iter().map(|(name, s)| (s.reference.as_str(), name.as_str())).collect();
+    let old_by_reference: BTreeMap<&str, &str> = old
+        .iter()
+        .map(|(name, s)| (s.reference.as_str(), name.as_str()))
+        .collect();
     let mut claimed: BTreeSet<String> = BTreeSet::new();
     let mut files = BTreeMap::new();
     let mut warehouses = Vec::new();
-    let images: BTreeMap<&str, &enrollment::Image> =
-        model.enrollment.images.iter().map(|i| (i.name.as_str(), i)).collect();
+    let images: BTreeMap<&str, &enrollment::Image> = model
+        .enrollment
+        .images
+        .iter()
+        .map(|i| (i.name.as_str(), i))
+        .collect();
 
     for node in graph.nodes() {
         match node.kind {
@@ -338,8 +379,15 @@ pub fn render(
         let image = images.get(node.name.as_str());
         if let Some(build) = image.and_then(|i| i.build.as_ref()) {
             let analyzed = model.analyzed.get(&node.name);
-            st.tags = image.map(|i| i.tags.iter().cloned().collect()).unwrap_or_default();
-            st.source = Some(source_state(&build.source, &build.dockerfile, &build.context, analyzed.and_then(|a| a.commit.clone())));
+            st.tags = image
+                .map(|i| i.tags.iter().cloned().collect())
+                .unwrap_or_default();
+            st.source = Some(source_state(
+                &build.source,
+                &build.dockerfile,
+                &build.context,
+                analyzed.and_then(|a| a.commit.clone()),
+            ));
             st.build_args = build.build_args.clone();
             st.base_images = graph
                 .bases(&node.name)
@@ -369,7 +417,12 @@ pub fn render(
                 None => model.enrollment.discovered_warehouse(&node.reference),
             };
             st.warehouse = Some(node.name.clone());
-            warehouses.push(kargo::warehouse(&node.name, &node.reference, &config, &model.enrollment.project));
+            warehouses.push(kargo::warehouse(
+                &node.name,
+                &node.reference,
+                &config,
+                &model.enrollment.project,
+            ));
         }
         st.rebuild = Some(RebuildState {
             delay: humantime::format_duration(node.rebuild.delay).to_string(),
@@ -435,7 +488,12 @@ struct Kustomization {
     resources: Vec<String>,
 }
 
-fn source_state(source: &Source, dockerfile: &str, context: &str, commit: Option<String>) -> SourceState {
+fn source_state(
+    source: &Source,
+    dockerfile: &str,
+    context: &str,
+    commit: Option<String>,
+) -> SourceState {
     match source {
         Source::Path { raw, .. } => SourceState {
             path: Some(raw.clone()),

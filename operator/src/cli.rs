@@ -31,7 +31,12 @@ pub const EXIT_ERROR: u8 = 2;
 /// to write state/ and the Kargo Warehouses, and `image-factory plan --update python:3.12`
 /// to see what a base update would rebuild.
 #[derive(Debug, Parser)]
-#[command(name = "image-factory", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "image-factory",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -115,7 +120,11 @@ pub struct Input {
     #[arg(short = 'f', long = "file", default_value = "images.yaml")]
     pub file: PathBuf,
     /// Where git sources are cached.
-    #[arg(long, env = "IMAGE_FACTORY_CACHE", default_value = ".cache/image-factory")]
+    #[arg(
+        long,
+        env = "IMAGE_FACTORY_CACHE",
+        default_value = ".cache/image-factory"
+    )]
     pub cache_dir: PathBuf,
 }
 
@@ -160,12 +169,24 @@ pub fn run(cli: Cli) -> ExitCode {
     let code = match cli.command {
         Command::Validate { file, format } => validate(&file, format),
         Command::Schema => print(&schema_json()),
-        Command::Analyze { input, state_dir, prune, dry_run } => {
-            run_analyze(&input, state_dir, prune, dry_run)
-        }
+        Command::Analyze {
+            input,
+            state_dir,
+            prune,
+            dry_run,
+        } => run_analyze(&input, state_dir, prune, dry_run),
         Command::Graph { input, format } => run_graph(&input, format),
-        Command::Plan { input, update, discovered_at, output } => run_plan(&input, &update, discovered_at.as_deref(), output),
-        Command::Dockerfile { files, build_args, output } => run_dockerfile(&files, build_args, output),
+        Command::Plan {
+            input,
+            update,
+            discovered_at,
+            output,
+        } => run_plan(&input, &update, discovered_at.as_deref(), output),
+        Command::Dockerfile {
+            files,
+            build_args,
+            output,
+        } => run_dockerfile(&files, build_args, output),
     };
     ExitCode::from(code)
 }
@@ -220,13 +241,19 @@ fn validate(file: &std::path::Path, format: Format) -> u8 {
 }
 
 fn summarize(file: &std::path::Path, findings: &[Diagnostic], format: Format) {
-    let errors = findings.iter().filter(|d| d.severity == Severity::Error).count();
+    let errors = findings
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .count();
     let warnings = findings.len() - errors;
     if format == Format::Text {
         if errors == 0 {
             eprintln!("{}: ok ({warnings} warning(s))", file.display());
         } else {
-            eprintln!("{}: {errors} error(s), {warnings} warning(s)", file.display());
+            eprintln!(
+                "{}: {errors} error(s), {warnings} warning(s)",
+                file.display()
+            );
         }
     }
 }
@@ -235,7 +262,9 @@ fn report_analyze_error(e: &AnalyzeError) -> u8 {
     match e {
         AnalyzeError::Enrollment(EnrollmentError::Invalid { diagnostics, .. }) => {
             print_diagnostics(diagnostics, Format::Text);
-            eprintln!("nothing written: fix images.yaml (`image-factory validate` lists every finding)");
+            eprintln!(
+                "nothing written: fix images.yaml (`image-factory validate` lists every finding)"
+            );
         }
         other => eprintln!("error: {other}\nnothing written"),
     }
@@ -269,13 +298,19 @@ fn run_analyze(input: &Input, state_dir: PathBuf, prune: bool, dry_run: bool) ->
     ));
     out.push_str(&format!("warehouses: {}\n", report.warehouses));
     out.push_str("cycles: 0\n");
-    out.push_str(&format!("unresolved references: {}\n", report.unresolved.len()));
+    out.push_str(&format!(
+        "unresolved references: {}\n",
+        report.unresolved.len()
+    ));
     for (image, raw) in &report.unresolved {
         out.push_str(&format!("  {image}: {raw}\n"));
     }
     out.push_str(&format!("orphaned: {}", report.orphans.len()));
     if !report.orphans.is_empty() {
-        out.push_str(&format!(" ({}; remove with --prune)", report.orphans.join(", ")));
+        out.push_str(&format!(
+            " ({}; remove with --prune)",
+            report.orphans.join(", ")
+        ));
     }
     out.push('\n');
     if !report.pruned.is_empty() {
@@ -365,7 +400,10 @@ pub fn render_plan(plan: &graph::Plan) -> String {
     let mut out = format!(
         "update {}{} discovered {}\n",
         plan.update,
-        plan.digest.as_deref().map(|d| format!(" → {d}")).unwrap_or_default(),
+        plan.digest
+            .as_deref()
+            .map(|d| format!(" → {d}"))
+            .unwrap_or_default(),
         humantime::format_rfc3339_seconds(plan.discovered_at)
     );
     if plan.rebuilds.is_empty() {
@@ -431,7 +469,10 @@ fn run_dockerfile(files: &[PathBuf], build_args: Vec<(String, String)>, output: 
     };
     let code = print(&text);
     let findings = analyses.iter().any(|a| {
-        a.stages.is_empty() || a.stages.iter().any(|s| matches!(s.from, dockerfile::From::Unresolved { .. }))
+        a.stages.is_empty()
+            || a.stages
+                .iter()
+                .any(|s| matches!(s.from, dockerfile::From::Unresolved { .. }))
     });
     if code == EXIT_OK && findings {
         EXIT_FINDINGS

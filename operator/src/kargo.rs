@@ -101,7 +101,12 @@ pub struct ImageSubscription {
 
 /// The Warehouse that watches `reference` for image `name` with `config`, in Kargo
 /// Project `project`. The Warehouse is named after the image.
-pub fn warehouse(name: &str, reference: &Reference, config: &WarehouseConfig, project: &str) -> Warehouse {
+pub fn warehouse(
+    name: &str,
+    reference: &Reference,
+    config: &WarehouseConfig,
+    project: &str,
+) -> Warehouse {
     let labels = BTreeMap::from([
         (LABEL_MANAGED_BY.to_string(), MANAGER.to_string()),
         (LABEL_IMAGE.to_string(), name.to_string()),
@@ -173,7 +178,8 @@ mod tests {
             strict_semvers: None,
             interval: DEFAULT_INTERVAL,
         };
-        let w = serde_json::to_value(warehouse("python-3-12-slim", &r, &config, "image-factory")).unwrap();
+        let w = serde_json::to_value(warehouse("python-3-12-slim", &r, &config, "image-factory"))
+            .unwrap();
         let image = &w["spec"]["subscriptions"][0]["image"];
         assert_eq!(image["repoURL"], "docker.io/library/python");
         assert_eq!(image["imageSelectionStrategy"], "Digest");

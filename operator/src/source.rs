@@ -155,12 +155,20 @@ pub fn cache_path(cache_dir: &Path, url: &str) -> PathBuf {
         .trim_end_matches(".git");
     let slug: String = last
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
-    let hash = url
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
-    cache_dir.join("git").join(format!("{slug}-{hash:016x}.git"))
+    let hash = url.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    cache_dir
+        .join("git")
+        .join(format!("{slug}-{hash:016x}.git"))
 }
 
 fn fetch_git(url: &str, reference: Option<&str>, cache_dir: &Path) -> Result<Fetched, SourceError> {
@@ -216,7 +224,12 @@ fn looks_like_commit(s: &str) -> bool {
     (7..=40).contains(&s.len()) && s.chars().all(|c| c.is_ascii_hexdigit())
 }
 
-fn run_fetch(repo: &Repository, url: &str, refspecs: &[String], depth: i32) -> Result<(), SourceError> {
+fn run_fetch(
+    repo: &Repository,
+    url: &str,
+    refspecs: &[String],
+    depth: i32,
+) -> Result<(), SourceError> {
     let fetch_err = |e: git2::Error| SourceError::Fetch {
         url: url.to_string(),
         message: e.message().to_string(),
@@ -229,7 +242,9 @@ fn run_fetch(repo: &Repository, url: &str, refspecs: &[String], depth: i32) -> R
             return git2::Cred::ssh_key_from_agent(username.unwrap_or("git"));
         }
         if allowed.contains(git2::CredentialType::USER_PASS_PLAINTEXT) {
-            if let (Ok(user), Ok(token)) = (std::env::var("GIT_USERNAME"), std::env::var("GIT_PASSWORD")) {
+            if let (Ok(user), Ok(token)) =
+                (std::env::var("GIT_USERNAME"), std::env::var("GIT_PASSWORD"))
+            {
                 return git2::Cred::userpass_plaintext(&user, &token);
             }
             if let Some(cfg) = &config {
@@ -284,7 +299,14 @@ mod tests {
 
     fn git(dir: &Path, args: &[&str]) {
         let ok = Command::new("git")
-            .args(["-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "init.defaultBranch=main"])
+            .args([
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@example.com",
+                "-c",
+                "init.defaultBranch=main",
+            ])
             .args(args)
             .current_dir(dir)
             .status()
@@ -302,7 +324,15 @@ mod tests {
         git(dir.path(), &["add", "."]);
         git(dir.path(), &["commit", "-qm", "one"]);
         git(dir.path(), &["tag", "v1"]);
-        let first = String::from_utf8(Command::new("git").args(["rev-parse", "HEAD"]).current_dir(dir.path()).output().unwrap().stdout).unwrap();
+        let first = String::from_utf8(
+            Command::new("git")
+                .args(["rev-parse", "HEAD"])
+                .current_dir(dir.path())
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap();
         std::fs::write(dir.path().join("img/Dockerfile"), "FROM alpine:3.20\n").unwrap();
         git(dir.path(), &["commit", "-qam", "two"]);
         let url = format!("file://{}", dir.path().display());
@@ -313,14 +343,42 @@ mod tests {
     fn fetches_branch_tag_commit_and_default_head() {
         let (_repo, url, first) = repo_with_history();
         let cache = tempfile::tempdir().unwrap();
-        let head = fetch(&Source::Git { url: url.clone(), reference: None }, cache.path()).unwrap();
+        let head = fetch(
+            &Source::Git {
+                url: url.clone(),
+                reference: None,
+            },
+            cache.path(),
+        )
+        .unwrap();
         assert_eq!(head.read("img/Dockerfile").unwrap(), "FROM alpine:3.20\n");
-        let main = fetch(&Source::Git { url: url.clone(), reference: Some("main".into()) }, cache.path()).unwrap();
+        let main = fetch(
+            &Source::Git {
+                url: url.clone(),
+                reference: Some("main".into()),
+            },
+            cache.path(),
+        )
+        .unwrap();
         assert_eq!(main.commit(), head.commit());
-        let tag = fetch(&Source::Git { url: url.clone(), reference: Some("v1".into()) }, cache.path()).unwrap();
+        let tag = fetch(
+            &Source::Git {
+                url: url.clone(),
+                reference: Some("v1".into()),
+            },
+            cache.path(),
+        )
+        .unwrap();
         assert_eq!(tag.commit().unwrap(), first);
         assert_eq!(tag.read("./img/Dockerfile").unwrap(), "FROM alpine:3.19\n");
-        let pinned = fetch(&Source::Git { url: url.clone(), reference: Some(first[..12].to_string()) }, cache.path()).unwrap();
+        let pinned = fetch(
+            &Source::Git {
+                url: url.clone(),
+                reference: Some(first[..12].to_string()),
+            },
+            cache.path(),
+        )
+        .unwrap();
         assert_eq!(pinned.commit().unwrap(), first);
     }
 
@@ -328,11 +386,28 @@ mod tests {
     fn missing_refs_and_files_are_named() {
         let (_repo, url, _) = repo_with_history();
         let cache = tempfile::tempdir().unwrap();
-        let err = fetch(&Source::Git { url: url.clone(), reference: Some("nope".into()) }, cache.path())
-            .err()
-            .unwrap();
-        assert!(err.to_string().contains("no branch, tag or commit \"nope\""), "{err}");
-        let ok = fetch(&Source::Git { url, reference: None }, cache.path()).unwrap();
+        let err = fetch(
+            &Source::Git {
+                url: url.clone(),
+                reference: Some("nope".into()),
+            },
+            cache.path(),
+        )
+        .err()
+        .unwrap();
+        assert!(
+            err.to_string()
+                .contains("no branch, tag or commit \"nope\""),
+            "{err}"
+        );
+        let ok = fetch(
+            &Source::Git {
+                url,
+                reference: None,
+            },
+            cache.path(),
+        )
+        .unwrap();
         let err = ok.read("Dockerfile").unwrap_err().to_string();
         assert!(err.contains("Dockerfile not found"), "{err}");
     }
@@ -340,9 +415,19 @@ mod tests {
     #[test]
     fn unreachable_remotes_fail_with_the_url() {
         let cache = tempfile::tempdir().unwrap();
-        let err = fetch(&Source::Git { url: "file:///nonexistent/repo".into(), reference: None }, cache.path())
-            .err()
-            .unwrap();
-        assert!(err.to_string().starts_with("cannot fetch file:///nonexistent/repo"), "{err}");
+        let err = fetch(
+            &Source::Git {
+                url: "file:///nonexistent/repo".into(),
+                reference: None,
+            },
+            cache.path(),
+        )
+        .err()
+        .unwrap();
+        assert!(
+            err.to_string()
+                .starts_with("cannot fetch file:///nonexistent/repo"),
+            "{err}"
+        );
     }
 }

@@ -19,7 +19,8 @@ use serde::{Deserialize, Serialize};
 use crate::graph::NodeKind;
 
 /// The header written at the top of every state file.
-pub const HEADER: &str = "# Written by image-factory. Do not edit: images.yaml is the source of truth.\n";
+pub const HEADER: &str =
+    "# Written by image-factory. Do not edit: images.yaml is the source of truth.\n";
 /// Folder of image state files inside the state directory.
 pub const IMAGES_DIR: &str = "images";
 /// Folder of generated Warehouses inside the state directory.
@@ -403,7 +404,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let a = PathBuf::from("images/a.yaml");
         let b = PathBuf::from("images/b.yaml");
-        let files = BTreeMap::from([(a.clone(), "a\n".to_string()), (b.clone(), "b\n".to_string())]);
+        let files = BTreeMap::from([
+            (a.clone(), "a\n".to_string()),
+            (b.clone(), "b\n".to_string()),
+        ]);
         let first = write_tree(dir.path(), &files, &["images"]).unwrap();
         assert_eq!(first.written.len(), 2);
         let again = write_tree(dir.path(), &files, &["images"]).unwrap();
@@ -413,7 +417,10 @@ mod tests {
         let third = write_tree(dir.path(), &only_a, &["images"]).unwrap();
         assert_eq!(third.removed, [b]);
         assert!(dir.path().join("images/notes.txt").exists());
-        assert_eq!(std::fs::read_to_string(dir.path().join("images/a.yaml")).unwrap(), "a2\n");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("images/a.yaml")).unwrap(),
+            "a2\n"
+        );
     }
 
     #[test]
@@ -422,6 +429,9 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("images")).unwrap();
         std::fs::write(dir.path().join("images/x.yaml"), "name: [unclosed\n").unwrap();
         let err = load_images(dir.path()).unwrap_err().to_string();
-        assert!(err.contains("images/x.yaml") && err.contains("restore it from git"), "{err}");
+        assert!(
+            err.contains("images/x.yaml") && err.contains("restore it from git"),
+            "{err}"
+        );
     }
 }

@@ -86,7 +86,9 @@ impl Diagnostic {
 
 /// Escapes a workflow-command message (`%`, CR, LF), as `@actions/core` does.
 fn escape_data(s: &str) -> String {
-    s.replace('%', "%25").replace('\r', "%0D").replace('\n', "%0A")
+    s.replace('%', "%25")
+        .replace('\r', "%0D")
+        .replace('\n', "%0A")
 }
 
 /// Escapes a workflow-command property value (also `:` and `,`).
@@ -114,8 +116,15 @@ mod tests {
 
     #[test]
     fn prints_file_line_col_and_hint() {
-        let d = Diagnostic::error("images.yaml", Position { line: 14, column: 7 }, "bad delay \"7x\"")
-            .hint("use a duration such as 7d or 36h");
+        let d = Diagnostic::error(
+            "images.yaml",
+            Position {
+                line: 14,
+                column: 7,
+            },
+            "bad delay \"7x\"",
+        )
+        .hint("use a duration such as 7d or 36h");
         assert_eq!(
             d.to_string(),
             "images.yaml:14:7: error: bad delay \"7x\"\n  hint: use a duration such as 7d or 36h"
@@ -124,7 +133,11 @@ mod tests {
 
     #[test]
     fn github_annotation_escapes_newlines_and_marks_the_line() {
-        let d = Diagnostic::warning("a,b.yaml", Position { line: 3, column: 1 }, "two\nlines 100%");
+        let d = Diagnostic::warning(
+            "a,b.yaml",
+            Position { line: 3, column: 1 },
+            "two\nlines 100%",
+        );
         assert_eq!(
             d.github_annotation(),
             "::warning file=a%2Cb.yaml,line=3,col=1::two%0Alines 100%25"

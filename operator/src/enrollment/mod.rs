@@ -15,7 +15,9 @@ use std::time::Duration;
 use regex::Regex;
 
 pub use diagnostic::{Diagnostic, Severity};
-use schema::{EnrollmentFile, ImageSpec, Located, Position, RebuildSpec, TriggerSpec, WarehouseSpec};
+use schema::{
+    EnrollmentFile, ImageSpec, Located, Position, RebuildSpec, TriggerSpec, WarehouseSpec,
+};
 
 use crate::reference::Reference;
 
@@ -66,7 +68,9 @@ pub enum EnrollmentError {
 }
 
 /// Kargo's image selection strategies (Kargo API `ImageSelectionStrategy`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum SelectionStrategy {
     /// Follow one mutable tag (the `constraint`) and report its digest changes.
     Digest,
@@ -299,10 +303,7 @@ pub fn load(path: &Path) -> Result<Enrollment, EnrollmentError> {
         path: path.to_path_buf(),
         source,
     })?;
-    let base_dir = path
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
+    let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let base_dir = if base_dir.as_os_str().is_empty() {
         PathBuf::from(".")
     } else {
@@ -390,7 +391,10 @@ impl Checker<'_> {
             self.error(
                 raw.version.at,
                 format!("unsupported version {}", raw.version.value),
-                format!("this image-factory reads version {}", schema::SCHEMA_VERSION),
+                format!(
+                    "this image-factory reads version {}",
+                    schema::SCHEMA_VERSION
+                ),
             );
         }
         let project = raw
@@ -402,7 +406,8 @@ impl Checker<'_> {
             })
             .unwrap_or_else(|| DEFAULT_PROJECT.to_string());
         let defaults = raw.defaults.unwrap_or_default();
-        let mut defaults_rebuild = self.rebuild_policy(defaults.rebuild.as_ref(), RebuildPolicy::default());
+        let mut defaults_rebuild =
+            self.rebuild_policy(defaults.rebuild.as_ref(), RebuildPolicy::default());
         defaults_rebuild.own_delay = false;
         let base_warehouse = WarehouseConfig {
             repo_url: String::new(),
@@ -418,10 +423,18 @@ impl Checker<'_> {
         let defaults_warehouse = match &defaults.warehouse {
             Some(w) => {
                 if let Some(r) = &w.repo_url {
-                    self.error(r.at, "repoURL cannot be a default", "set repoURL on the image it belongs to");
+                    self.error(
+                        r.at,
+                        "repoURL cannot be a default",
+                        "set repoURL on the image it belongs to",
+                    );
                 }
                 if let Some(c) = &w.constraint {
-                    self.error(c.at, "constraint cannot be a default", "set constraint on the image it belongs to");
+                    self.error(
+                        c.at,
+                        "constraint cannot be a default",
+                        "set constraint on the image it belongs to",
+                    );
                 }
                 self.warehouse(Some(w), base_warehouse, None)
             }
@@ -432,12 +445,16 @@ impl Checker<'_> {
         let mut names: HashMap<String, Position> = HashMap::new();
         let mut published: HashMap<(String, String), (String, Position)> = HashMap::new();
         for spec in raw.images {
-            let Some(image) = self.image(spec, &project, &defaults_rebuild, &defaults_warehouse) else {
+            let Some(image) = self.image(spec, &project, &defaults_rebuild, &defaults_warehouse)
+            else {
                 continue;
             };
             if let Some(first) = names.get(&image.name) {
                 let msg = format!("duplicate name {:?}", image.name);
-                let hint = format!("it is already used at {}:{}:{}; names must be unique", self.file, first.line, first.column);
+                let hint = format!(
+                    "it is already used at {}:{}:{}; names must be unique",
+                    self.file, first.line, first.column
+                );
                 self.error(image.at, msg, hint);
             } else {
                 names.insert(image.name.clone(), image.at);
@@ -534,12 +551,20 @@ impl Checker<'_> {
                 }
                 if let Some(args) = &spec.build_args {
                     if let Some(first) = args.values().next() {
-                        self.error(first.at, "buildArgs only apply to managed images", "add a source, or remove buildArgs");
+                        self.error(
+                            first.at,
+                            "buildArgs only apply to managed images",
+                            "add a source, or remove buildArgs",
+                        );
                     }
                 }
                 if let Some(trigger) = &spec.trigger {
                     let at = trigger_position(trigger).unwrap_or(spec.name.at);
-                    self.error(at, "trigger only applies to managed images", "add a source, or remove trigger");
+                    self.error(
+                        at,
+                        "trigger only applies to managed images",
+                        "add a source, or remove trigger",
+                    );
                 }
                 None
             }
@@ -594,7 +619,11 @@ impl Checker<'_> {
         }
     }
 
-    fn rebuild_policy(&mut self, spec: Option<&RebuildSpec>, inherited: RebuildPolicy) -> RebuildPolicy {
+    fn rebuild_policy(
+        &mut self,
+        spec: Option<&RebuildSpec>,
+        inherited: RebuildPolicy,
+    ) -> RebuildPolicy {
         let Some(spec) = spec else { return inherited };
         let mut policy = inherited;
         if let Some(d) = &spec.delay {
@@ -602,7 +631,9 @@ impl Checker<'_> {
             policy.own_delay = true;
         }
         if let Some(d) = &spec.cascade_delay {
-            policy.cascade_delay = self.duration(d, "cascadeDelay").unwrap_or(policy.cascade_delay);
+            policy.cascade_delay = self
+                .duration(d, "cascadeDelay")
+                .unwrap_or(policy.cascade_delay);
         }
         if let Some(a) = &spec.auto_rebuild {
             policy.auto_rebuild = a.value;
@@ -620,11 +651,23 @@ impl Checker<'_> {
         let mut config = inherited;
         if let Some(r) = &spec.repo_url {
             match Reference::parse(&r.value) {
-                Ok(parsed) if parsed.digest().is_none() && !r.value.contains(['@']) && !has_explicit_tag(&r.value) => {
+                Ok(parsed)
+                    if parsed.digest().is_none()
+                        && !r.value.contains(['@'])
+                        && !has_explicit_tag(&r.value) =>
+                {
                     config.repo_url = parsed.repo_url();
                 }
-                Ok(_) => self.error(r.at, format!("repoURL {:?} names a tag or digest", r.value), "Kargo's repoURL is the repository only; put the tag in constraint"),
-                Err(e) => self.error(r.at, format!("invalid repoURL: {e}"), "write registry/repository, e.g. docker.io/library/python"),
+                Ok(_) => self.error(
+                    r.at,
+                    format!("repoURL {:?} names a tag or digest", r.value),
+                    "Kargo's repoURL is the repository only; put the tag in constraint",
+                ),
+                Err(e) => self.error(
+                    r.at,
+                    format!("invalid repoURL: {e}"),
+                    "write registry/repository, e.g. docker.io/library/python",
+                ),
             }
         }
         if let Some(s) = &spec.image_selection_strategy {
@@ -668,19 +711,31 @@ impl Checker<'_> {
             if (1..=MAX_DISCOVERY_LIMIT).contains(&l.value) {
                 config.discovery_limit = l.value;
             } else {
-                self.error(l.at, format!("discoveryLimit {} out of range", l.value), "Kargo accepts 1 to 100");
+                self.error(
+                    l.at,
+                    format!("discoveryLimit {} out of range", l.value),
+                    "Kargo accepts 1 to 100",
+                );
             }
         }
         if let Some(s) = &spec.strict_semvers {
             if config.image_selection_strategy != SelectionStrategy::SemVer {
-                self.warning(s.at, "strictSemvers has no effect", "it is only used with imageSelectionStrategy: SemVer");
+                self.warning(
+                    s.at,
+                    "strictSemvers has no effect",
+                    "it is only used with imageSelectionStrategy: SemVer",
+                );
             }
             config.strict_semvers = Some(s.value);
         }
         if let Some(i) = &spec.interval {
             if let Some(d) = self.duration(i, "interval") {
                 if d < Duration::from_secs(60) {
-                    self.warning(i.at, format!("interval {:?} polls more than once a minute", i.value), "registries throttle frequent polling; 5m is the usual choice");
+                    self.warning(
+                        i.at,
+                        format!("interval {:?} polls more than once a minute", i.value),
+                        "registries throttle frequent polling; 5m is the usual choice",
+                    );
                 }
                 config.interval = d;
             }
@@ -688,7 +743,12 @@ impl Checker<'_> {
         config
     }
 
-    fn constraint(&mut self, c: &Located<String>, strategy: SelectionStrategy, reference: Option<&Reference>) {
+    fn constraint(
+        &mut self,
+        c: &Located<String>,
+        strategy: SelectionStrategy,
+        reference: Option<&Reference>,
+    ) {
         match strategy {
             SelectionStrategy::Digest => {
                 if Reference::parse(&format!("x:{}", c.value)).is_err() || c.value.contains([':', '@', '/']) {
@@ -724,26 +784,50 @@ impl Checker<'_> {
                 Err(e) => {
                     let detail = e.to_string();
                     let last = detail.lines().last().unwrap_or_default().trim().to_string();
-                    self.error(r.at, format!("invalid regular expression in {field} {:?}: {last}", r.value), "use RE2 syntax (Go and Kargo's dialect); escape literal dots as \\.");
+                    self.error(
+                        r.at,
+                        format!(
+                            "invalid regular expression in {field} {:?}: {last}",
+                            r.value
+                        ),
+                        "use RE2 syntax (Go and Kargo's dialect); escape literal dots as \\.",
+                    );
                 }
             }
         }
         out
     }
 
-    fn build(&mut self, spec: &ImageSpec, source: &schema::SourceSpec, project: &str) -> Option<Build> {
+    fn build(
+        &mut self,
+        spec: &ImageSpec,
+        source: &schema::SourceSpec,
+        project: &str,
+    ) -> Option<Build> {
         let source_kind = match (&source.git, &source.path) {
             (Some(_), Some(p)) => {
-                self.error(p.at, "source has both git and path", "use git for a repository or path for a local directory, not both");
+                self.error(
+                    p.at,
+                    "source has both git and path",
+                    "use git for a repository or path for a local directory, not both",
+                );
                 return None;
             }
             (None, None) => {
-                self.error(spec.name.at, format!("image {:?}: source needs git or path", spec.name.value), "add source.path (relative to images.yaml) or source.git.url");
+                self.error(
+                    spec.name.at,
+                    format!("image {:?}: source needs git or path", spec.name.value),
+                    "add source.path (relative to images.yaml) or source.git.url",
+                );
                 return None;
             }
             (Some(git), None) => {
                 if git.url.value.trim().is_empty() {
-                    self.error(git.url.at, "empty git url", "set source.git.url to a clone URL");
+                    self.error(
+                        git.url.at,
+                        "empty git url",
+                        "set source.git.url to a clone URL",
+                    );
                     return None;
                 }
                 Source::Git {
@@ -754,32 +838,54 @@ impl Checker<'_> {
             (None, Some(path)) => {
                 let dir = self.base_dir.join(&path.value);
                 if !dir.is_dir() {
-                    self.error(path.at, format!("source path {:?} is not a directory", path.value), format!("paths are relative to the directory of {}", self.file));
+                    self.error(
+                        path.at,
+                        format!("source path {:?} is not a directory", path.value),
+                        format!("paths are relative to the directory of {}", self.file),
+                    );
                     return None;
                 }
-                Source::Path { dir, raw: path.value.clone() }
+                Source::Path {
+                    dir,
+                    raw: path.value.clone(),
+                }
             }
         };
-        let dockerfile = source.dockerfile.as_ref().map_or_else(|| "Dockerfile".to_string(), |d| d.value.clone());
+        let dockerfile = source
+            .dockerfile
+            .as_ref()
+            .map_or_else(|| "Dockerfile".to_string(), |d| d.value.clone());
         if let Source::Path { dir, raw } = &source_kind {
             if !dir.join(&dockerfile).is_file() {
-                let at = source.dockerfile.as_ref().map_or_else(|| source.path.as_ref().map_or(spec.name.at, |p| p.at), |d| d.at);
+                let at = source.dockerfile.as_ref().map_or_else(
+                    || source.path.as_ref().map_or(spec.name.at, |p| p.at),
+                    |d| d.at,
+                );
                 self.error(
                     at,
-                    format!("image {:?}: Dockerfile {raw}/{dockerfile} does not exist", spec.name.value),
+                    format!(
+                        "image {:?}: Dockerfile {raw}/{dockerfile} does not exist",
+                        spec.name.value
+                    ),
                     "set source.dockerfile to the Dockerfile's path inside the source directory",
                 );
                 return None;
             }
         }
-        let context = source.context.as_ref().map_or_else(|| ".".to_string(), |c| c.value.clone());
+        let context = source
+            .context
+            .as_ref()
+            .map_or_else(|| ".".to_string(), |c| c.value.clone());
         let build_args = spec
             .build_args
             .iter()
             .flatten()
             .map(|(k, v)| (k.clone(), v.value.clone()))
             .collect();
-        let trigger = spec.trigger.as_ref().and_then(|t| self.trigger(t, project, spec.name.at));
+        let trigger = spec
+            .trigger
+            .as_ref()
+            .and_then(|t| self.trigger(t, project, spec.name.at));
         Some(Build {
             source: source_kind,
             dockerfile,
@@ -811,40 +917,74 @@ impl Checker<'_> {
         }
         if let Some(c) = &t.command {
             if c.args.is_empty() || c.args[0].value.trim().is_empty() {
-                self.error(at, "trigger.command.args is empty", "name the program to run and its arguments");
+                self.error(
+                    at,
+                    "trigger.command.args is empty",
+                    "name the program to run and its arguments",
+                );
                 return None;
             }
-            return Some(Trigger::Command { args: c.args.iter().map(|a| a.value.clone()).collect() });
+            return Some(Trigger::Command {
+                args: c.args.iter().map(|a| a.value.clone()).collect(),
+            });
         }
         if let Some(w) = &t.webhook {
             let url = w.url.value.as_str();
-            let loopback = ["http://127.", "http://localhost", "http://[::1]"].iter().any(|p| url.starts_with(p));
+            let loopback = ["http://127.", "http://localhost", "http://[::1]"]
+                .iter()
+                .any(|p| url.starts_with(p));
             if !(url.starts_with("https://") || loopback) {
-                self.error(w.url.at, format!("webhook url {url:?} is not https"), "use an https:// URL (plain http is allowed only to loopback)");
+                self.error(
+                    w.url.at,
+                    format!("webhook url {url:?} is not https"),
+                    "use an https:// URL (plain http is allowed only to loopback)",
+                );
                 return None;
             }
-            return Some(Trigger::Webhook { url: url.to_string(), token_secret: w.token_secret.as_ref().map(|s| s.value.clone()) });
+            return Some(Trigger::Webhook {
+                url: url.to_string(),
+                token_secret: w.token_secret.as_ref().map(|s| s.value.clone()),
+            });
         }
         if let Some(g) = &t.github_workflow {
             if !GITHUB_REPOSITORY.is_match(&g.repository.value) {
-                self.error(g.repository.at, format!("invalid repository {:?}", g.repository.value), "write owner/repo, e.g. acme/platform-images");
+                self.error(
+                    g.repository.at,
+                    format!("invalid repository {:?}", g.repository.value),
+                    "write owner/repo, e.g. acme/platform-images",
+                );
                 return None;
             }
-            let inputs: BTreeMap<String, String> = g.inputs.iter().flatten().map(|(k, v)| (k.clone(), v.value.clone())).collect();
+            let inputs: BTreeMap<String, String> = g
+                .inputs
+                .iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), v.value.clone()))
+                .collect();
             if inputs.len() > 25 {
-                self.error(g.workflow.at, format!("{} workflow inputs", inputs.len()), "GitHub accepts at most 25 workflow_dispatch inputs");
+                self.error(
+                    g.workflow.at,
+                    format!("{} workflow inputs", inputs.len()),
+                    "GitHub accepts at most 25 workflow_dispatch inputs",
+                );
                 return None;
             }
             return Some(Trigger::GithubWorkflow {
                 repository: g.repository.value.clone(),
                 workflow: g.workflow.value.clone(),
-                reference: g.reference.as_ref().map_or_else(|| "main".to_string(), |r| r.value.clone()),
+                reference: g
+                    .reference
+                    .as_ref()
+                    .map_or_else(|| "main".to_string(), |r| r.value.clone()),
                 inputs,
             });
         }
         if let Some(j) = &t.kubernetes_job {
             let ok = self.check_name(&j.namespace, "trigger.kubernetesJob.namespace")
-                & self.check_name(&j.template_config_map, "trigger.kubernetesJob.templateConfigMap");
+                & self.check_name(
+                    &j.template_config_map,
+                    "trigger.kubernetesJob.templateConfigMap",
+                );
             return ok.then(|| Trigger::KubernetesJob {
                 namespace: j.namespace.value.clone(),
                 template_config_map: j.template_config_map.value.clone(),
@@ -854,7 +994,10 @@ impl Checker<'_> {
             let ok = self.check_name(&p.stage, "trigger.kargoPromotion.stage");
             return ok.then(|| Trigger::KargoPromotion {
                 stage: p.stage.value.clone(),
-                project: p.project.as_ref().map_or_else(|| project.to_string(), |p| p.value.clone()),
+                project: p
+                    .project
+                    .as_ref()
+                    .map_or_else(|| project.to_string(), |p| p.value.clone()),
             });
         }
         None
@@ -863,7 +1006,9 @@ impl Checker<'_> {
 
 /// Whether `raw` has a `:tag` after its last `/` (a registry port is not a tag).
 fn has_explicit_tag(raw: &str) -> bool {
-    raw.rsplit('/').next().is_some_and(|last| last.contains(':'))
+    raw.rsplit('/')
+        .next()
+        .is_some_and(|last| last.contains(':'))
 }
 
 fn trigger_position(t: &TriggerSpec) -> Option<Position> {

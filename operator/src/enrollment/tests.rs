@@ -43,7 +43,10 @@ images:
     assert_eq!(e.project, DEFAULT_PROJECT);
     let python = &e.images[0];
     assert!(!python.is_managed());
-    assert_eq!(python.reference.to_string(), "docker.io/library/python:3.12-slim");
+    assert_eq!(
+        python.reference.to_string(),
+        "docker.io/library/python:3.12-slim"
+    );
     assert_eq!(python.rebuild.delay, Duration::from_secs(3 * 86400));
     assert_eq!(python.warehouse.repo_url, "docker.io/library/python");
     assert_eq!(python.warehouse.constraint.as_deref(), Some("3.12-slim"));
@@ -101,19 +104,25 @@ images:
 fn duplicate_names_point_at_the_first_use() {
     let dir = tempfile::tempdir().unwrap();
     let text = "version: 1\nimages:\n  - {name: a, image: alpine:3.19}\n  - {name: a, image: alpine:3.20}\n";
-    let Err(EnrollmentError::Invalid { diagnostics, .. }) = parse("images.yaml", text, dir.path()) else {
+    let Err(EnrollmentError::Invalid { diagnostics, .. }) = parse("images.yaml", text, dir.path())
+    else {
         panic!("expected errors")
     };
     assert_eq!(diagnostics.len(), 1);
     assert_eq!(diagnostics[0].location(), "images.yaml:4:12");
-    assert!(diagnostics[0].hint.as_deref().unwrap().contains("images.yaml:3:12"));
+    assert!(diagnostics[0]
+        .hint
+        .as_deref()
+        .unwrap()
+        .contains("images.yaml:3:12"));
 }
 
 #[test]
 fn unknown_keys_are_located_with_a_hint() {
     let dir = tempfile::tempdir().unwrap();
     let text = "version: 1\nimages:\n  - name: a\n    image: alpine\n    warehouse:\n      allowTags: ^3\n";
-    let Err(EnrollmentError::Invalid { diagnostics, .. }) = parse("images.yaml", text, dir.path()) else {
+    let Err(EnrollmentError::Invalid { diagnostics, .. }) = parse("images.yaml", text, dir.path())
+    else {
         panic!("expected errors")
     };
     let d = &diagnostics[0];
@@ -143,7 +152,15 @@ fn triggers_need_exactly_one_backend() {
 
 #[test]
 fn semver_constraints_in_kargo_syntax_parse() {
-    for ok in ["^1.26.0", "~3.12", ">=1.2 <2.0", ">= 1.2, < 2", "1.x", "1.2.* || ^2", "*"] {
+    for ok in [
+        "^1.26.0",
+        "~3.12",
+        ">=1.2 <2.0",
+        ">= 1.2, < 2",
+        "1.x",
+        "1.2.* || ^2",
+        "*",
+    ] {
         assert!(semver_constraint(ok).is_ok(), "{ok}");
     }
     for bad in [">>1", "abc", "1.2.3.4"] {
@@ -155,7 +172,14 @@ fn semver_constraints_in_kargo_syntax_parse() {
 fn the_schema_reads_what_the_parser_accepts() {
     let schema = serde_json::to_value(schemars::schema_for!(schema::EnrollmentFile)).unwrap();
     let text = serde_json::to_string(&schema).unwrap();
-    for field in ["repoURL", "imageSelectionStrategy", "allowTagsRegexes", "cascadeDelay", "buildArgs", "\"ref\""] {
+    for field in [
+        "repoURL",
+        "imageSelectionStrategy",
+        "allowTagsRegexes",
+        "cascadeDelay",
+        "buildArgs",
+        "\"ref\"",
+    ] {
         assert!(text.contains(field), "{field} missing from schema");
     }
     assert!(!text.contains("repoUrl"));

@@ -20,7 +20,9 @@ use crate::enrollment::{Enrollment, RebuildPolicy};
 use crate::reference::Reference;
 
 /// What a node of the graph is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum NodeKind {
     /// Enrolled with a source: we build it.
@@ -68,7 +70,9 @@ pub struct Use {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GraphError {
     /// No node matches the reference asked about.
-    #[error("{reference} is not in the dependency graph; run `image-factory graph` to list its images")]
+    #[error(
+        "{reference} is not in the dependency graph; run `image-factory graph` to list its images"
+    )]
     UnknownImage {
         /// The normalized reference.
         reference: String,
@@ -129,13 +133,19 @@ pub struct Plan {
 }
 
 mod humantime_serde_secs {
-    pub fn serialize<S: serde::Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: serde::Serializer>(
+        d: &std::time::Duration,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         s.collect_str(&humantime::format_duration(*d))
     }
 }
 
 mod humantime_serde_time {
-    pub fn serialize<S: serde::Serializer>(t: &std::time::SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: serde::Serializer>(
+        t: &std::time::SystemTime,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         s.collect_str(&humantime::format_rfc3339_seconds(*t))
     }
 }
@@ -356,13 +366,17 @@ impl Graph {
     ///
     /// [`GraphError::UnknownImage`] when no node matches `reference`;
     /// [`GraphError::Cycle`] when the graph has a cycle.
-    pub fn plan(&self, reference: &Reference, discovered_at: SystemTime) -> Result<Plan, GraphError> {
-        let &root = self
-            .by_reference
-            .get(&key(reference))
-            .ok_or_else(|| GraphError::UnknownImage {
-                reference: reference.to_string(),
-            })?;
+    pub fn plan(
+        &self,
+        reference: &Reference,
+        discovered_at: SystemTime,
+    ) -> Result<Plan, GraphError> {
+        let &root =
+            self.by_reference
+                .get(&key(reference))
+                .ok_or_else(|| GraphError::UnknownImage {
+                    reference: reference.to_string(),
+                })?;
         let order = self.topological_order()?;
         let mut wave: HashMap<NodeIndex, usize> = HashMap::from([(root, 0)]);
         let mut due: HashMap<NodeIndex, SystemTime> = HashMap::from([(root, discovered_at)]);
@@ -397,7 +411,8 @@ impl Graph {
             let w = parents.iter().map(|p| wave[p] + 1).max().unwrap_or(1);
             wave.insert(idx, w);
             due.insert(idx, when);
-            let mut after: Vec<String> = parents.iter().map(|&p| self.dag[p].name.clone()).collect();
+            let mut after: Vec<String> =
+                parents.iter().map(|&p| self.dag[p].name.clone()).collect();
             after.sort();
             rebuilds.push(PlannedRebuild {
                 wave: w,
@@ -433,7 +448,11 @@ fn base_name(reference: &Reference) -> String {
     };
     let mut slug = String::with_capacity(short.len());
     for c in short.chars() {
-        let c = if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' };
+        let c = if c.is_ascii_alphanumeric() {
+            c.to_ascii_lowercase()
+        } else {
+            '-'
+        };
         if !(c == '-' && (slug.is_empty() || slug.ends_with('-'))) {
             slug.push(c);
         }
@@ -451,7 +470,11 @@ fn base_name(reference: &Reference) -> String {
 fn unique_name(wanted: &str, reference: &Reference, taken: &mut BTreeSet<String>) -> String {
     let name = if taken.contains(wanted) {
         let base = &wanted[..wanted.len().min(54)];
-        format!("{}-{:08x}", base.trim_end_matches('-'), fnv1a(reference.to_string().as_bytes()))
+        format!(
+            "{}-{:08x}",
+            base.trim_end_matches('-'),
+            fnv1a(reference.to_string().as_bytes())
+        )
     } else {
         wanted.to_string()
     };
@@ -461,7 +484,9 @@ fn unique_name(wanted: &str, reference: &Reference, taken: &mut BTreeSet<String>
 
 /// 32-bit FNV-1a: a stable hash for name suffixes (the same on every platform and release).
 fn fnv1a(bytes: &[u8]) -> u32 {
-    bytes.iter().fold(0x811c_9dc5_u32, |h, b| (h ^ u32::from(*b)).wrapping_mul(0x0100_0193))
+    bytes.iter().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
+    })
 }
 
 #[cfg(test)]

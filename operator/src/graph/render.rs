@@ -27,7 +27,11 @@ pub fn render_mermaid(graph: &Graph) -> String {
     }
     for (base, dependent, edge) in graph.edges() {
         let via: Vec<&str> = edge.via.iter().map(String::as_str).collect();
-        let arrow = if edge.via.contains("from") { "-->" } else { "-.->" };
+        let arrow = if edge.via.contains("from") {
+            "-->"
+        } else {
+            "-.->"
+        };
         out.push_str(&format!(
             "  {} {arrow}|{}| {}\n",
             mermaid_id(&base.name),
@@ -50,7 +54,11 @@ fn mermaid_id(name: &str) -> String {
 pub fn render_dot(graph: &Graph) -> String {
     let mut out = String::from("digraph images {\n  rankdir=LR;\n");
     for node in graph.nodes() {
-        let shape = if node.kind == NodeKind::Managed { "box" } else { "ellipse" };
+        let shape = if node.kind == NodeKind::Managed {
+            "box"
+        } else {
+            "ellipse"
+        };
         out.push_str(&format!(
             "  {:?} [label={:?}, shape={shape}, tooltip={:?}];\n",
             node.name,
@@ -60,7 +68,11 @@ pub fn render_dot(graph: &Graph) -> String {
     }
     for (base, dependent, edge) in graph.edges() {
         let via: Vec<&str> = edge.via.iter().map(String::as_str).collect();
-        let style = if edge.via.contains("from") { "solid" } else { "dashed" };
+        let style = if edge.via.contains("from") {
+            "solid"
+        } else {
+            "dashed"
+        };
         out.push_str(&format!(
             "  {:?} -> {:?} [label={:?}, style={style}];\n",
             base.name,

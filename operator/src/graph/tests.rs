@@ -59,7 +59,10 @@ fn links_enrolled_images_and_discovers_bases() {
     );
     assert_eq!(g.dependents("python"), ["base"]);
     assert_eq!(g.bases("app"), ["base", "gcr-io-distroless-static-nonroot"]);
-    assert_eq!(g.node("gcr-io-distroless-static-nonroot").unwrap().kind, NodeKind::Base);
+    assert_eq!(
+        g.node("gcr-io-distroless-static-nonroot").unwrap().kind,
+        NodeKind::Base
+    );
     let pin = g.edge("python", "base").unwrap();
     assert_eq!(pin.pinned.len(), 1);
     assert!(g.cycles().is_empty());
@@ -71,7 +74,11 @@ fn names_the_cycle() {
     let e = enrollment(&["a", "b", "c"], &[], "");
     let g = Graph::build(
         &e,
-        &uses(&[("a", &[&internal("c")]), ("b", &[&internal("a")]), ("c", &[&internal("b")])]),
+        &uses(&[
+            ("a", &[&internal("c")]),
+            ("b", &[&internal("a")]),
+            ("c", &[&internal("b")]),
+        ]),
     );
     assert_eq!(g.cycles(), vec![vec!["a", "b", "c", "a"]]);
     let err = g.levels().unwrap_err();
@@ -102,11 +109,21 @@ fn plan_rebuilds_a_diamond_once_after_its_last_parent() {
             ("unrelated", &["alpine:3.19"]),
         ]),
     );
-    let plan = g.plan(&Reference::parse("python:3.12").unwrap(), t0()).unwrap();
-    let waves: Vec<(usize, &str)> = plan.rebuilds.iter().map(|r| (r.wave, r.name.as_str())).collect();
+    let plan = g
+        .plan(&Reference::parse("python:3.12").unwrap(), t0())
+        .unwrap();
+    let waves: Vec<(usize, &str)> = plan
+        .rebuilds
+        .iter()
+        .map(|r| (r.wave, r.name.as_str()))
+        .collect();
     assert_eq!(waves, [(1, "base"), (2, "mid"), (3, "app")]);
     assert_eq!(plan.rebuilds[0].due, t0() + 7 * DAY);
-    assert_eq!(plan.rebuilds[2].due, t0() + 7 * DAY, "cascadeDelay defaults to 0");
+    assert_eq!(
+        plan.rebuilds[2].due,
+        t0() + 7 * DAY,
+        "cascadeDelay defaults to 0"
+    );
     assert_eq!(plan.rebuilds[2].after, ["base", "mid"]);
 }
 
@@ -116,7 +133,10 @@ fn plan_uses_each_images_delay_and_cascade_delay() {
     let e = enrollment(&["base"], &[("python", "python:3.12")], extra);
     let g = Graph::build(
         &e,
-        &uses(&[("base", &["python:3.12"]), ("fast", &["python:3.12", &internal("base")])]),
+        &uses(&[
+            ("base", &["python:3.12"]),
+            ("fast", &["python:3.12", &internal("base")]),
+        ]),
     );
     let plan = g.plan(&Reference::parse("docker.io/library/python:3.12@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef").unwrap(), t0()).unwrap();
     assert!(plan.digest.is_some());
@@ -132,8 +152,12 @@ fn plan_uses_each_images_delay_and_cascade_delay() {
 fn plan_of_an_unknown_image_says_how_to_find_one() {
     let e = enrollment(&["base"], &[], "");
     let g = Graph::build(&e, &uses(&[("base", &["python:3.12"])]));
-    let err = g.plan(&Reference::parse("node:22").unwrap(), t0()).unwrap_err();
-    assert!(err.to_string().contains("docker.io/library/node:22 is not in the dependency graph"));
+    let err = g
+        .plan(&Reference::parse("node:22").unwrap(), t0())
+        .unwrap_err();
+    assert!(err
+        .to_string()
+        .contains("docker.io/library/node:22 is not in the dependency graph"));
 }
 
 #[test]
@@ -142,7 +166,9 @@ fn discovered_names_are_readable_and_unique() {
     let g = Graph::build(&e, &uses(&[("a", &["python:3.12", "python:3-12", "ghcr.io/x/y@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"])]));
     let names: Vec<String> = g.nodes().iter().map(|n| n.name.clone()).collect();
     assert!(names.contains(&"python-3-12".to_string()));
-    assert!(names.iter().any(|n| n.starts_with("python-3-12-") && n.len() == "python-3-12-".len() + 8));
+    assert!(names
+        .iter()
+        .any(|n| n.starts_with("python-3-12-") && n.len() == "python-3-12-".len() + 8));
     assert!(names.contains(&"ghcr-io-x-y-sha256-0123456789ab".to_string()));
 }
 
@@ -153,7 +179,10 @@ fn renders_mermaid_dot_and_json() {
     let m = render_mermaid(&g);
     assert!(m.contains("python -->|from| base"), "{m}");
     let d = render_dot(&g);
-    assert!(d.contains("\"python\" -> \"base\" [label=\"from\", style=solid];"), "{d}");
+    assert!(
+        d.contains("\"python\" -> \"base\" [label=\"from\", style=solid];"),
+        "{d}"
+    );
     let j: serde_json::Value = serde_json::from_str(&render_json(&g)).unwrap();
     assert_eq!(j["edges"][0]["base"], "python");
     assert_eq!(j["nodes"][0]["level"], 1);
@@ -163,8 +192,20 @@ fn renders_mermaid_dot_and_json() {
 fn the_updated_images_delay_applies_unless_the_dependent_sets_its_own() {
     let extra = "  - {name: python, image: 'python:3.12', rebuild: {delay: 3d}}\n  - {name: strict, image: 'registry.example.com/team/strict', source: {path: .}, rebuild: {delay: 10d}}\n";
     let e = enrollment(&["relaxed"], &[], extra);
-    let g = Graph::build(&e, &uses(&[("relaxed", &["python:3.12"]), ("strict", &["python:3.12"])]));
-    let plan = g.plan(&Reference::parse("python:3.12").unwrap(), t0()).unwrap();
-    let due: Vec<(&str, SystemTime)> = plan.rebuilds.iter().map(|r| (r.name.as_str(), r.due)).collect();
-    assert_eq!(due, [("relaxed", t0() + 3 * DAY), ("strict", t0() + 10 * DAY)]);
+    let g = Graph::build(
+        &e,
+        &uses(&[("relaxed", &["python:3.12"]), ("strict", &["python:3.12"])]),
+    );
+    let plan = g
+        .plan(&Reference::parse("python:3.12").unwrap(), t0())
+        .unwrap();
+    let due: Vec<(&str, SystemTime)> = plan
+        .rebuilds
+        .iter()
+        .map(|r| (r.name.as_str(), r.due))
+        .collect();
+    assert_eq!(
+        due,
+        [("relaxed", t0() + 3 * DAY), ("strict", t0() + 10 * DAY)]
+    );
 }
