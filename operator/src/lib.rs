@@ -10,4 +10,5 @@
 //! The engine (`graph`, and later `hold` / `rebuild`) is pure: plain data in, plain data
 //! out, time passed in as a value. I/O (files, git, registries) sits at the edges.
 
+pub mod dockerfile;
 pub mod reference;
