@@ -456,7 +456,8 @@ impl<'a> Analyzer<'a> {
                     }
                 }
                 let from = self.resolve_base(line, &parsed.image);
-                (parsed.alias, platform, from)
+                let name = parsed.alias.map(|alias| self.expand_alias(alias));
+                (name, platform, from)
             }
             Err(message) => {
                 self.error(line, &message);
@@ -474,6 +475,21 @@ impl<'a> Analyzer<'a> {
             from,
             line,
         });
+    }
+
+    /// Buildah expands global ARGs in `AS ${NAME}` (its `save-stages` fixtures rely on
+    /// it), so later `FROM ${NAME}` / `COPY --from=` can find the stage; when expansion
+    /// cannot resolve the name, the literal text is kept.
+    fn expand_alias(&self, alias: String) -> String {
+        if !alias.contains('$') {
+            return alias;
+        }
+        match expand_word(&alias, self.escape, &self.globals) {
+            Ok(expanded) if expanded.missing.is_empty() && !expanded.text.is_empty() => {
+                expanded.text
+            }
+            _ => alias,
+        }
     }
 
     fn resolve_base(&mut self, line: usize, raw: &str) -> From {

@@ -291,6 +291,59 @@ mod tests {
         assert_eq!(parse_flags(keyword, args), want);
     }
 
+    /// The crate and the fallback scanner must read every FROM / ARG of the corpus the
+    /// same way, so which one handled an instruction never changes the answer.
+    #[test]
+    fn crate_and_scanner_agree_on_the_corpus() {
+        let manifest_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let corpus = manifest_dir
+            .ancestors()
+            .map(|dir| dir.join("shared/corpus/dockerfiles"))
+            .find(|dir| dir.join("MANIFEST.tsv").is_file())
+            .expect("shared/corpus next to the repository root");
+        let manifest = std::fs::read_to_string(corpus.join("MANIFEST.tsv")).unwrap();
+        let (mut froms, mut args) = (0, 0);
+        for file in manifest
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split('\t').next())
+        {
+            let text =
+                String::from_utf8_lossy(&std::fs::read(corpus.join(file)).unwrap()).into_owned();
+            for instruction in super::super::instruction::scan(&text).instructions {
+                match instruction.keyword.as_str() {
+                    "from" => {
+                        if let Some(parsed) = parse_from_with_crate(&instruction.args) {
+                            assert_eq!(
+                                Ok(parsed),
+                                scan_from(&instruction.args),
+                                "{file}:{}",
+                                instruction.line
+                            );
+                            froms += 1;
+                        }
+                    }
+                    "arg" => {
+                        if let Some(parsed) = parse_arg_with_crate(&instruction.args) {
+                            assert_eq!(
+                                Ok(parsed),
+                                scan_arg(&instruction.args),
+                                "{file}:{}",
+                                instruction.line
+                            );
+                            args += 1;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        assert!(
+            froms > 600 && args > 200,
+            "{froms} FROM, {args} ARG compared"
+        );
+    }
+
     #[test]
     fn mount_options_are_lowercased_and_unquoted() {
         assert_eq!(

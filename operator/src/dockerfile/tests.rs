@@ -61,6 +61,7 @@ fn deps(analysis: &Analysis) -> Vec<String> {
 #[case::undeclared_var("FROM $NOPE", &["unresolved:$NOPE"])]
 #[case::arg_after_from_not_global("FROM alpine\nARG V=1\nFROM busybox:$V", &["image:docker.io/library/alpine:latest", "unresolved:busybox:$V"])]
 #[case::arg_holding_stage_name("ARG SRC=builder\nFROM golang AS builder\nFROM ${SRC} AS src", &["image:docker.io/library/golang:latest", "stage:0"])]
+#[case::alias_with_global_arg("ARG A=first\nFROM alpine AS ${A}\nFROM first", &["image:docker.io/library/alpine:latest", "stage:0"])]
 #[case::default_from_unset_is_unknown("ARG P=${TARGETPLATFORM}\nFROM alpine:$P", &["unresolved:alpine:$P"])]
 #[case::default_using_default_form("ARG BUILDPLATFORM=${BUILDPLATFORM:-amd64}\nFROM --platform=${BUILDPLATFORM} node:16 AS n", &["image:docker.io/library/node:16"])]
 #[case::invalid_reference("FROM Alpine:3", &["unresolved:Alpine:3"])]
