@@ -258,6 +258,30 @@ fn dockerfile_corpus_buildah_base_with_arg_is_a_stage_once_targetarch_is_known()
 }
 
 #[test]
+fn dockerfile_corpus_buildah_stage_names_from_global_args() {
+    let analysis = analyzed(
+        "containers__buildah/tests__bud__save-stages__Dockerfile.arg-build-stages-and-chained-build-stages",
+    );
+    assert_eq!(analysis.stages[0].name.as_deref(), Some("first-stage"));
+    assert!(matches!(
+        analysis.stages[1].from,
+        From::Stage { stage: 0, .. }
+    ));
+    let external: Vec<String> = analysis
+        .dependencies
+        .iter()
+        .map(|d| d.reference.to_string())
+        .collect();
+    assert_eq!(
+        external,
+        [
+            "docker.io/library/alpine:latest",
+            "docker.io/library/alpine:latest"
+        ]
+    );
+}
+
+#[test]
 fn dockerfile_corpus_header_builtin_has_no_digest_without_targetarch() {
     let analysis =
         analyzed("containers__buildah/tests__conformance__testdata__header-builtin__Dockerfile");

@@ -468,6 +468,16 @@ impl<'a> Analyzer<'a> {
         if matches!(from, From::Image { .. }) {
             self.uses.push(Use::From { stage: index });
         }
+        if let Some(name) = &name {
+            if let Some(first) = self.stages.iter().find(|s| names_stage(s, name)) {
+                // BuildKit rejects the file; references keep going to the first stage.
+                let message = format!(
+                    "duplicate stage name {name:?} (first used on line {})",
+                    first.line
+                );
+                self.error(line, &message);
+            }
+        }
         self.stages.push(Stage {
             index,
             name,
@@ -556,6 +566,10 @@ impl<'a> Analyzer<'a> {
 
     fn record_flag_use(&mut self, what: String, raw: String, via: Via, stage: usize, line: usize) {
         let expanded = expand_word(&raw, self.escape, &self.stage_scope);
+        let what = match &expanded {
+            Ok(expanded) => self.with_redeclare_hint(what, &expanded.missing),
+            Err(_) => what,
+        };
         self.uses.push(Use::Flag(FlagUse {
             what,
             raw,
@@ -564,6 +578,27 @@ impl<'a> Analyzer<'a> {
             stage,
             line,
         }));
+    }
+
+    /// A global ARG is visible inside a stage only once the stage re-declares it
+    /// (`ARG NAME` without default); say so when that is why a value is missing.
+    fn with_redeclare_hint(&self, what: String, missing: &[String]) -> String {
+        let undeclared: Vec<&str> = missing
+            .iter()
+            .filter(|name| {
+                !self.stage_scope.contains_key(*name)
+                    && matches!(self.globals.get(*name), Some(Var::Value(_)))
+            })
+            .map(String::as_str)
+            .collect();
+        if undeclared.is_empty() {
+            return what;
+        }
+        format!(
+            "{what} (global ARG {} must be re-declared with `ARG {}` inside the stage to be visible)",
+            undeclared.join(", "),
+            undeclared.join(" ")
+        )
     }
 
     fn resolve_uses(&mut self) -> Vec<Dependency> {

@@ -118,6 +118,14 @@ fn lists_dependencies(#[case] content: &str, #[case] want: &[&str]) {
 )]
 #[case::unterminated_heredoc("FROM a\nRUN <<EOF\ntrue", "Dockerfile:2: unterminated heredoc <<EOF")]
 #[case::bad_substitution("FROM alpine:${V", "Dockerfile:1: FROM alpine:${V: missing '}'")]
+#[case::duplicate_stage(
+    "FROM a AS x\nFROM b AS X",
+    "Dockerfile:2: duplicate stage name \"X\" (first used on line 1)"
+)]
+#[case::global_not_redeclared(
+    "ARG T=busybox\nFROM a\nCOPY --from=$T / /",
+    "Dockerfile:3: COPY --from=$T (global ARG T must be re-declared with `ARG T` inside the stage"
+)]
 #[case::instruction_before_from("LABEL a=b\nFROM a", "Dockerfile:1: LABEL before the first FROM")]
 fn reports_errors_with_location(#[case] content: &str, #[case] want: &str) {
     let analysis = run(content);
@@ -236,5 +244,67 @@ fn never_panics_on_prefixes_of_tricky_input() {
     let content = "# escape=`\nARG A=${B:-x}\nFROM --platform=$P ${A}:1 as a\nRUN <<-EOF\n\tx\n\tEOF\nCOPY --from=a <<robots.txt /\nrobots.txt\nRUN --mount=from=\"q\",x \\\n  y\nFROM ${\nfrom é${A:+";
     for end in (0..=content.len()).filter(|i| content.is_char_boundary(*i)) {
         let _ = run(&content[..end]);
+    }
+}
+
+/// A tiny deterministic generator (an LCG), so the fuzz-ish test needs no extra crate.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> usize {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        usize::try_from(self.0 >> 33).unwrap()
+    }
+}
+
+#[test]
+fn never_panics_on_random_dockerfile_shaped_input() {
+    const PIECES: [&str; 34] = [
+        "FROM ",
+        "from ",
+        "ARG ",
+        "COPY ",
+        "ADD ",
+        "RUN ",
+        "ONBUILD ",
+        " AS ",
+        " as ",
+        "--from=",
+        "--platform=",
+        "--mount=type=bind,from=",
+        "$",
+        "${",
+        "}",
+        ":-",
+        ":+",
+        "-",
+        "+",
+        "?",
+        "\\\n",
+        "`\n",
+        "\n",
+        "\r\n",
+        "<<EOF",
+        "<<-EOF\n",
+        "EOF\n",
+        "#",
+        "# escape=`\n",
+        "\"",
+        "'",
+        "=",
+        "alpine:3@sha256:",
+        "é",
+    ];
+    let mut rng = Lcg(42);
+    for _ in 0..5_000 {
+        let length = rng.next() % 40;
+        let text: String = (0..length)
+            .map(|_| PIECES[rng.next() % PIECES.len()])
+            .collect();
+        let analysis = run(&text);
+        let _ = render_text(&[analysis]);
     }
 }
