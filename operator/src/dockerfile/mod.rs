@@ -660,8 +660,8 @@ impl<'a> Analyzer<'a> {
                     self.stages.len()
                 );
                 self.error(line, &message);
-            } else if index >= stage {
-                self.error(line, &format!("{what}: refers to stage {index}, which is not an earlier stage (BuildKit: circular dependency)"));
+            } else if index == stage {
+                self.error(line, &format!("{what}: a stage cannot use itself"));
             }
             return None;
         }

@@ -87,6 +87,7 @@ fn build_args_override(#[case] content: &str, #[case] args: &[(&str, &str)], #[c
 #[case::copy_from_stage_name("FROM golang AS build\nFROM scratch\nCOPY --from=BUILD /app /", &["from:0:docker.io/library/golang:latest"])]
 #[case::copy_from_later_stage_name("FROM alpine\nCOPY --from=tools /x /\nFROM busybox AS tools", &["from:0:docker.io/library/alpine:latest", "from:1:docker.io/library/busybox:latest"])]
 #[case::copy_from_index("FROM golang\nFROM scratch\nCOPY --from=0 /app /", &["from:0:docker.io/library/golang:latest"])]
+#[case::copy_from_later_index("FROM alpine\nCOPY --from=1 /x /\nFROM busybox", &["from:0:docker.io/library/alpine:latest", "from:1:docker.io/library/busybox:latest"])]
 #[case::copy_from_bad_index("FROM scratch\nCOPY --link --from=7 /app /", &[])]
 #[case::mount_from_image("FROM alpine\nRUN --mount=type=bind,from=ghcr.io/o/tools:1,target=/t true", &["from:0:docker.io/library/alpine:latest", "mount:0:ghcr.io/o/tools:1"])]
 #[case::mount_from_stage("FROM alpine AS m\nFROM debian\nRUN --mount=type=cache,target=/c --mount=type=bind,from=m,source=/bin/x,target=/x true", &["from:0:docker.io/library/alpine:latest", "from:1:docker.io/library/debian:latest"])]
@@ -118,6 +119,10 @@ fn lists_dependencies(#[case] content: &str, #[case] want: &[&str]) {
 )]
 #[case::unterminated_heredoc("FROM a\nRUN <<EOF\ntrue", "Dockerfile:2: unterminated heredoc <<EOF")]
 #[case::bad_substitution("FROM alpine:${V", "Dockerfile:1: FROM alpine:${V: missing '}'")]
+#[case::self_index(
+    "FROM a\nCOPY --from=0 / /",
+    "Dockerfile:2: COPY --from=0: a stage cannot use itself"
+)]
 #[case::duplicate_stage(
     "FROM a AS x\nFROM b AS X",
     "Dockerfile:2: duplicate stage name \"X\" (first used on line 1)"
