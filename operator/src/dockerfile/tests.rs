@@ -189,7 +189,7 @@ fn json_shape_of_a_multi_stage_file() {
     let content = "\
 ARG GO=1.22
 FROM --platform=$BUILDPLATFORM golang:${GO} AS build
-RUN --mount=type=cache,target=/root/.cache go build
+RUN --mount=type=cache,target=/root/.cache --mount=type=bind,from=ghcr.io/acme/tools:1,target=/t go build
 FROM build AS test
 FROM scratch
 COPY --from=build /app /app
@@ -206,6 +206,7 @@ FROM ${MISSING}
         r#"{"index":3,"name":null,"platform":null,"from":{"kind":"unresolved","raw":"${MISSING}"}}],"#,
         r#""dependencies":["#,
         r#"{"reference":"docker.io/library/golang:1.22","via":"from","stage":0},"#,
+        r#"{"reference":"ghcr.io/acme/tools:1","via":"mount","stage":0},"#,
         r#"{"reference":"gcr.io/distroless/static@sha256:0000000000000000000000000000000000000000000000000000000000000000","via":"copy","stage":2}],"#,
         r#""errors":["app/Dockerfile:8: FROM ${MISSING}: depends on ARG MISSING with no value (no default, or a default built from unset args); unresolved (pass --build-arg MISSING=… to resolve)"]}]"#,
     );
