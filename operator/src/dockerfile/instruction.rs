@@ -1,0 +1,341 @@
+//! Splitting Dockerfile text into logical instructions, the way BuildKit's parser
+//! (`frontend/dockerfile/parser/parser.go`) does before any instruction is interpreted:
+//!
+//! - parser directives (`# syntax=`, `# escape=`) only in the leading comment block;
+//! - `escape` (`\` or `` ` ``) at the end of a line continues the instruction, comment
+//!   lines and empty lines inside a continuation are dropped;
+//! - `RUN`, `COPY` and `ADD` may carry heredocs (`<<EOF`, `<<-EOF`, `<<"EOF"`,
+//!   `5<<FILE`); their bodies are skipped up to the terminator line.
+//!
+//! The scanner never fails: anything odd becomes a [`Problem`] and scanning goes on.
+
+use std::sync::LazyLock;
+
+use regex::Regex;
+
+static DIRECTIVE: LazyLock<Option<Regex>> = LazyLock::new(|| {
+    // BuildKit: `^#\s*([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*$`
+    Regex::new(r"^#\s*([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*$").ok()
+});
+
+static HEREDOC: LazyLock<Option<Regex>> = LazyLock::new(|| {
+    // BuildKit ParseHeredoc: `^(\d*)<<(-?)([^<]*)$`, the name then unquoted.
+    Regex::new(r"^(\d*)<<(-?)([^<]*)$").ok()
+});
+
+/// One logical instruction: continuation lines joined, comments inside it removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Instruction {
+    /// 1-based line where the instruction starts.
+    pub(crate) line: usize,
+    /// The instruction keyword, lower-cased (`from`, `copy`, `cross_build_copy`).
+    pub(crate) keyword: String,
+    /// Everything after the keyword, leading whitespace removed.
+    pub(crate) args: String,
+}
+
+/// Something the scanner noticed, with its 1-based line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Problem {
+    pub(crate) line: usize,
+    pub(crate) message: String,
+}
+
+/// The scanned file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Scanned {
+    /// The escape character from the `escape` directive, `\` by default.
+    pub(crate) escape: char,
+    pub(crate) instructions: Vec<Instruction>,
+    pub(crate) problems: Vec<Problem>,
+}
+
+/// Splits `content` into logical instructions.
+pub(crate) fn scan(content: &str) -> Scanned {
+    let content = content.strip_prefix('\u{feff}').unwrap_or(content);
+    let lines: Vec<&str> = content
+        .split('\n')
+        .map(|line| line.strip_suffix('\r').unwrap_or(line))
+        .collect();
+    let mut problems = Vec::new();
+    let escape = read_escape_directive(&lines, &mut problems);
+    let mut instructions = Vec::new();
+    let mut index = 0;
+    while index < lines.len() {
+        let start = index;
+        let first = lines[index];
+        index += 1;
+        if is_comment(first) || first.trim().is_empty() {
+            continue;
+        }
+        let (mut text, mut ended) = trim_continuation(first.trim_start(), escape);
+        let mut text_owned = text.to_owned();
+        while !ended && index < lines.len() {
+            let next = lines[index];
+            index += 1;
+            if is_comment(next) || next.trim().is_empty() {
+                continue;
+            }
+            (text, ended) = trim_continuation(next, escape);
+            text_owned.push_str(text);
+        }
+        let Some(instruction) = split_keyword(&text_owned, start + 1) else {
+            continue;
+        };
+        if matches!(instruction.keyword.as_str(), "run" | "copy" | "add") {
+            index = skip_heredocs(&instruction, &lines, index, &mut problems);
+        }
+        instructions.push(instruction);
+    }
+    Scanned {
+        escape,
+        instructions,
+        problems,
+    }
+}
+
+fn read_escape_directive(lines: &[&str], problems: &mut Vec<Problem>) -> char {
+    let Some(directive) = DIRECTIVE.as_ref() else {
+        return '\\';
+    };
+    let mut escape = '\\';
+    for (number, line) in lines.iter().enumerate() {
+        let Some(captures) = directive.captures(line) else {
+            break;
+        };
+        let key = captures.get(1).map_or("", |m| m.as_str());
+        let value = captures.get(2).map_or("", |m| m.as_str());
+        if key.eq_ignore_ascii_case("escape") {
+            match value {
+                "\\" => escape = '\\',
+                "`" => escape = '`',
+                other => problems.push(Problem {
+                    line: number + 1,
+                    message: format!(
+                        "invalid escape directive {other:?}: must be \\ or ` (using \\)"
+                    ),
+                }),
+            }
+        }
+    }
+    escape
+}
+
+fn is_comment(line: &str) -> bool {
+    line.trim_start().starts_with('#')
+}
+
+/// Removes a trailing escape character (optionally followed by blanks) and says whether
+/// the instruction ends on this line.
+fn trim_continuation(line: &str, escape: char) -> (&str, bool) {
+    let trimmed = line.trim_end_matches([' ', '\t']);
+    match trimmed.strip_suffix(escape) {
+        Some(rest) => (rest, false),
+        None => (line, true),
+    }
+}
+
+fn split_keyword(text: &str, line: usize) -> Option<Instruction> {
+    let text = text.trim();
+    if text.is_empty() {
+        return None;
+    }
+    let (keyword, args) = match text.find(char::is_whitespace) {
+        Some(at) => (&text[..at], text[at..].trim_start()),
+        None => (text, ""),
+    };
+    Some(Instruction {
+        line,
+        keyword: keyword.to_ascii_lowercase(),
+        args: args.to_owned(),
+    })
+}
+
+/// Skips the bodies of the heredocs that `instruction` opens; returns the index of the
+/// first line after them.
+fn skip_heredocs(
+    instruction: &Instruction,
+    lines: &[&str],
+    mut index: usize,
+    problems: &mut Vec<Problem>,
+) -> usize {
+    for (name, chomp) in heredoc_names(&instruction.args) {
+        let mut terminated = false;
+        while index < lines.len() {
+            let line = lines[index];
+            index += 1;
+            let candidate = if chomp {
+                line.trim_start_matches('\t')
+            } else {
+                line
+            };
+            if candidate == name {
+                terminated = true;
+                break;
+            }
+        }
+        if !terminated {
+            problems.push(Problem {
+                line: instruction.line,
+                message: format!("unterminated heredoc <<{name}: no line {name:?} follows"),
+            });
+            return index;
+        }
+    }
+    index
+}
+
+/// The heredoc names opened by an instruction's arguments, with their `<<-` flag.
+pub(crate) fn heredoc_names(args: &str) -> Vec<(String, bool)> {
+    let Some(heredoc) = HEREDOC.as_ref() else {
+        return Vec::new();
+    };
+    if !args.contains("<<") {
+        return Vec::new();
+    }
+    split_words(args)
+        .iter()
+        .filter_map(|word| {
+            let captures = heredoc.captures(word)?;
+            let chomp = captures.get(2).is_some_and(|m| !m.as_str().is_empty());
+            let name: String = captures
+                .get(3)?
+                .as_str()
+                .chars()
+                .filter(|c| *c != '"' && *c != '\'')
+                .collect();
+            (!name.is_empty() && !name.contains(char::is_whitespace)).then_some((name, chomp))
+        })
+        .collect()
+}
+
+/// Splits on unquoted whitespace, keeping quotes in the words (they are removed later,
+/// when a word is expanded).
+pub(crate) fn split_words(text: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut current = String::new();
+    let mut quote: Option<char> = None;
+    let mut in_word = false;
+    for ch in text.chars() {
+        match quote {
+            Some(q) => {
+                current.push(ch);
+                if ch == q {
+                    quote = None;
+                }
+            }
+            None if ch.is_whitespace() => {
+                if in_word {
+                    words.push(std::mem::take(&mut current));
+                    in_word = false;
+                }
+            }
+            None => {
+                if ch == '"' || ch == '\'' {
+                    quote = Some(ch);
+                }
+                current.push(ch);
+                in_word = true;
+            }
+        }
+    }
+    if in_word {
+        words.push(current);
+    }
+    words
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    fn keywords(content: &str) -> Vec<(usize, String, String)> {
+        scan(content)
+            .instructions
+            .into_iter()
+            .map(|i| (i.line, i.keyword, i.args))
+            .collect()
+    }
+
+    fn kw(line: usize, keyword: &str, args: &str) -> (usize, String, String) {
+        (line, keyword.to_owned(), args.to_owned())
+    }
+
+    #[test]
+    fn joins_continuations_and_drops_comments_inside_them() {
+        let got = keywords("FROM a\nRUN one \\\n# comment\n\n  two\nCMD x\n");
+        assert_eq!(
+            got,
+            vec![
+                kw(1, "from", "a"),
+                kw(2, "run", "one   two"),
+                kw(6, "cmd", "x")
+            ]
+        );
+    }
+
+    #[test]
+    fn backtick_escape_makes_backslash_literal() {
+        let text = "# escape=`\nFROM a\nRUN x && \\\n    tar y\nRUN one `\n  two\n";
+        let scanned = scan(text);
+        assert_eq!(scanned.escape, '`');
+        let got = keywords(text);
+        assert_eq!(
+            got,
+            vec![
+                kw(2, "from", "a"),
+                kw(3, "run", "x && \\"),
+                kw(4, "tar", "y"),
+                kw(5, "run", "one   two"),
+            ]
+        );
+    }
+
+    #[rstest]
+    #[case::after_blank_line("\n# escape=`\nFROM a\n", '\\')]
+    #[case::after_instruction("FROM a\n# escape=`\n", '\\')]
+    #[case::after_syntax("# syntax=docker/dockerfile:1\n# escape=`\nFROM a\n", '`')]
+    #[case::spaces("#  ESCAPE = `\nFROM a\n", '`')]
+    fn escape_directive_only_in_the_leading_block(#[case] text: &str, #[case] want: char) {
+        assert_eq!(scan(text).escape, want);
+    }
+
+    #[rstest]
+    #[case::plain("RUN <<EOF\nFROM x\nEOF\nFROM b\n", 4)]
+    #[case::chomp("RUN <<-EOF\nFROM x\n\t\tEOF\nFROM b\n", 4)]
+    #[case::quoted("RUN <<'EOF' bash\nFROM x\nEOF\nFROM b\n", 4)]
+    #[case::two_files(
+        "COPY <<robots.txt <<humans.txt /d/\nFROM x\nrobots.txt\nFROM y\nhumans.txt\nFROM b\n",
+        6
+    )]
+    #[case::fd_prefix("RUN 5<<FILE1 cat /proc/self/fd/5\nFROM x\nFILE1\nFROM b\n", 4)]
+    fn skips_heredoc_bodies(#[case] text: &str, #[case] from_line: usize) {
+        let froms: Vec<usize> = scan(text)
+            .instructions
+            .iter()
+            .filter(|i| i.keyword == "from")
+            .map(|i| i.line)
+            .collect();
+        assert_eq!(froms, vec![from_line]);
+    }
+
+    #[test]
+    fn unterminated_heredoc_is_a_problem() {
+        let scanned = scan("FROM a\nRUN <<EOF\necho\n");
+        assert_eq!(scanned.problems.len(), 1);
+        assert_eq!(scanned.problems[0].line, 2);
+    }
+
+    #[test]
+    fn quoted_heredoc_marker_is_not_a_heredoc() {
+        let got = keywords("RUN echo '<<EOF'\nFROM b\n");
+        assert_eq!(got[1], kw(2, "from", "b"));
+    }
+
+    #[test]
+    fn crlf_bom_tabs_and_lowercase() {
+        let got = keywords("\u{feff}from\talpine\r\nrun \\\r\n  true\r\n");
+        assert_eq!(got, vec![kw(1, "from", "alpine"), kw(2, "run", "true")]);
+    }
+}
