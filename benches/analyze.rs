@@ -48,14 +48,27 @@ fn dockerfile(parent: &str, tag: &str, i: usize) -> String {
     let _ = writeln!(s, "ARG PARENT={repository}");
     let _ = writeln!(s, "ARG TAG={tag}");
     let _ = writeln!(s, "ARG BASE=${{REGISTRY}}/${{PARENT}}:${{TAG}}");
-    let _ = writeln!(s, "FROM --platform=$BUILDPLATFORM golang:1.23-bookworm AS tools");
-    let _ = writeln!(s, "RUN --mount=type=cache,target=/go/pkg/mod \\\n    go install example.com/tool@v1.{}", i % 10);
+    let _ = writeln!(
+        s,
+        "FROM --platform=$BUILDPLATFORM golang:1.23-bookworm AS tools"
+    );
+    let _ = writeln!(
+        s,
+        "RUN --mount=type=cache,target=/go/pkg/mod \\\n    go install example.com/tool@v1.{}",
+        i % 10
+    );
     let _ = writeln!(s, "FROM ${{BASE}} AS build");
-    let _ = writeln!(s, "WORKDIR /src\nCOPY . .\nRUN make build \\\n && make test");
+    let _ = writeln!(
+        s,
+        "WORKDIR /src\nCOPY . .\nRUN make build \\\n && make test"
+    );
     let _ = writeln!(s, "FROM $BASE");
     let _ = writeln!(s, "COPY --from=build /out /app");
     let _ = writeln!(s, "COPY --from=tools /go/bin/tool /usr/local/bin/tool");
-    let _ = writeln!(s, "COPY --from=docker.io/library/busybox:1.36 /bin/busybox /bin/busybox");
+    let _ = writeln!(
+        s,
+        "COPY --from=docker.io/library/busybox:1.36 /bin/busybox /bin/busybox"
+    );
     let _ = writeln!(s, "LABEL org.opencontainers.image.title=\"img-{i}\"");
     let _ = writeln!(s, "USER 10001\nENTRYPOINT [\"/app\"]");
     s
@@ -67,7 +80,10 @@ fn generate(dir: &Path, n: usize) -> usize {
     for (i, base) in BASES.iter().enumerate() {
         let _ = writeln!(yaml, "  - name: base-{i}\n    image: {base}");
     }
-    let mut previous: Vec<String> = BASES.iter().map(|b| Reference::parse(b).unwrap().to_string()).collect();
+    let mut previous: Vec<String> = BASES
+        .iter()
+        .map(|b| Reference::parse(b).unwrap().to_string())
+        .collect();
     let mut index = 0;
     let sizes = level_sizes(n);
     for (level, size) in sizes.iter().enumerate() {
@@ -79,8 +95,19 @@ fn generate(dir: &Path, n: usize) -> usize {
             let image = format!("registry.example.com/team-{level}/{name}:1.0");
             let src = dir.join("src").join(&name);
             std::fs::create_dir_all(&src).unwrap();
-            std::fs::write(src.join("Dockerfile"), dockerfile(&parent_ref.repo_url(), parent_ref.tag().unwrap_or("latest"), index)).unwrap();
-            let _ = writeln!(yaml, "  - name: {name}\n    image: {image}\n    source: {{path: src/{name}}}");
+            std::fs::write(
+                src.join("Dockerfile"),
+                dockerfile(
+                    &parent_ref.repo_url(),
+                    parent_ref.tag().unwrap_or("latest"),
+                    index,
+                ),
+            )
+            .unwrap();
+            let _ = writeln!(
+                yaml,
+                "  - name: {name}\n    image: {image}\n    source: {{path: src/{name}}}"
+            );
             current.push(image);
             index += 1;
         }
@@ -105,7 +132,10 @@ fn ms(d: Duration) -> String {
 }
 
 fn main() {
-    let n: usize = std::env::var("IMAGES").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    let n: usize = std::env::var("IMAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
     let dir = tempfile::tempdir().unwrap();
     let levels = generate(dir.path(), n);
     let file = dir.path().join("images.yaml");
@@ -121,14 +151,26 @@ fn main() {
     let start = Instant::now();
     let model = analyze::model(&file, &cache, true, false).unwrap();
     let t_model = start.elapsed();
-    let depth = model.graph.levels().unwrap().values().copied().max().unwrap_or(0);
+    let depth = model
+        .graph
+        .levels()
+        .unwrap()
+        .values()
+        .copied()
+        .max()
+        .unwrap_or(0);
 
     let start = Instant::now();
     let old = state::load_images(&state_dir).unwrap();
     let (files, report) = analyze::render(&model, &old, false).unwrap();
     let t_render = start.elapsed();
     let start = Instant::now();
-    let written = state::write_tree(&state_dir, &files, &[state::IMAGES_DIR, state::WAREHOUSES_DIR]).unwrap();
+    let written = state::write_tree(
+        &state_dir,
+        &files,
+        &[state::IMAGES_DIR, state::WAREHOUSES_DIR],
+    )
+    .unwrap();
     let t_write = start.elapsed();
     println!(
         "  graph: {} nodes ({} managed), {} edges, depth {depth}",
@@ -137,10 +179,24 @@ fn main() {
         report.edges
     );
     println!("  load + validate images.yaml          {}", ms(t_enroll));
-    println!("  model (enrollment + read + parse Dockerfiles + graph)  {}", ms(t_model));
-    println!("  render state + Warehouses ({} files)  {}", files.len(), ms(t_render));
-    println!("  write (cold, {} files)               {}", written.written.len(), ms(t_write));
-    println!("  analyze cold total (model+render+write)  {}", ms(t_model + t_render + t_write));
+    println!(
+        "  model (enrollment + read + parse Dockerfiles + graph)  {}",
+        ms(t_model)
+    );
+    println!(
+        "  render state + Warehouses ({} files)  {}",
+        files.len(),
+        ms(t_render)
+    );
+    println!(
+        "  write (cold, {} files)               {}",
+        written.written.len(),
+        ms(t_write)
+    );
+    println!(
+        "  analyze cold total (model+render+write)  {}",
+        ms(t_model + t_render + t_write)
+    );
 
     let options = analyze::Options {
         enrollment: file.clone(),
@@ -153,8 +209,16 @@ fn main() {
     let start = Instant::now();
     let warm = analyze::run(&options).unwrap();
     let t_warm = start.elapsed();
-    assert_eq!(warm.write.written.len(), 0, "a rerun must not change anything");
-    println!("  analyze warm run (state unchanged: reads {} state files, writes 0)  {}", old.len().max(files.len()), ms(t_warm));
+    assert_eq!(
+        warm.write.written.len(),
+        0,
+        "a rerun must not change anything"
+    );
+    println!(
+        "  analyze warm run (state unchanged: reads {} state files, writes 0)  {}",
+        old.len().max(files.len()),
+        ms(t_warm)
+    );
 
     let mut times = Vec::new();
     let mut rebuilds = 0;
