@@ -434,7 +434,7 @@ pub fn render(
         let previous = old.get(&node.name).or_else(|| {
             old_by_reference
                 .get(st.reference.as_str())
-                .filter(|name| !graph.node(name).is_some_and(|n| n.name != node.name))
+                .filter(|name| graph.node(name).is_none_or(|n| n.name == node.name))
                 .and_then(|name| old.get(*name))
         });
         if let Some(previous) = previous {

@@ -527,17 +527,15 @@ impl Checker<'_> {
         }
         for tag in spec.tags.iter().flatten() {
             match reference.as_ref().map(|r| Reference::parse(&format!("{}:{}", r.repo_url(), tag.value))) {
-                Some(Ok(_)) => {
-                    if !tags.insert(tag.value.clone()) {
-                        self.warning(tag.at, format!("tag {:?} listed twice", tag.value), "remove the repeated tag");
-                    }
+                Some(Ok(_)) if !tags.insert(tag.value.clone()) => {
+                    self.warning(tag.at, format!("tag {:?} listed twice", tag.value), "remove the repeated tag");
                 }
+                Some(Ok(_)) | None => {}
                 Some(Err(_)) => self.error(
                     tag.at,
                     format!("invalid tag {:?}", tag.value),
                     "a tag is up to 128 characters of letters, digits, '_', '.' and '-', not starting with '.' or '-'",
                 ),
-                None => {}
             }
         }
         let rebuild = self.rebuild_policy(spec.rebuild.as_ref(), *defaults_rebuild);
