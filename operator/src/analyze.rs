@@ -4,6 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use rayon::prelude::*;
+
 use crate::dockerfile::{self, Analysis, From};
 use crate::enrollment::{self, schema::Position, Diagnostic, Enrollment, EnrollmentError, Source};
 use crate::graph::{Graph, NodeKind, Use};
@@ -156,37 +158,76 @@ pub fn model(
     } else {
         None
     };
-    let mut analyzed = BTreeMap::new();
+    // Images of one git repository share its cache, so each repository is fetched by one
+    // task (once per ref); repositories and local sources are read in parallel.
+    let mut groups: BTreeMap<Option<&str>, Vec<&enrollment::Image>> = BTreeMap::new();
     for image in managed {
-        let Some(build) = &image.build else { continue };
-        if let Some(bar) = &bar {
-            bar.set_message(image.name.clone());
-        }
-        let source_err = |source| AnalyzeError::Source {
-            image: image.name.clone(),
-            source,
-        };
-        let fetched = source::fetch(&build.source, cache_dir).map_err(source_err)?;
-        let content = fetched.read(&build.dockerfile).map_err(source_err)?;
-        let display = match &build.source {
-            Source::Path { raw, .. } => display_path(&enrollment.base_dir, raw, &build.dockerfile),
-            Source::Git { url, .. } => format!("{url}#{}", build.dockerfile),
-        };
-        let analysis = dockerfile::analyze(&display, &content, &build.build_args);
-        analyzed.insert(
-            image.name.clone(),
-            Analyzed {
-                analysis,
-                commit: fetched.commit(),
-                display,
-            },
-        );
-        if let Some(bar) = &bar {
-            bar.inc(1);
-        }
+        let url = image.build.as_ref().and_then(|b| match &b.source {
+            Source::Git { url, .. } => Some(url.as_str()),
+            Source::Path { .. } => None,
+        });
+        groups.entry(url).or_default().push(image);
     }
+    let base_dir = &enrollment.base_dir;
+    let results: Vec<Result<(String, Analyzed), AnalyzeError>> = groups
+        .into_par_iter()
+        .flat_map_iter(|(url, images)| {
+            if url.is_none() {
+                // Local sources: one task per image.
+                return images
+                    .into_par_iter()
+                    .map(|image| {
+                        analyze_image(
+                            image,
+                            base_dir,
+                            cache_dir,
+                            &mut BTreeMap::new(),
+                            bar.as_ref(),
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .into_iter();
+            }
+            let mut fetched = BTreeMap::new();
+            images
+                .into_iter()
+                .map(|image| analyze_image(image, base_dir, cache_dir, &mut fetched, bar.as_ref()))
+                .collect::<Vec<_>>()
+                .into_iter()
+        })
+        .collect();
     if let Some(bar) = bar {
         bar.finish_and_clear();
+    }
+    let mut analyzed = BTreeMap::new();
+    let mut first_error: Option<(usize, AnalyzeError)> = None;
+    let order: BTreeMap<&str, usize> = enrollment
+        .images
+        .iter()
+        .enumerate()
+        .map(|(i, image)| (image.name.as_str(), i))
+        .collect();
+    for result in results {
+        match result {
+            Ok((name, a)) => {
+                analyzed.insert(name, a);
+            }
+            Err(e) => {
+                // Report the error of the first image in file order, whatever finished first.
+                let position = match &e {
+                    AnalyzeError::Source { image, .. } => {
+                        order.get(image.as_str()).copied().unwrap_or(usize::MAX)
+                    }
+                    _ => usize::MAX,
+                };
+                if first_error.as_ref().is_none_or(|(p, _)| position < *p) {
+                    first_error = Some((position, e));
+                }
+            }
+        }
+    }
+    if let Some((_, e)) = first_error {
+        return Err(e);
     }
     let uses: BTreeMap<String, Vec<Use>> = analyzed
         .iter()
@@ -209,6 +250,53 @@ pub fn model(
         analyzed,
         graph,
     })
+}
+
+/// Reads and analyzes one managed image's Dockerfile; `fetched` caches this task's git
+/// fetches by ref, so a repository is fetched once per ref.
+fn analyze_image(
+    image: &enrollment::Image,
+    base_dir: &Path,
+    cache_dir: &Path,
+    fetched: &mut BTreeMap<Option<String>, source::Fetched>,
+    bar: Option<&indicatif::ProgressBar>,
+) -> Result<(String, Analyzed), AnalyzeError> {
+    let source_err = |source| AnalyzeError::Source {
+        image: image.name.clone(),
+        source,
+    };
+    let Some(build) = &image.build else {
+        return Err(source_err(SourceError::NotManaged));
+    };
+    let key = match &build.source {
+        Source::Git { reference, .. } => reference.clone(),
+        Source::Path { .. } => None,
+    };
+    if !fetched.contains_key(&key) || matches!(build.source, Source::Path { .. }) {
+        let f = source::fetch(&build.source, cache_dir).map_err(source_err)?;
+        fetched.insert(key.clone(), f);
+    }
+    let Some(source) = fetched.get(&key) else {
+        return Err(source_err(SourceError::NotManaged));
+    };
+    let content = source.read(&build.dockerfile).map_err(source_err)?;
+    let display = match &build.source {
+        Source::Path { raw, .. } => display_path(base_dir, raw, &build.dockerfile),
+        Source::Git { url, .. } => format!("{url}#{}", build.dockerfile),
+    };
+    let analysis = dockerfile::analyze(&display, &content, &build.build_args);
+    if let Some(bar) = bar {
+        bar.set_message(image.name.clone());
+        bar.inc(1);
+    }
+    Ok((
+        image.name.clone(),
+        Analyzed {
+            analysis,
+            commit: source.commit(),
+            display,
+        },
+    ))
 }
 
 /// `base_dir/raw/dockerfile` as a short relative path for messages.

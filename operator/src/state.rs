@@ -289,27 +289,51 @@ pub struct WriteReport {
 }
 
 /// Makes the managed folders of `state_dir` hold exactly `files` (relative path →
-/// content): writes changed files atomically (temp file in the same folder, fsync,
-/// rename), then removes other `*.yaml` files under the folders named in `owned`.
+/// content): stages every changed file as a temp file next to its target and syncs them
+/// all (in parallel: fsync dominates the cost), then renames each into place, then
+/// removes other `*.yaml` files under the folders named in `owned`.
 ///
 /// # Errors
 ///
-/// [`StateError::Write`] / [`StateError::Read`] on I/O failure. Files written before the
-/// failure are complete (each rename is atomic); none is half-written.
+/// [`StateError::Write`] / [`StateError::Read`] on I/O failure. A failure while staging
+/// changes nothing (the temp files are deleted); each rename is atomic, so no file is
+/// ever half-written.
 pub fn write_tree(
     state_dir: &Path,
     files: &BTreeMap<PathBuf, String>,
     owned: &[&str],
 ) -> Result<WriteReport, StateError> {
+    use rayon::prelude::*;
+
     let mut report = WriteReport::default();
-    for (rel, content) in files {
+    let changed: Vec<(&PathBuf, &String)> = files
+        .par_iter()
+        .filter(|(rel, content)| {
+            std::fs::read(state_dir.join(rel)).ok().as_deref() != Some(content.as_bytes())
+        })
+        .collect();
+    report.unchanged = files.len() - changed.len();
+    let staged = changed
+        .par_iter()
+        .map(|(rel, content)| stage(&state_dir.join(rel), content.as_bytes()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut dirs = BTreeSet::new();
+    for ((rel, _), tmp) in changed.iter().zip(staged) {
         let path = state_dir.join(rel);
-        if std::fs::read(&path).ok().as_deref() == Some(content.as_bytes()) {
-            report.unchanged += 1;
-            continue;
+        tmp.persist(&path).map_err(|e| StateError::Write {
+            path: path.clone(),
+            source: e.error,
+        })?;
+        if let Some(dir) = path.parent() {
+            dirs.insert(dir.to_path_buf());
         }
-        write_atomic(&path, content.as_bytes())?;
-        report.written.push(rel.clone());
+        report.written.push((*rel).clone());
+    }
+    // Make the renames durable too.
+    for dir in dirs {
+        if let Ok(handle) = std::fs::File::open(&dir) {
+            let _ = handle.sync_all();
+        }
     }
     let keep: BTreeSet<&PathBuf> = files.keys().collect();
     for folder in owned {
@@ -341,6 +365,18 @@ pub fn write_tree(
 ///
 /// [`StateError::Write`] on any I/O failure; the temp file is removed.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
+    stage(path, bytes)?
+        .persist(path)
+        .map_err(|e| StateError::Write {
+            path: path.to_path_buf(),
+            source: e.error,
+        })?;
+    Ok(())
+}
+
+/// Writes and syncs `bytes` to a temp file in `path`'s folder, ready to be renamed over
+/// `path`. Dropping it deletes it.
+fn stage(path: &Path, bytes: &[u8]) -> Result<tempfile::NamedTempFile, StateError> {
     let err = |source| StateError::Write {
         path: path.to_path_buf(),
         source,
@@ -353,8 +389,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
         .map_err(err)?;
     tmp.write_all(bytes).map_err(err)?;
     tmp.as_file().sync_all().map_err(err)?;
-    tmp.persist(path).map_err(|e| err(e.error))?;
-    Ok(())
+    Ok(tmp)
 }
 
 #[cfg(test)]

@@ -211,7 +211,7 @@ impl Graph {
                         idx
                     }
                 };
-                let edge = match graph.dag.find_edge(base, dependent) {
+                let edge = match graph.edge_index(base, dependent) {
                     Some(e) => e,
                     None => graph.dag.add_edge(base, dependent, Edge::default()),
                 };
@@ -268,7 +268,21 @@ impl Graph {
     /// The edge `base → dependent`, if any.
     pub fn edge(&self, base: &str, dependent: &str) -> Option<&Edge> {
         let (b, d) = (self.by_name.get(base)?, self.by_name.get(dependent)?);
-        self.dag.find_edge(*b, *d).map(|e| &self.dag[e])
+        self.edge_index(*b, *d).map(|e| &self.dag[e])
+    }
+
+    /// The edge `base → dependent`, searched from the dependent's side: a popular base
+    /// has thousands of dependents, an image only a few bases (petgraph's `find_edge`
+    /// walks the source's edges, which made building the graph quadratic).
+    fn edge_index(
+        &self,
+        base: NodeIndex,
+        dependent: NodeIndex,
+    ) -> Option<petgraph::graph::EdgeIndex> {
+        self.dag
+            .edges_directed(dependent, Direction::Incoming)
+            .find(|e| e.source() == base)
+            .map(|e| e.id())
     }
 
     fn neighbours(&self, name: &str, direction: Direction) -> Vec<String> {
