@@ -52,7 +52,8 @@ fn the_api_server_accepts_the_generated_warehouses() {
     ]);
     assert!(ok, "{out}");
     let _ = kubectl(&["create", "namespace", "image-factory"]);
-    let dir = repo_root().join("state/warehouses");
+    // deploy/ is what Argo CD syncs; it includes state/warehouses/.
+    let dir = repo_root().join("deploy");
     let (ok, out) = kubectl(&[
         "apply",
         "--dry-run=server",

@@ -27,6 +27,9 @@ pub const DEFAULT_DELAY: Duration = Duration::from_secs(7 * 24 * 3600);
 pub const DEFAULT_PROJECT: &str = "image-factory";
 /// Default Warehouse polling interval: 5 minutes.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(300);
+/// Platform written into every Warehouse unless configured: Kargo's own default is the
+/// controller's platform, which silently changes with where Kargo runs.
+pub const DEFAULT_PLATFORM: &str = "linux/amd64";
 /// Kargo's default and maximum `discoveryLimit` (Kargo `image.json` schema: 1–100, default 20).
 pub const DEFAULT_DISCOVERY_LIMIT: u32 = 20;
 /// Largest `discoveryLimit` Kargo accepts.
@@ -146,7 +149,7 @@ pub struct WarehouseConfig {
     pub allow_tags_regexes: Vec<String>,
     /// Ignored tag patterns.
     pub ignore_tags_regexes: Vec<String>,
-    /// `os/arch`, if set.
+    /// `os/arch` (default `linux/amd64`).
     pub platform: Option<String>,
     /// Most revisions discovered per check (1–100).
     pub discovery_limit: u32,
@@ -415,7 +418,7 @@ impl Checker<'_> {
             constraint: None,
             allow_tags_regexes: Vec::new(),
             ignore_tags_regexes: Vec::new(),
-            platform: None,
+            platform: Some(DEFAULT_PLATFORM.to_string()),
             discovery_limit: DEFAULT_DISCOVERY_LIMIT,
             strict_semvers: None,
             interval: DEFAULT_INTERVAL,

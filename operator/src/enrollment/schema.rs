@@ -133,7 +133,7 @@ pub struct WarehouseSpec {
     pub allow_tags_regexes: Option<Vec<Located<String>>>,
     /// Tags matching any of these regular expressions are ignored.
     pub ignore_tags_regexes: Option<Vec<Located<String>>>,
-    /// `os/arch` whose manifest is watched, e.g. `linux/amd64`.
+    /// `os/arch` whose manifest is watched. Default `linux/amd64`, always written out.
     pub platform: Option<Located<String>>,
     /// Most image revisions Kargo discovers per check, 1–100 (Kargo's default 20).
     pub discovery_limit: Option<Located<u32>>,
