@@ -5,6 +5,7 @@
 //! located as `images.yaml:LINE:COL` with a fix hint.
 
 mod diagnostic;
+mod keys;
 pub mod schema;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -324,10 +325,17 @@ pub fn parse(file: &str, text: &str, base_dir: &Path) -> Result<Enrollment, Enro
     let raw: EnrollmentFile = match serde_saphyr::from_str(text) {
         Ok(raw) => raw,
         Err(e) => {
+            // serde stops at the first unknown key; list them all when that is the problem.
+            let unknown = keys::unknown_keys(file, text);
+            let diagnostics = if unknown.is_empty() {
+                vec![syntax_diagnostic(file, &e)]
+            } else {
+                unknown
+            };
             return Err(EnrollmentError::Invalid {
                 file: file.to_string(),
-                diagnostics: vec![syntax_diagnostic(file, &e)],
-            })
+                diagnostics,
+            });
         }
     };
     let mut checker = Checker {

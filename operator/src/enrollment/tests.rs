@@ -128,7 +128,7 @@ fn unknown_keys_are_located_with_a_hint() {
     let d = &diagnostics[0];
     assert!(d.message.contains("allowTags"), "{d}");
     assert_eq!(d.at.line, 6, "{d}");
-    assert!(d.hint.as_deref().unwrap().contains("schema"));
+    assert!(d.hint.as_deref().unwrap().contains("allowTagsRegexes"));
 }
 
 #[test]
@@ -183,4 +183,44 @@ fn the_schema_reads_what_the_parser_accepts() {
         assert!(text.contains(field), "{field} missing from schema");
     }
     assert!(!text.contains("repoUrl"));
+}
+
+#[test]
+fn every_unknown_key_is_reported_with_the_closest_known_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = "version: 1\nimages:\n  - name: a\n    image: alpine\n    warehouse:\n      allowTags: ^3\n      repoUrl: x\n  - name: b\n    imgae: alpine\n    rebuild: {delay: 1d, cascade_delay: 1h}\nextra: 1\n";
+    let Err(EnrollmentError::Invalid { diagnostics, .. }) = parse("images.yaml", text, dir.path())
+    else {
+        panic!("expected errors")
+    };
+    let got: Vec<String> = diagnostics
+        .iter()
+        .map(|d| {
+            format!(
+                "{}: {} ({})",
+                d.location(),
+                d.message,
+                d.hint.as_deref().unwrap_or("")
+            )
+        })
+        .collect();
+    assert_eq!(got.len(), 5, "{got:#?}");
+    assert!(
+        got[0].starts_with(
+            "images.yaml:6:7: unknown key \"allowTags\" in images.warehouse (Kargo ≥ 1.11 rejects"
+        ),
+        "{got:#?}"
+    );
+    assert!(got[1].starts_with("images.yaml:7:7: unknown key \"repoUrl\" in images.warehouse (did you mean \"repoURL\"?)"), "{got:#?}");
+    assert!(
+        got[2].starts_with(
+            "images.yaml:9:5: unknown key \"imgae\" in images (did you mean \"image\"?)"
+        ),
+        "{got:#?}"
+    );
+    assert!(got[3].starts_with("images.yaml:10:26: unknown key \"cascade_delay\" in images.rebuild (did you mean \"cascadeDelay\"?)"), "{got:#?}");
+    assert!(
+        got[4].starts_with("images.yaml:11:1: unknown key \"extra\" at the top level"),
+        "{got:#?}"
+    );
 }
