@@ -237,23 +237,23 @@ pub fn load_images(state_dir: &Path) -> Result<BTreeMap<String, ImageState>, Sta
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
         Err(source) => return Err(StateError::Read { path: dir, source }),
     };
+    let mut paths = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|source| StateError::Read {
             path: dir.clone(),
             source,
         })?;
         let path = entry.path();
-        if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
-            continue;
+        if path.extension().and_then(|e| e.to_str()) == Some("yaml") {
+            paths.push(path);
         }
-        let text = std::fs::read_to_string(&path).map_err(|source| StateError::Read {
-            path: path.clone(),
-            source,
-        })?;
-        let state: ImageState = serde_saphyr::from_str(&text).map_err(|e| StateError::Corrupt {
-            path: path.clone(),
-            message: e.to_string().lines().next().unwrap_or_default().to_string(),
-        })?;
+    }
+    use rayon::prelude::*;
+    let loaded = paths
+        .par_iter()
+        .map(|path| read_state(path))
+        .collect::<Result<Vec<_>, _>>()?;
+    for (path, state) in paths.iter().zip(loaded) {
         let stem = path
             .file_stem()
             .and_then(|s| s.to_str())
@@ -262,6 +262,17 @@ pub fn load_images(state_dir: &Path) -> Result<BTreeMap<String, ImageState>, Sta
         out.insert(stem, state);
     }
     Ok(out)
+}
+
+fn read_state(path: &Path) -> Result<ImageState, StateError> {
+    let text = std::fs::read_to_string(path).map_err(|source| StateError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_saphyr::from_str(&text).map_err(|e| StateError::Corrupt {
+        path: path.to_path_buf(),
+        message: e.to_string().lines().next().unwrap_or_default().to_string(),
+    })
 }
 
 /// Renders a value as a YAML document with the state header.
