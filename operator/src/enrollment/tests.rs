@@ -224,3 +224,25 @@ fn every_unknown_key_is_reported_with_the_closest_known_one() {
         "{got:#?}"
     );
 }
+
+#[test]
+fn truncated_and_mangled_enrollments_never_panic() {
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../images.yaml"))
+            .unwrap();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let cuts: Vec<usize> = (0..text.len())
+        .filter(|i| text.is_char_boundary(*i))
+        .step_by(7)
+        .collect();
+    for cut in cuts {
+        let _ = parse("images.yaml", &text[..cut], &dir);
+        let mangled: String = text[..cut]
+            .replace(':', "")
+            .chars()
+            .chain(text[cut..].chars())
+            .collect();
+        let _ = parse("images.yaml", &mangled, &dir);
+    }
+    assert!(parse("images.yaml", &text, &dir).is_ok());
+}
