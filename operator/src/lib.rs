@@ -10,4 +10,6 @@
 //! The engine (`graph`, and later `hold` / `rebuild`) is pure: plain data in, plain data
 //! out, time passed in as a value. I/O (files, git, registries) sits at the edges.
 
+pub mod cli_inspect;
 pub mod reference;
+pub mod registry;

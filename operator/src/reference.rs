@@ -48,8 +48,10 @@ static DOMAIN: LazyLock<Regex> = LazyLock::new(|| {
 });
 static PATH: LazyLock<Regex> = LazyLock::new(|| {
     #[allow(clippy::expect_used)]
-    Regex::new(r"^[a-z0-9]+(?:(?:[_.]|__|[-]+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[_.]|__|[-]+)[a-z0-9]+)*)*$")
-        .expect("valid path regex")
+    Regex::new(
+        r"^[a-z0-9]+(?:(?:[_.]|__|[-]+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[_.]|__|[-]+)[a-z0-9]+)*)*$",
+    )
+    .expect("valid path regex")
 });
 static TAG: LazyLock<Regex> = LazyLock::new(|| {
     #[allow(clippy::expect_used)]
@@ -348,9 +350,18 @@ mod tests {
     #[case("localhost:5000/x:1.0", "localhost:5000/x:1.0")]
     #[case("127.0.0.1:5000/team/app:1", "127.0.0.1:5000/team/app:1")]
     #[case("[::1]:5000/team/app", "[::1]:5000/team/app:latest")]
-    #[case("quay.io/jupyter/base-notebook", "quay.io/jupyter/base-notebook:latest")]
-    #[case("registry.k8s.io/build-image/debian-base:bookworm-v1.0.4", "registry.k8s.io/build-image/debian-base:bookworm-v1.0.4")]
-    #[case("my-registry.example.com:443/a__b/c--d.e:tag_1.0-x", "my-registry.example.com:443/a__b/c--d.e:tag_1.0-x")]
+    #[case(
+        "quay.io/jupyter/base-notebook",
+        "quay.io/jupyter/base-notebook:latest"
+    )]
+    #[case(
+        "registry.k8s.io/build-image/debian-base:bookworm-v1.0.4",
+        "registry.k8s.io/build-image/debian-base:bookworm-v1.0.4"
+    )]
+    #[case(
+        "my-registry.example.com:443/a__b/c--d.e:tag_1.0-x",
+        "my-registry.example.com:443/a__b/c--d.e:tag_1.0-x"
+    )]
     #[case("  ubuntu:24.04  ", "docker.io/library/ubuntu:24.04")]
     fn normalizes_like_docker(#[case] raw: &str, #[case] normalized: &str) {
         assert_eq!(Reference::parse(raw).unwrap().to_string(), normalized);
@@ -383,7 +394,10 @@ mod tests {
     #[case("foo$bar", "bad repository")]
     #[case("exa mple.com/a", "bad registry")]
     #[case("-bad.com/a", "bad registry")]
-    #[case("0123456789012345678901234567890123456789012345678901234567890123", "image ID")]
+    #[case(
+        "0123456789012345678901234567890123456789012345678901234567890123",
+        "image ID"
+    )]
     fn rejects_what_docker_rejects(#[case] raw: &str, #[case] message: &str) {
         let err = Reference::parse(raw).unwrap_err().to_string();
         assert!(err.contains(message), "{raw:?}: {err}");
@@ -392,7 +406,10 @@ mod tests {
     #[test]
     fn rejects_too_long_names() {
         let raw = format!("example.com/{}", "a".repeat(250));
-        assert!(matches!(Reference::parse(&raw), Err(ReferenceError::NameTooLong { .. })));
+        assert!(matches!(
+            Reference::parse(&raw),
+            Err(ReferenceError::NameTooLong { .. })
+        ));
     }
 
     #[test]
@@ -406,6 +423,9 @@ mod tests {
     #[test]
     fn serde_round_trips_through_the_normalized_string() {
         let r: Reference = serde_json::from_str("\"nginx:1.27\"").unwrap();
-        assert_eq!(serde_json::to_string(&r).unwrap(), "\"docker.io/library/nginx:1.27\"");
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            "\"docker.io/library/nginx:1.27\""
+        );
     }
 }
