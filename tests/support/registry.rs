@@ -43,7 +43,11 @@ impl Drop for TestRegistry {
 
 /// A free loopback port (bound then released).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn run(cmd: &mut Command) {
@@ -68,8 +72,14 @@ impl TestRegistry {
             d.join("data").display()
         );
         if mode == Mode::Basic {
-            run(Command::new("htpasswd").args(["-Bbc"]).arg(d.join("htpasswd")).args([USER, PASSWORD]));
-            config.push_str(&format!("auth:\n  htpasswd: {{realm: test, path: {}}}\n", d.join("htpasswd").display()));
+            run(Command::new("htpasswd")
+                .args(["-Bbc"])
+                .arg(d.join("htpasswd"))
+                .args([USER, PASSWORD]));
+            config.push_str(&format!(
+                "auth:\n  htpasswd: {{realm: test, path: {}}}\n",
+                d.join("htpasswd").display()
+            ));
         }
         config.push_str(&format!("http:\n  addr: {host}\n"));
         if mode == Mode::Tls {
@@ -88,7 +98,12 @@ impl TestRegistry {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let registry = Self { child, dir, host, mode };
+        let registry = Self {
+            child,
+            dir,
+            host,
+            mode,
+        };
         registry.wait_ready();
         registry
     }
@@ -115,7 +130,11 @@ impl TestRegistry {
 
     /// `http://127.0.0.1:PORT` or `https://…`.
     pub fn base_url(&self) -> String {
-        let scheme = if self.mode == Mode::Tls { "https" } else { "http" };
+        let scheme = if self.mode == Mode::Tls {
+            "https"
+        } else {
+            "http"
+        };
         format!("{scheme}://{}", self.host)
     }
 
@@ -160,7 +179,11 @@ impl TestRegistry {
         }
         cmd.args(args);
         let out = cmd.output().unwrap();
-        assert!(out.status.success(), "curl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "curl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         out.stdout
     }
 
@@ -178,14 +201,24 @@ impl TestRegistry {
         let h = std::fs::read_to_string(headers).unwrap();
         let ct = h
             .lines()
-            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-type:").map(|v| v.trim().to_owned()))
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-type:")
+                    .map(|v| v.trim().to_owned())
+            })
             .unwrap();
         (body, ct)
     }
 
     /// PUTs a manifest under each of `tags` over one keep-alive connection (plain HTTP,
     /// open mode only): the fast way to make a repository with thousands of tags.
-    pub fn put_manifest_tags(&self, repo: &str, manifest: &[u8], media_type: &str, tags: &[String]) {
+    pub fn put_manifest_tags(
+        &self,
+        repo: &str,
+        manifest: &[u8],
+        media_type: &str,
+        tags: &[String],
+    ) {
         assert_eq!(self.mode, Mode::Open);
         let mut stream = TcpStream::connect(&self.host).unwrap();
         let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
@@ -221,7 +254,11 @@ impl TestRegistry {
 fn fastrand_name() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
-    format!("f{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "f{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// Reads one HTTP/1.1 response (status, full bytes) from a keep-alive stream.
@@ -234,7 +271,11 @@ pub fn read_http_response<R: std::io::BufRead>(reader: &mut R, head_only: bool) 
         reader.read_line(&mut line).unwrap();
         raw.extend_from_slice(line.as_bytes());
         if status == 0 {
-            status = line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+            status = line
+                .split_whitespace()
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
         }
         let lower = line.to_ascii_lowercase();
         if let Some(v) = lower.strip_prefix("content-length:") {
@@ -255,12 +296,35 @@ pub fn read_http_response<R: std::io::BufRead>(reader: &mut R, head_only: bool) 
 fn make_certs(d: &Path) {
     let p = |n: &str| d.join(n).display().to_string();
     run(Command::new("openssl").args([
-        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test-ca",
-        "-keyout", &p("ca.key"), "-out", &p("ca.pem"),
-        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=test-ca",
+        "-keyout",
+        &p("ca.key"),
+        "-out",
+        &p("ca.pem"),
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
     ]));
     run(Command::new("openssl").args([
-        "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", &p("server.key"), "-out", &p("server.csr"),
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        &p("server.key"),
+        "-out",
+        &p("server.csr"),
     ]));
     std::fs::write(
         d.join("ext.cnf"),
@@ -268,8 +332,21 @@ fn make_certs(d: &Path) {
     )
     .unwrap();
     run(Command::new("openssl").args([
-        "x509", "-req", "-in", &p("server.csr"), "-CA", &p("ca.pem"), "-CAkey", &p("ca.key"), "-CAcreateserial",
-        "-days", "2", "-out", &p("server.pem"), "-extfile", &p("ext.cnf"),
+        "x509",
+        "-req",
+        "-in",
+        &p("server.csr"),
+        "-CA",
+        &p("ca.pem"),
+        "-CAkey",
+        &p("ca.key"),
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-out",
+        &p("server.pem"),
+        "-extfile",
+        &p("ext.cnf"),
     ]));
 }
 
@@ -283,7 +360,14 @@ pub struct Layout {
 impl Layout {
     /// `umoci init` + `umoci new --image L:tag`, adds `files` (path, content) as one
     /// layer, sets config fields.
-    pub fn build(dir: &Path, tag: &str, files: &[(&str, &str)], arch: &str, created: &str, labels: &[(&str, &str)]) -> Self {
+    pub fn build(
+        dir: &Path,
+        tag: &str,
+        files: &[(&str, &str)],
+        arch: &str,
+        created: &str,
+        labels: &[(&str, &str)],
+    ) -> Self {
         let path = dir.join("layout");
         if !path.exists() {
             run(Command::new("umoci").args(["init", "--layout"]).arg(&path));
@@ -292,15 +376,29 @@ impl Layout {
         run(Command::new("umoci").args(["new", "--image", &image]));
         if !files.is_empty() {
             let bundle = dir.join(format!("bundle-{tag}"));
-            run(Command::new("umoci").args(["unpack", "--rootless", "--image", &image]).arg(&bundle));
+            run(Command::new("umoci")
+                .args(["unpack", "--rootless", "--image", &image])
+                .arg(&bundle));
             for (name, content) in files {
                 std::fs::write(bundle.join("rootfs").join(name), content).unwrap();
             }
-            run(Command::new("umoci").args(["repack", "--image", &image]).arg(&bundle));
+            run(Command::new("umoci")
+                .args(["repack", "--image", &image])
+                .arg(&bundle));
             std::fs::remove_dir_all(&bundle).unwrap();
         }
         let mut cmd = Command::new("umoci");
-        cmd.args(["config", "--image", &image, "--architecture", arch, "--os", "linux", "--created", created]);
+        cmd.args([
+            "config",
+            "--image",
+            &image,
+            "--architecture",
+            arch,
+            "--os",
+            "linux",
+            "--created",
+            created,
+        ]);
         for (k, v) in labels {
             cmd.args(["--config.label", &format!("{k}={v}")]);
         }
@@ -318,16 +416,33 @@ pub fn buildah_build(registry: &TestRegistry, base: &str, target: &str) {
     std::fs::write(work.join("hello.txt"), format!("built for {target}\n")).unwrap();
     std::fs::write(
         work.join("Dockerfile"),
-        format!("FROM {}/{base}\nCOPY hello.txt /hello.txt\nLABEL org.example.team=platform\n", registry.host),
+        format!(
+            "FROM {}/{base}\nCOPY hello.txt /hello.txt\nLABEL org.example.team=platform\n",
+            registry.host
+        ),
     )
     .unwrap();
     let image = format!("{}/{target}", registry.host);
     let common = |cmd: &mut Command| {
-        cmd.arg("--root").arg(&root).arg("--runroot").arg(&runroot).args(["--storage-driver", "vfs"]);
+        cmd.arg("--root")
+            .arg(&root)
+            .arg("--runroot")
+            .arg(&runroot)
+            .args(["--storage-driver", "vfs"]);
     };
     let mut bud = Command::new("buildah");
     common(&mut bud);
-    bud.args(["bud", "-q", "--isolation", "chroot", "--tls-verify=false", "--pull-always", "-t", &image]).arg(&work);
+    bud.args([
+        "bud",
+        "-q",
+        "--isolation",
+        "chroot",
+        "--tls-verify=false",
+        "--pull-always",
+        "-t",
+        &image,
+    ])
+    .arg(&work);
     run(&mut bud);
     let mut push = Command::new("buildah");
     common(&mut push);
@@ -370,6 +485,9 @@ struct ProxyState {
     /// Token endpoint requires these basic credentials.
     token_basic: Option<String>,
     tokens: Vec<(String, Instant)>,
+    /// Paginate tag lists (`n`, `last`, `Link`) over the upstream's full answer, as
+    /// distribution v3, Docker Hub and GHCR do (distribution 2.8 ignores `n`).
+    paginate_tags: bool,
 }
 
 /// A fault-injecting HTTP proxy in front of an open (plain HTTP) registry. Serves one
@@ -387,7 +505,10 @@ impl FaultProxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let host = listener.local_addr().unwrap().to_string();
         let state = Arc::new(Mutex::new(ProxyState::default()));
-        let proxy = Self { host: host.clone(), state: state.clone() };
+        let proxy = Self {
+            host: host.clone(),
+            state: state.clone(),
+        };
         let upstream = upstream.to_owned();
         std::thread::spawn(move || {
             for stream in listener.incoming() {
@@ -405,7 +526,11 @@ impl FaultProxy {
 
     /// Injects `fault` into the next request whose path contains `path_part`.
     pub fn inject(&self, path_part: &str, fault: Fault) {
-        self.state.lock().unwrap().faults.push((path_part.to_owned(), fault));
+        self.state
+            .lock()
+            .unwrap()
+            .faults
+            .push((path_part.to_owned(), fault));
     }
 
     /// Requires bearer tokens (lifetime `expires_in` seconds) on `/v2/…`, served by the
@@ -417,6 +542,11 @@ impl FaultProxy {
             use base64::Engine as _;
             base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
         });
+    }
+
+    /// Serves tag lists in pages (`n`, `last`, `Link: <…>; rel="next"`).
+    pub fn paginate_tags(&self) {
+        self.state.lock().unwrap().paginate_tags = true;
     }
 
     /// Requests seen so far.
@@ -431,11 +561,19 @@ impl FaultProxy {
 
     /// Seen requests with this method whose path contains `part`.
     pub fn count(&self, method: &str, part: &str) -> usize {
-        self.seen().iter().filter(|s| s.method == method && s.path.contains(part)).count()
+        self.seen()
+            .iter()
+            .filter(|s| s.method == method && s.path.contains(part))
+            .count()
     }
 }
 
-fn serve(mut client: TcpStream, state: &Mutex<ProxyState>, upstream: &str, own_host: &str) -> std::io::Result<()> {
+fn serve(
+    mut client: TcpStream,
+    state: &Mutex<ProxyState>,
+    upstream: &str,
+    own_host: &str,
+) -> std::io::Result<()> {
     let mut reader = std::io::BufReader::new(client.try_clone()?);
     let mut request_line = String::new();
     std::io::BufRead::read_line(&mut reader, &mut request_line)?;
@@ -451,16 +589,20 @@ fn serve(mut client: TcpStream, state: &Mutex<ProxyState>, upstream: &str, own_h
     let mut parts = request_line.split_whitespace();
     let method = parts.next().unwrap_or_default().to_owned();
     let path = parts.next().unwrap_or_default().to_owned();
-    let authorization = headers
-        .iter()
-        .find_map(|h| h.to_ascii_lowercase().starts_with("authorization:").then(|| h["authorization:".len()..].trim().to_owned()));
+    let authorization = headers.iter().find_map(|h| {
+        h.to_ascii_lowercase()
+            .starts_with("authorization:")
+            .then(|| h["authorization:".len()..].trim().to_owned())
+    });
     let fault: Option<Fault> = {
         let mut s = state.lock().unwrap();
         s.seen.push(Seen {
             method: method.clone(),
             path: path.clone(),
             at: Instant::now(),
-            auth_scheme: authorization.as_ref().and_then(|a| a.split_whitespace().next().map(str::to_owned)),
+            auth_scheme: authorization
+                .as_ref()
+                .and_then(|a| a.split_whitespace().next().map(str::to_owned)),
         });
         let i = s.faults.iter().position(|(p, _)| path.contains(p.as_str()));
         i.map(|i| s.faults.remove(i).1)
@@ -475,7 +617,9 @@ fn serve(mut client: TcpStream, state: &Mutex<ProxyState>, upstream: &str, own_h
     match &fault {
         Some(Fault::Status(code, retry_after)) => {
             let (code, retry_after) = (*code, *retry_after);
-            let extra = retry_after.map(|s| format!("Retry-After: {s}\r\n")).unwrap_or_default();
+            let extra = retry_after
+                .map(|s| format!("Retry-After: {s}\r\n"))
+                .unwrap_or_default();
             return respond(&mut client, code, &extra, "");
         }
         Some(Fault::Cut) => {
@@ -496,15 +640,41 @@ fn serve(mut client: TcpStream, state: &Mutex<ProxyState>, upstream: &str, own_h
                 }
             }
             let token = format!("tok-{}", fastrand_name());
-            state.lock().unwrap().tokens.push((token.clone(), Instant::now() + Duration::from_secs(lifetime)));
+            state.lock().unwrap().tokens.push((
+                token.clone(),
+                Instant::now() + Duration::from_secs(lifetime),
+            ));
             let body = format!("{{\"token\":\"{token}\",\"expires_in\":{lifetime}}}");
-            return respond(&mut client, 200, "Content-Type: application/json\r\n", &body);
+            return respond(
+                &mut client,
+                200,
+                "Content-Type: application/json\r\n",
+                &body,
+            );
         }
-        let valid = authorization.as_deref().and_then(|a| a.strip_prefix("Bearer ")).is_some_and(|t| {
-            state.lock().unwrap().tokens.iter().any(|(tok, exp)| tok == t && Instant::now() < *exp)
-        });
+        let valid = authorization
+            .as_deref()
+            .and_then(|a| a.strip_prefix("Bearer "))
+            .is_some_and(|t| {
+                state
+                    .lock()
+                    .unwrap()
+                    .tokens
+                    .iter()
+                    .any(|(tok, exp)| tok == t && Instant::now() < *exp)
+            });
         if !valid {
-            let repo = path.trim_start_matches("/v2/").split("/manifests/").next().unwrap_or("").split("/tags/").next().unwrap_or("").split("/blobs/").next().unwrap_or("");
+            let repo = path
+                .trim_start_matches("/v2/")
+                .split("/manifests/")
+                .next()
+                .unwrap_or("")
+                .split("/tags/")
+                .next()
+                .unwrap_or("")
+                .split("/blobs/")
+                .next()
+                .unwrap_or("");
             let extra = format!(
                 "WWW-Authenticate: Bearer realm=\"http://{own_host}/token\",service=\"test-registry\",scope=\"repository:{repo}:pull\"\r\n"
             );
@@ -513,10 +683,20 @@ fn serve(mut client: TcpStream, state: &Mutex<ProxyState>, upstream: &str, own_h
     }
     // Forward to the upstream registry, one request per connection.
     let mut up = TcpStream::connect(upstream)?;
-    let mut forwarded = format!("{method} {path} HTTP/1.1\r\nHost: {upstream}\r\nConnection: close\r\n");
+    // HTTP/1.0 for tag lists so the body comes unchunked and can be re-paged.
+    let version = if path.contains("/tags/list") {
+        "HTTP/1.0"
+    } else {
+        "HTTP/1.1"
+    };
+    let mut forwarded =
+        format!("{method} {path} {version}\r\nHost: {upstream}\r\nConnection: close\r\n");
     for h in &headers {
         let lower = h.to_ascii_lowercase();
-        if lower.starts_with("host:") || lower.starts_with("connection:") || lower.starts_with("authorization:") {
+        if lower.starts_with("host:")
+            || lower.starts_with("connection:")
+            || lower.starts_with("authorization:")
+        {
             continue;
         }
         forwarded.push_str(h);
@@ -526,12 +706,62 @@ fn serve(mut client: TcpStream, state: &Mutex<ProxyState>, upstream: &str, own_h
     up.write_all(forwarded.as_bytes())?;
     let mut response = Vec::new();
     up.read_to_end(&mut response)?;
+    let paginate = state.lock().unwrap().paginate_tags;
+    if paginate && path.contains("/tags/list") {
+        response = paginate_tag_page(&response, &path);
+    }
     if matches!(fault, Some(Fault::StripDigestHeader)) {
         let text = String::from_utf8_lossy(&response).to_string();
         let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-        let kept: Vec<&str> = head.lines().filter(|l| !l.to_ascii_lowercase().starts_with("docker-content-digest")).collect();
+        let kept: Vec<&str> = head
+            .lines()
+            .filter(|l| !l.to_ascii_lowercase().starts_with("docker-content-digest"))
+            .collect();
         response = format!("{}\r\n\r\n{body}", kept.join("\r\n")).into_bytes();
     }
     client.write_all(&response)?;
     Ok(())
+}
+
+/// Cuts a full tag-list response down to the page `n`/`last` of `path` asks for (tags in
+/// lexical order, as the OCI distribution spec requires) and adds a `Link` to the next.
+fn paginate_tag_page(response: &[u8], path: &str) -> Vec<u8> {
+    let text = String::from_utf8_lossy(response).to_string();
+    let Some((_, body)) = text.split_once("\r\n\r\n") else {
+        return response.to_vec();
+    };
+    let Ok(doc) = serde_json::from_str::<serde_json::Value>(body) else {
+        return response.to_vec();
+    };
+    let mut tags: Vec<String> = doc["tags"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t.as_str().map(str::to_owned))
+        .collect();
+    tags.sort();
+    let (route, query) = path.split_once('?').unwrap_or((path, ""));
+    let mut n = usize::MAX;
+    let mut last: Option<String> = None;
+    for pair in query.split('&') {
+        match pair.split_once('=') {
+            Some(("n", v)) => n = v.parse().unwrap_or(usize::MAX),
+            Some(("last", v)) => last = Some(v.to_owned()),
+            _ => {}
+        }
+    }
+    let start = last.map_or(0, |l| {
+        tags.iter().position(|t| *t > l).unwrap_or(tags.len())
+    });
+    let page: Vec<String> = tags.iter().skip(start).take(n).cloned().collect();
+    let more = start + page.len() < tags.len();
+    let body = serde_json::json!({"name": doc["name"], "tags": page}).to_string();
+    let mut head = format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n", body.len());
+    if more {
+        head.push_str(&format!(
+            "Link: <{route}?n={n}&last={}>; rel=\"next\"\r\n",
+            page.last().cloned().unwrap_or_default()
+        ));
+    }
+    format!("{head}\r\n{body}").into_bytes()
 }

@@ -235,6 +235,9 @@ pub struct RegistryClient {
     inner: Arc<Inner>,
 }
 
+/// Tag list pages followed at most (a guard against registries whose `Link` loops).
+const MAX_TAG_PAGES: usize = 10_000;
+
 /// Entries kept in the digest-keyed content cache (manifests and configs, each a few KiB).
 const CONTENT_CACHE_ENTRIES: usize = 100_000;
 
@@ -916,6 +919,7 @@ impl RegistryClient {
         let repo = repository.repository();
         let mut url = format!("{}/v2/{repo}/tags/list?n={page_size}", host.base);
         let mut all = Vec::new();
+        let mut pages = 0usize;
         loop {
             let fetched = self
                 .request(&host, repo, Kind::TagList, Method::GET, &url, None)
@@ -939,12 +943,18 @@ impl RegistryClient {
             let page_tags = page.tags.unwrap_or_default();
             let count = page_tags.len();
             let last = page_tags.last().cloned();
+            let previous_last = all.last().cloned();
             all.extend(page_tags);
             let next = fetched.header(LINK).and_then(tags::next_link);
             url = match (next, last) {
                 (Some(next), _) if next.starts_with('/') => format!("{}{next}", host.base),
                 (Some(next), _) => next,
-                (None, Some(last)) if count >= page_size => {
+                // No Link but a full page: ask for the rest with `last`, unless the
+                // registry ignored `n` (distribution 2.x sends every tag at once) or
+                // made no progress.
+                (None, Some(last))
+                    if count == page_size && previous_last.as_ref() != Some(&last) =>
+                {
                     let mut u = reqwest::Url::parse(&format!("{}/v2/{repo}/tags/list", host.base))
                         .map_err(|e| RegistryError::Transport {
                             registry: host.name.clone(),
@@ -957,6 +967,11 @@ impl RegistryClient {
                 }
                 _ => break,
             };
+            pages += 1;
+            if pages > MAX_TAG_PAGES {
+                warn!(registry = %host.name, repository = repo, pages, "tag listing stopped at the page limit");
+                break;
+            }
         }
         Ok(all)
     }

@@ -282,6 +282,9 @@ struct Constraint {
     groups: Vec<Vec<Range>>,
 }
 
+/// An interval end: the version and whether it is included.
+type Bound = Option<(semver::Version, bool)>;
+
 /// One comparator as an interval (or its complement for `!=`).
 #[derive(Debug, Clone)]
 struct Range {
@@ -446,10 +449,7 @@ fn comparator(token: &str, text: &str) -> Result<Range, SelectionError> {
     let p = Partial::parse(version, text)?;
     let floor = p.floor();
     let has_prerelease = !p.pre.is_empty();
-    let exact = |p: &Partial| -> (
-        Option<(semver::Version, bool)>,
-        Option<(semver::Version, bool)>,
-    ) {
+    let exact = |p: &Partial| -> (Bound, Bound) {
         if p.major.is_none() {
             (None, None)
         } else if let Some(c) = p.ceiling() {
