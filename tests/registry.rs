@@ -879,3 +879,32 @@ async fn request_budget_paces_requests_per_second() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn inspect_command_exits_zero_when_all_references_inspect_and_one_otherwise() {
+    use image_factory::cli_inspect::{run, InspectArgs, OutputFormat};
+    use std::process::ExitCode;
+    let f = fixture();
+    let args = |refs: Vec<String>| InspectArgs {
+        references: refs,
+        base: Some(format!("{}/library/alpine:3.19", f.registry.host)),
+        platform: "linux/arm64".into(),
+        output: OutputFormat::Json,
+        registry_settings: None,
+    };
+    let good = vec![
+        format!("{}/team/app:2", f.registry.host),
+        format!("{}/{MULTI}", f.registry.host),
+    ];
+    assert_eq!(run(args(good)).await.unwrap(), ExitCode::SUCCESS);
+    let missing = vec![format!("{}/team/app:does-not-exist", f.registry.host)];
+    assert_eq!(run(args(missing)).await.unwrap(), ExitCode::from(1));
+    let bad_platform = InspectArgs {
+        platform: "linux".into(),
+        ..args(vec!["alpine".into()])
+    };
+    assert!(matches!(
+        run(bad_platform).await,
+        Err(RegistryError::Platform(_))
+    ));
+}

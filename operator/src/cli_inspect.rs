@@ -138,3 +138,40 @@ pub fn render_text(inspections: &[Inspection]) -> String {
     }
     out.trim_end().to_owned()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: InspectArgs,
+    }
+
+    #[test]
+    fn arguments_parse_with_defaults() {
+        let cli = Cli::try_parse_from(["inspect", "alpine:3.19", "python"]).unwrap();
+        assert_eq!(cli.args.references, ["alpine:3.19", "python"]);
+        assert_eq!(cli.args.platform, "linux/amd64");
+        assert_eq!(cli.args.output, OutputFormat::Text);
+        let cli = Cli::try_parse_from([
+            "inspect",
+            "app:1",
+            "--base",
+            "alpine:3.19",
+            "--platform",
+            "linux/arm64/v8",
+            "--output",
+            "json",
+        ])
+        .unwrap();
+        assert_eq!(cli.args.base.as_deref(), Some("alpine:3.19"));
+        assert_eq!(cli.args.output, OutputFormat::Json);
+        assert!(
+            Cli::try_parse_from(["inspect"]).is_err(),
+            "a reference is required"
+        );
+    }
+}

@@ -36,7 +36,8 @@ pub struct TestRegistry {
 
 impl Drop for TestRegistry {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        // SIGTERM to the watchdog shell, whose trap stops the registry.
+        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
         let _ = self.child.wait();
     }
 }
@@ -91,9 +92,15 @@ impl TestRegistry {
             ));
         }
         std::fs::write(d.join("config.yml"), config).unwrap();
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(d.join("config.yml"))
+        // A watchdog shell stops the registry when the test process exits, so the
+        // shared fixture (a static, never dropped) does not outlive `cargo test`.
+        let script = format!(
+            "docker-registry serve '{}' & r=$!; trap 'kill $r' TERM INT; while kill -0 {} 2>/dev/null && kill -0 $r 2>/dev/null; do sleep 0.5; done; kill $r 2>/dev/null; wait $r",
+            d.join("config.yml").display(),
+            std::process::id()
+        );
+        let child = Command::new("sh")
+            .args(["-c", &script])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -221,6 +228,8 @@ impl TestRegistry {
     ) {
         assert_eq!(self.mode, Mode::Open);
         let mut stream = TcpStream::connect(&self.host).unwrap();
+        // No Nagle, one write per request: else each PUT waits for a delayed ACK.
+        stream.set_nodelay(true).unwrap();
         let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
         for tag in tags {
             let head = format!(
@@ -228,8 +237,9 @@ impl TestRegistry {
                 self.host,
                 manifest.len()
             );
-            stream.write_all(head.as_bytes()).unwrap();
-            stream.write_all(manifest).unwrap();
+            let mut request = head.into_bytes();
+            request.extend_from_slice(manifest);
+            stream.write_all(&request).unwrap();
             let (status, _) = read_http_response(&mut reader, false);
             assert_eq!(status, 201, "PUT {repo}:{tag}");
         }

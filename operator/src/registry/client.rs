@@ -399,8 +399,13 @@ impl RegistryClient {
             let fetched = self.execute(host, kind, &build).await?;
             let status = fetched.status;
             if status == StatusCode::UNAUTHORIZED && round == 0 {
-                self.answer_challenge(host, &scope, fetched.header(WWW_AUTHENTICATE))
-                    .await?;
+                self.answer_challenge(
+                    host,
+                    &scope,
+                    fetched.header(WWW_AUTHENTICATE),
+                    authorization.as_deref(),
+                )
+                .await?;
                 continue;
             }
             if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
@@ -452,6 +457,7 @@ impl RegistryClient {
         host: &Host,
         scope: &str,
         header: Option<&str>,
+        sent: Option<&str>,
     ) -> Result<(), RegistryError> {
         let challenge = header.and_then(auth::parse_challenge).ok_or_else(|| {
             RegistryError::UnsupportedChallenge {
@@ -476,7 +482,15 @@ impl RegistryClient {
             Challenge::Bearer { realm, service, .. } => {
                 // The challenge's own scope may be narrower or broader; ours is what
                 // this request needs, which the token spec lets the client choose.
-                state.tokens.remove(scope);
+                // Drop the cached token only if it is the one just rejected: a
+                // concurrent request may already have fetched a fresh one.
+                let rejected = state
+                    .tokens
+                    .get(scope)
+                    .is_some_and(|t| sent == Some(format!("Bearer {}", t.token).as_str()));
+                if rejected {
+                    state.tokens.remove(scope);
+                }
                 state.bearer = Some((realm, service));
                 debug!(registry = %host.name, scope, "registry asked for a bearer token");
             }
