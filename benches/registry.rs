@@ -174,7 +174,12 @@ fn fill(registry: &Registry) -> Result<()> {
     );
     let seed_repo = |conn: &mut Conn, repo: &str| -> Result<()> {
         for blob in &blobs {
-            let status = conn.send("POST", &format!("/v2/{repo}/blobs/uploads/?mount={blob}&from=seed/img"), "application/octet-stream", b"")?;
+            let status = conn.send(
+                "POST",
+                &format!("/v2/{repo}/blobs/uploads/?mount={blob}&from=seed/img"),
+                "application/octet-stream",
+                b"",
+            )?;
             if status != 201 {
                 bail!("mount {blob} into {repo}: HTTP {status}");
             }
@@ -182,7 +187,12 @@ fn fill(registry: &Registry) -> Result<()> {
         Ok(())
     };
     let put = |conn: &mut Conn, repo: &str, tag: &str| -> Result<()> {
-        let status = conn.send("PUT", &format!("/v2/{repo}/manifests/{tag}"), &media_type, &manifest)?;
+        let status = conn.send(
+            "PUT",
+            &format!("/v2/{repo}/manifests/{tag}"),
+            &media_type,
+            &manifest,
+        )?;
         if status != 201 {
             bail!("PUT {repo}:{tag}: HTTP {status}");
         }
@@ -210,7 +220,9 @@ fn fill(registry: &Registry) -> Result<()> {
             })
             .collect();
         for handle in handles {
-            handle.join().map_err(|_| anyhow::anyhow!("fill thread panicked"))??;
+            handle
+                .join()
+                .map_err(|_| anyhow::anyhow!("fill thread panicked"))??;
         }
         Ok(())
     })?;

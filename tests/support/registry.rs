@@ -37,7 +37,9 @@ pub struct TestRegistry {
 impl Drop for TestRegistry {
     fn drop(&mut self) {
         // SIGTERM to the watchdog shell, whose trap stops the registry.
-        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
         let _ = self.child.wait();
     }
 }
