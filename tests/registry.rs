@@ -908,3 +908,23 @@ async fn inspect_command_exits_zero_when_all_references_inspect_and_one_otherwis
         Err(RegistryError::Platform(_))
     ));
 }
+
+#[tokio::test]
+async fn pinned_references_are_read_once_by_digest_and_never_headed() {
+    let f = fixture();
+    let (bytes, _) = f.registry.manifest("multi/tool", "1.0");
+    let digest = image_factory::registry::digest::sha256_digest(&bytes);
+    let pinned = r(&f.registry.host, &format!("multi/tool@{digest}"));
+    let client = open_client();
+    let resolved = client.resolve(&pinned).await.unwrap();
+    assert_eq!(resolved.digest, digest);
+    assert_eq!(resolved.platforms.len(), 2);
+    client.new_scan();
+    client.resolve(&pinned).await.unwrap();
+    let stats = client.stats();
+    assert_eq!(
+        (stats.manifest_heads, stats.manifest_gets, stats.total()),
+        (0, 1, 1),
+        "{stats:?}"
+    );
+}

@@ -473,7 +473,7 @@ impl RegistryClient {
                 if host.credentials == Credentials::Anonymous {
                     return Err(RegistryError::Unauthorized {
                         registry: host.name.clone(),
-                        repository: scope.to_owned(),
+                        repository: repository_of_scope(scope).to_owned(),
                         status: StatusCode::UNAUTHORIZED.as_u16(),
                     });
                 }
@@ -531,7 +531,7 @@ impl RegistryClient {
             return Err(if status == 401 || status == 403 {
                 RegistryError::Unauthorized {
                     registry: host.name.clone(),
-                    repository: scope.to_owned(),
+                    repository: repository_of_scope(scope).to_owned(),
                     status,
                 }
             } else {
@@ -566,8 +566,8 @@ impl RegistryClient {
 
     /// The digest a reference points at, by `HEAD` on the manifest
     /// (`Docker-Content-Digest`), falling back to `GET` and hashing when the registry
-    /// omits the header. Answers are reused until [`Self::new_scan`]. A reference with
-    /// a digest is answered from the digest without a request.
+    /// omits the header. Answers are reused until [`Self::new_scan`]. A reference
+    /// pinned by digest sends no `HEAD`: its manifest is read once by digest and cached.
     ///
     /// Source: OCI distribution spec "Checking if content exists in the registry" and
     /// "Pulling manifests" (`Docker-Content-Digest`).
@@ -581,6 +581,15 @@ impl RegistryClient {
         let key = reference.to_string();
         if let Some(cached) = self.inner.tags.get(&key) {
             return Ok(cached);
+        }
+        if let Some(digest) = reference.digest() {
+            // Pinned: the content is immutable, so read it (cached across scans) instead
+            // of asking the registry what the digest is.
+            let bytes = self.content(reference, digest, Kind::ManifestGet).await?;
+            return Ok(ManifestHead {
+                digest: digest.to_owned(),
+                media_type: sniff_media_type(&bytes),
+            });
         }
         let target = reference
             .digest()
@@ -1102,6 +1111,14 @@ fn invalid(reference: &Reference, what: &'static str, e: &serde_json::Error) -> 
         what,
         reason: e.to_string(),
     }
+}
+
+/// `repository:a/b:pull` → `a/b`.
+fn repository_of_scope(scope: &str) -> &str {
+    scope
+        .strip_prefix("repository:")
+        .and_then(|rest| rest.rsplit_once(':'))
+        .map_or(scope, |(repo, _)| repo)
 }
 
 fn sniff_media_type(bytes: &[u8]) -> String {

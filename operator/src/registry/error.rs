@@ -1,7 +1,5 @@
 //! The one error type of the registry module.
 
-use std::time::Duration;
-
 /// Everything that can go wrong talking to an OCI registry.
 ///
 /// Messages name the registry (host\[:port\]) and never contain credentials: the
@@ -131,13 +129,5 @@ pub enum RegistryError {
         path: String,
         /// What went wrong.
         reason: String,
-    },
-    /// A request was cut off by the per-request timeout (only surfaced when not retried).
-    #[error("registry {registry} did not answer within {timeout:?}")]
-    Timeout {
-        /// Registry host.
-        registry: String,
-        /// The configured per-request timeout.
-        timeout: Duration,
     },
 }
