@@ -928,3 +928,43 @@ async fn pinned_references_are_read_once_by_digest_and_never_headed() {
         "{stats:?}"
     );
 }
+
+#[tokio::test]
+async fn selection_skips_images_without_the_requested_platform() {
+    let f = fixture();
+    let client = open_client();
+    let repo = r(&f.registry.host, "multi/tool");
+    let arm64 = Platform::parse("linux/arm64/v8").unwrap();
+    let tags = |picked: Vec<image_factory::registry::SelectedImage>| {
+        picked.into_iter().map(|p| p.tag).collect::<Vec<_>>()
+    };
+    let lexical = TagSelection {
+        image_selection_strategy: SelectionStrategy::Lexical,
+        ..TagSelection::default()
+    }
+    .compile()
+    .unwrap();
+    assert_eq!(
+        tags(client.select(&repo, &lexical, None).await.unwrap()),
+        ["arm64", "amd64", "1.0"]
+    );
+    assert_eq!(
+        tags(client.select(&repo, &lexical, Some(&arm64)).await.unwrap()),
+        ["arm64", "1.0"],
+        "the amd64-only image is skipped"
+    );
+    let newest = TagSelection {
+        image_selection_strategy: SelectionStrategy::NewestBuild,
+        ..TagSelection::default()
+    }
+    .compile()
+    .unwrap();
+    let picked = client.select(&repo, &newest, Some(&arm64)).await.unwrap();
+    assert_eq!(
+        picked.iter().map(|p| p.tag.as_str()).collect::<Vec<_>>(),
+        ["arm64", "1.0"]
+    );
+    assert!(picked
+        .iter()
+        .all(|p| p.created.as_deref() == Some("2024-03-02T00:00:00Z")));
+}

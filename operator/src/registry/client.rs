@@ -1002,11 +1002,17 @@ impl RegistryClient {
     /// Applies a Kargo tag selection to a repository and returns the discovered images,
     /// best first, at most `discoveryLimit`, each with the digest its tag points at now.
     ///
-    /// - `Digest`: one `HEAD` of the followed tag; no listing.
-    /// - `SemVer` / `Lexical`: list tags, rank, `HEAD` only the reported tags.
+    /// - `Digest`: one `HEAD` of the followed tag (`constraint`); no listing.
+    /// - `SemVer` / `Lexical`: list tags, order them, `HEAD` them a `discoveryLimit`
+    ///   chunk at a time until enough are found.
     /// - `NewestBuild`: list tags, `HEAD` each admitted tag, then read `created` once per
     ///   distinct digest (manifest and config by digest, cached across scans), so a
     ///   warm scan costs the listing plus one `HEAD` per admitted tag.
+    ///
+    /// With `platform` (Kargo's `platform`, `os/arch[/variant]`), images that do not
+    /// offer it are skipped: an index must list it, a single manifest's config must
+    /// name it. Without it, every image is kept and `NewestBuild` reads `created` from
+    /// the `linux/amd64` manifest of an index.
     ///
     /// # Errors
     /// Those of [`Self::list_tags`] and [`Self::resolve`].
@@ -1017,82 +1023,113 @@ impl RegistryClient {
         platform: Option<&Platform>,
     ) -> Result<Vec<SelectedImage>, RegistryError> {
         let tagged = |tag: &str| repository.without_digest().with_tag(tag);
-        let ranked: Vec<(String, Option<String>)> = match selection.strategy() {
+        let limit = selection.limit();
+        let ordered: Vec<String> = match selection.strategy() {
             SelectionStrategy::Digest => {
-                let tag = selection.digest_tag().unwrap_or("latest");
-                vec![(tag.to_owned(), None)]
+                vec![selection.digest_tag().unwrap_or("latest").to_owned()]
             }
             SelectionStrategy::SemVer => {
-                let all = self.list_tags(repository).await?;
-                selection
-                    .rank_semver(&all)
-                    .into_iter()
-                    .map(|t| (t, None))
-                    .collect()
+                selection.ordered_semver(&self.list_tags(repository).await?)
             }
             SelectionStrategy::Lexical => {
-                let all = self.list_tags(repository).await?;
-                selection
-                    .rank_lexical(&all)
-                    .into_iter()
-                    .map(|t| (t, None))
-                    .collect()
+                selection.ordered_lexical(&self.list_tags(repository).await?)
             }
             SelectionStrategy::NewestBuild => {
                 let all = self.list_tags(repository).await?;
-                let admitted: Vec<Reference> =
-                    selection.admitted(&all).into_iter().map(tagged).collect();
-                let platform = platform.cloned().unwrap_or_else(Platform::linux_amd64);
-                let resolved = self.resolve_all(&admitted).await;
-                let mut created_by_digest: HashMap<String, Option<String>> = HashMap::new();
-                let mut dated = Vec::with_capacity(resolved.len());
-                for (reference, result) in admitted.iter().zip(resolved) {
-                    let image = result?;
-                    let created = match created_by_digest.get(&image.digest) {
-                        Some(c) => c.clone(),
-                        None => {
-                            let c = self.created_of(&image, &platform).await?;
-                            created_by_digest.insert(image.digest.clone(), c.clone());
-                            c
-                        }
-                    };
-                    dated.push((reference.tag().unwrap_or_default().to_owned(), created));
-                }
-                let created_of_tag: HashMap<String, Option<String>> =
-                    dated.iter().cloned().collect();
-                selection
-                    .rank_newest_build(dated)
-                    .into_iter()
-                    .map(|t| {
-                        let c = created_of_tag.get(&t).cloned().flatten();
-                        (t, c)
-                    })
-                    .collect()
+                return self
+                    .select_newest_build(repository, selection, &all, platform)
+                    .await;
             }
         };
-        let references: Vec<Reference> = ranked.iter().map(|(t, _)| tagged(t)).collect();
-        let resolved = self.resolve_all(&references).await;
-        ranked
-            .into_iter()
-            .zip(resolved)
-            .map(|((tag, created), r)| {
-                r.map(|image| SelectedImage {
-                    tag,
+        // Resolve in chunks of `discoveryLimit`, dropping images without the platform,
+        // until enough are found: the usual case costs one chunk of HEADs.
+        let mut found = Vec::with_capacity(limit.min(ordered.len()));
+        for chunk in ordered.chunks(limit.max(1)) {
+            let references: Vec<Reference> = chunk.iter().map(|t| tagged(t)).collect();
+            for (tag, result) in chunk.iter().zip(self.resolve_all(&references).await) {
+                let image = result?;
+                if let Some(platform) = platform {
+                    if !self.offers_platform(&image, platform).await? {
+                        debug!(image = %image.reference, %platform, "skipped: platform not offered");
+                        continue;
+                    }
+                }
+                found.push(SelectedImage {
+                    tag: tag.clone(),
                     digest: image.digest,
+                    created: None,
+                });
+                if found.len() == limit {
+                    return Ok(found);
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    async fn select_newest_build(
+        &self,
+        repository: &Reference,
+        selection: &CompiledSelection,
+        all: &[String],
+        platform: Option<&Platform>,
+    ) -> Result<Vec<SelectedImage>, RegistryError> {
+        let admitted: Vec<Reference> = selection
+            .admitted(all)
+            .into_iter()
+            .map(|t| repository.without_digest().with_tag(t))
+            .collect();
+        let wanted = platform.cloned().unwrap_or_else(Platform::linux_amd64);
+        let resolved = self.resolve_all(&admitted).await;
+        // One metadata read per distinct digest; None = platform not offered.
+        let mut by_digest: HashMap<String, Option<Option<String>>> = HashMap::new();
+        let mut dated = Vec::with_capacity(resolved.len());
+        let mut digests = HashMap::new();
+        for (reference, result) in admitted.iter().zip(resolved) {
+            let image = result?;
+            let info = match by_digest.get(&image.digest) {
+                Some(info) => info.clone(),
+                None => {
+                    let info = match self.platform_config(&image, &wanted).await? {
+                        Some(config) if platform.is_none() || config_matches(&config, &wanted) => {
+                            Some(config.created)
+                        }
+                        // Without an explicit platform, keep images of any platform, undated.
+                        _ if platform.is_none() => Some(None),
+                        _ => None,
+                    };
+                    by_digest.insert(image.digest.clone(), info.clone());
+                    info
+                }
+            };
+            if let Some(created) = info {
+                let tag = reference.tag().unwrap_or_default().to_owned();
+                digests.insert(tag.clone(), (image.digest.clone(), created.clone()));
+                dated.push((tag, created));
+            }
+        }
+        Ok(selection
+            .rank_newest_build(dated)
+            .into_iter()
+            .filter_map(|tag| {
+                let (digest, created) = digests.remove(&tag)?;
+                Some(SelectedImage {
+                    tag,
+                    digest,
                     created,
                 })
             })
-            .collect()
+            .collect())
     }
 
-    async fn created_of(
+    /// The config of `image` for `platform`; `None` when an index lacks the platform.
+    async fn platform_config(
         &self,
         image: &ResolvedImage,
         platform: &Platform,
-    ) -> Result<Option<String>, RegistryError> {
+    ) -> Result<Option<ImageConfig>, RegistryError> {
         let (_, manifest) = match self.image_manifest(image, platform).await {
             Ok(m) => m,
-            // An index without this platform cannot be a candidate for it; undated.
             Err(RegistryError::PlatformNotFound { .. }) => return Ok(None),
             Err(e) => return Err(e),
         };
@@ -1101,7 +1138,32 @@ impl RegistryClient {
             .await?;
         let config: ImageConfig =
             serde_json::from_slice(&bytes).map_err(|e| invalid(&image.reference, "config", &e))?;
-        Ok(config.created)
+        Ok(Some(config))
+    }
+
+    /// Kargo's `platform` filter: an index must list the platform; a single manifest's
+    /// config `os`/`architecture`/`variant` must match it.
+    async fn offers_platform(
+        &self,
+        image: &ResolvedImage,
+        platform: &Platform,
+    ) -> Result<bool, RegistryError> {
+        if image.is_index() {
+            return Ok(image.manifest_digest_for(platform).is_ok());
+        }
+        Ok(self
+            .platform_config(image, platform)
+            .await?
+            .is_some_and(|config| config_matches(&config, platform)))
+    }
+}
+
+/// Whether a config's `os`/`architecture`/`variant` name `platform` (configs without
+/// them match anything).
+fn config_matches(config: &ImageConfig, platform: &Platform) -> bool {
+    match (&config.os, &config.architecture) {
+        (Some(os), Some(arch)) => Platform::new(os, arch, config.variant.as_deref()) == *platform,
+        _ => true,
     }
 }
 

@@ -97,6 +97,12 @@ pub(crate) struct ImageConfig {
     pub(crate) created: Option<String>,
     #[serde(default)]
     pub(crate) config: Option<ImageConfigSection>,
+    #[serde(default)]
+    pub(crate) os: Option<String>,
+    #[serde(default)]
+    pub(crate) architecture: Option<String>,
+    #[serde(default)]
+    pub(crate) variant: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -201,6 +201,14 @@ impl CompiledSelection {
     /// `SemVer`: admitted tags that parse as versions (strictly when `strictSemvers`)
     /// and satisfy the constraint, newest first, at most `discoveryLimit`.
     pub fn rank_semver(&self, tags: &[String]) -> Vec<String> {
+        self.ordered_semver(tags)
+            .into_iter()
+            .take(self.limit)
+            .collect()
+    }
+
+    /// [`Self::rank_semver`] without the limit (for filtering by platform afterwards).
+    pub fn ordered_semver(&self, tags: &[String]) -> Vec<String> {
         let mut versions: Vec<(semver::Version, &str)> = self
             .admitted(tags)
             .into_iter()
@@ -208,22 +216,22 @@ impl CompiledSelection {
             .filter(|(v, _)| self.constraint.as_ref().is_none_or(|c| c.matches(v)))
             .collect();
         versions.sort_by(|(va, ta), (vb, tb)| vb.cmp(va).then_with(|| tb.cmp(ta)));
-        versions
-            .into_iter()
-            .take(self.limit)
-            .map(|(_, t)| t.to_owned())
-            .collect()
+        versions.into_iter().map(|(_, t)| t.to_owned()).collect()
     }
 
     /// `Lexical`: admitted tags, lexically greatest first, at most `discoveryLimit`.
     pub fn rank_lexical(&self, tags: &[String]) -> Vec<String> {
-        let mut admitted = self.admitted(tags);
-        admitted.sort_by(|a, b| b.cmp(a));
-        admitted
+        self.ordered_lexical(tags)
             .into_iter()
             .take(self.limit)
-            .map(str::to_owned)
             .collect()
+    }
+
+    /// [`Self::rank_lexical`] without the limit.
+    pub fn ordered_lexical(&self, tags: &[String]) -> Vec<String> {
+        let mut admitted = self.admitted(tags);
+        admitted.sort_by(|a, b| b.cmp(a));
+        admitted.into_iter().map(str::to_owned).collect()
     }
 
     /// `NewestBuild`: `(tag, created)` pairs (RFC 3339 `created`, `None` when the
