@@ -968,3 +968,28 @@ async fn selection_skips_images_without_the_requested_platform() {
         .iter()
         .all(|p| p.created.as_deref() == Some("2024-03-02T00:00:00Z")));
 }
+
+#[tokio::test]
+async fn identity_tokens_from_docker_config_are_exchanged_by_oauth_refresh() {
+    let f = fixture();
+    let proxy = FaultProxy::start(&f.registry.host);
+    proxy.require_refresh_token(60, "refresh-me");
+    let mut store = CredentialStore::new();
+    let config = format!(
+        r#"{{"auths":{{"{}":{{"auth":"PHRva2VuPjo=","identitytoken":"refresh-me"}}}}}}"#,
+        proxy.host
+    );
+    store
+        .add_docker_config_json(config.as_bytes(), "test config.json")
+        .unwrap();
+    let client = client_for(&proxy.host, RegistrySettings::default(), store);
+    client
+        .resolve(&r(&proxy.host, "library/alpine:3.19"))
+        .await
+        .unwrap();
+    assert_eq!(proxy.count("POST", "/token"), 1);
+    assert!(
+        !format!("{client:?}").contains("refresh-me"),
+        "refresh token in Debug output"
+    );
+}

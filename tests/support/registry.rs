@@ -496,6 +496,8 @@ struct ProxyState {
     bearer: Option<u64>,
     /// Token endpoint requires these basic credentials.
     token_basic: Option<String>,
+    /// Token endpoint accepts `POST grant_type=refresh_token` with this refresh token.
+    refresh_token: Option<String>,
     tokens: Vec<(String, Instant)>,
     /// Paginate tag lists (`n`, `last`, `Link`) over the upstream's full answer, as
     /// distribution v3, Docker Hub and GHCR do (distribution 2.8 ignores `n`).
@@ -554,6 +556,13 @@ impl FaultProxy {
             use base64::Engine as _;
             base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
         });
+    }
+
+    /// Makes the token endpoint accept only an OAuth2 refresh-token POST with `token`.
+    pub fn require_refresh_token(&self, expires_in: u64, token: &str) {
+        let mut s = self.state.lock().unwrap();
+        s.bearer = Some(expires_in);
+        s.refresh_token = Some(token.to_owned());
     }
 
     /// Serves tag lists in pages (`n`, `last`, `Link: <…>; rel="next"`).
@@ -645,6 +654,40 @@ fn serve(
     let bearer = state.lock().unwrap().bearer;
     if let Some(lifetime) = bearer {
         if path.starts_with("/token") {
+            let refresh = state.lock().unwrap().refresh_token.clone();
+            if let Some(refresh) = refresh {
+                let length: usize = headers
+                    .iter()
+                    .find_map(|h| {
+                        h.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse().unwrap_or(0))
+                    })
+                    .unwrap_or(0);
+                let mut body = vec![0; length];
+                reader.read_exact(&mut body)?;
+                let form = String::from_utf8_lossy(&body).to_string();
+                let ok = method == "POST"
+                    && form.split('&').any(|p| p == "grant_type=refresh_token")
+                    && form
+                        .split('&')
+                        .any(|p| p == format!("refresh_token={refresh}"));
+                if !ok {
+                    return respond(&mut client, 401, "", "");
+                }
+                let token = format!("tok-{}", fastrand_name());
+                state.lock().unwrap().tokens.push((
+                    token.clone(),
+                    Instant::now() + Duration::from_secs(lifetime),
+                ));
+                let body = format!("{{\"access_token\":\"{token}\",\"expires_in\":{lifetime}}}");
+                return respond(
+                    &mut client,
+                    200,
+                    "Content-Type: application/json\r\n",
+                    &body,
+                );
+            }
             let required = state.lock().unwrap().token_basic.clone();
             if let Some(required) = required {
                 if authorization.as_deref() != Some(&format!("Basic {required}")) {

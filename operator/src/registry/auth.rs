@@ -61,9 +61,8 @@ pub enum Credentials {
         /// Password or personal access token.
         password: String,
     },
-    /// A Docker `identitytoken` (OAuth2 refresh token), exchanged at the realm by POST.
-    /// Exchanged as a basic-auth password with user `<token>`, which Docker Hub, GHCR,
-    /// ACR and Harbor accept.
+    /// A Docker `identitytoken` (OAuth2 refresh token), exchanged at the token realm
+    /// by `POST grant_type=refresh_token` (Docker "OAuth2 Token Authentication").
     IdentityToken {
         /// The refresh token.
         token: String,
@@ -94,6 +93,7 @@ impl Credentials {
         let (user, pass) = match self {
             Self::Anonymous => return None,
             Self::Basic { username, password } => (username.as_str(), password.as_str()),
+            // Only used if a registry asks for Basic while we hold a refresh token.
             Self::IdentityToken { token } => ("<token>", token.as_str()),
         };
         let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));

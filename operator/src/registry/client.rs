@@ -518,11 +518,43 @@ impl RegistryClient {
             query.append_pair("scope", scope);
         }
         let basic = host.credentials.basic_header();
-        let build = || {
-            let rb = host.http.get(url.clone());
-            match &basic {
-                Some(value) => rb.header(AUTHORIZATION, value),
-                None => rb,
+        // An identity token is an OAuth2 refresh token: Docker's "OAuth2 Token
+        // Authentication" exchanges it by POST (grant_type=refresh_token).
+        let refresh_form = match &host.credentials {
+            Credentials::IdentityToken { token } => {
+                let mut form = reqwest::Url::parse("http://form.invalid/").map_err(|e| {
+                    RegistryError::Transport {
+                        registry: host.name.clone(),
+                        reason: e.to_string(),
+                    }
+                })?;
+                {
+                    let mut pairs = form.query_pairs_mut();
+                    pairs
+                        .append_pair("grant_type", "refresh_token")
+                        .append_pair("refresh_token", token)
+                        .append_pair("client_id", "image-factory")
+                        .append_pair("scope", scope);
+                    if let Some(service) = service {
+                        pairs.append_pair("service", service);
+                    }
+                }
+                Some(form.query().unwrap_or_default().to_owned())
+            }
+            _ => None,
+        };
+        let build = || match &refresh_form {
+            Some(form) => host
+                .http
+                .post(realm)
+                .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(form.clone()),
+            None => {
+                let rb = host.http.get(url.clone());
+                match &basic {
+                    Some(value) => rb.header(AUTHORIZATION, value),
+                    None => rb,
+                }
             }
         };
         let fetched = self.execute(host, Kind::Token, &build).await?;
