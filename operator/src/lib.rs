@@ -17,5 +17,6 @@ pub mod enrollment;
 pub mod graph;
 pub mod kargo;
 pub mod reference;
+pub mod registry;
 pub mod source;
 pub mod state;

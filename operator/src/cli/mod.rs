@@ -11,6 +11,8 @@ use std::time::SystemTime;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+pub mod inspect;
+
 use crate::analyze::{self, AnalyzeError};
 use crate::dockerfile;
 use crate::enrollment::{self, Diagnostic, EnrollmentError, Severity};
@@ -99,6 +101,10 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+    /// Read images from their registries: digests (index and per platform), config,
+    /// labels, base annotations, layers, and whether each is built on the current digest
+    /// of `--base`.
+    Inspect(inspect::InspectArgs),
     /// Print the stages and base images of Dockerfiles.
     Dockerfile {
         /// Dockerfiles to analyze.
@@ -187,6 +193,7 @@ pub fn run(cli: Cli) -> ExitCode {
             build_args,
             output,
         } => run_dockerfile(&files, build_args, output),
+        Command::Inspect(args) => return run_inspect(args),
     };
     ExitCode::from(code)
 }
@@ -449,6 +456,26 @@ pub fn render_plan(plan: &graph::Plan) -> String {
         plan.rebuilds.iter().map(|r| r.wave).max().unwrap_or(0)
     ));
     out
+}
+
+fn run_inspect(args: inspect::InspectArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
+    match runtime.block_on(inspect::run(args)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
 }
 
 fn run_dockerfile(files: &[PathBuf], build_args: Vec<(String, String)>, output: Output) -> u8 {

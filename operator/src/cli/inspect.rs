@@ -1,0 +1,168 @@
+//! `image-factory inspect REF... [--base REF] [--platform P] [--output text|json]`.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use super::Output;
+use crate::reference::Reference;
+use crate::registry::{
+    ClientSettings, CredentialStore, Inspection, Platform, RegistryClient, RegistryError,
+};
+
+/// Arguments of `image-factory inspect`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct InspectArgs {
+    /// Image references (`alpine:3.19`, `ghcr.io/org/app@sha256:…`), Docker-normalized.
+    #[arg(required = true, value_name = "REF")]
+    pub references: Vec<String>,
+    /// A base image: report whether each image is built on its current digest
+    /// (`stale`), by the OCI base annotations, else by layer prefix.
+    #[arg(long, value_name = "REF")]
+    pub base: Option<String>,
+    /// Platform inspected in multi-arch images, `os/arch[/variant]`.
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]", default_value = "linux/amd64")]
+    pub platform: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+    /// Per-registry settings (YAML: `default:` and `registries: {HOST: {...}}` with
+    /// `mirrors`, `caBundle`, `insecure`, `plainHttp`, `requestsPerSecond`,
+    /// `maxConcurrency`, `maxAttempts`, `timeoutMs`, …).
+    #[arg(long, value_name = "FILE", env = "IMAGE_FACTORY_REGISTRY_SETTINGS")]
+    pub registry_settings: Option<PathBuf>,
+}
+
+/// Runs `inspect`: prints the inspections to stdout (text or JSON) and per-reference
+/// errors to stderr. Exit code 0 when every reference was inspected, 1 otherwise.
+/// Credentials come from the environment (`DOCKER_CONFIG`, `REGISTRY_AUTH_FILE`,
+/// `IMAGE_FACTORY_DOCKERCONFIGJSON`).
+///
+/// # Errors
+/// Bad references, platform, settings or credentials; registry errors are reported per
+/// reference and turn into exit code 1 instead.
+pub async fn run(args: InspectArgs) -> Result<ExitCode, RegistryError> {
+    let platform = Platform::parse(&args.platform)?;
+    let references = args
+        .references
+        .iter()
+        .map(|r| Reference::parse(r))
+        .collect::<Result<Vec<_>, _>>()?;
+    let base = args.base.as_deref().map(Reference::parse).transpose()?;
+    let settings = match &args.registry_settings {
+        Some(path) => ClientSettings::from_file(path)?,
+        None => ClientSettings::default(),
+    };
+    let client = RegistryClient::new(settings, CredentialStore::from_environment()?);
+    let mut inspections = Vec::new();
+    let mut failed = false;
+    for reference in &references {
+        let result = match &base {
+            Some(base) => client
+                .inspect_against_base(reference, base, Some(&platform))
+                .await
+                .map(|(image, _)| image),
+            None => client.inspect(reference, Some(&platform)).await,
+        };
+        match result {
+            Ok(inspection) => inspections.push(inspection),
+            Err(e) => {
+                failed = true;
+                eprintln!("error: {reference}: {e}");
+            }
+        }
+    }
+    let rendered = match args.output {
+        Output::Json => render_json(&inspections),
+        Output::Text => render_text(&inspections),
+    };
+    let mut stdout = std::io::stdout().lock();
+    // A closed stdout (`| head`) is not an inspection failure.
+    let _ = writeln!(stdout, "{rendered}");
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// The JSON array printed by `--output json`.
+pub fn render_json(inspections: &[Inspection]) -> String {
+    serde_json::to_string_pretty(inspections).unwrap_or_else(|_| "[]".to_owned())
+}
+
+/// The text printed by `--output text`.
+pub fn render_text(inspections: &[Inspection]) -> String {
+    let mut out = String::new();
+    for (i, x) in inspections.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        out.push_str(&format!(
+            "{}\n  digest:     {} ({})\n",
+            x.reference, x.digest, x.media_type
+        ));
+        for p in &x.platforms {
+            out.push_str(&format!("  platform:   {} {}\n", p.platform, p.digest));
+        }
+        if let Some(p) = &x.platform {
+            out.push_str(&format!("  inspected:  {p} {}\n", x.manifest_digest));
+        }
+        out.push_str(&format!(
+            "  created:    {}\n",
+            x.created.as_deref().unwrap_or("-")
+        ));
+        for (k, v) in &x.labels {
+            out.push_str(&format!("  label:      {k}={v}\n"));
+        }
+        out.push_str(&format!(
+            "  base:       {} {}\n",
+            x.base.name.as_deref().unwrap_or("-"),
+            x.base.digest.as_deref().unwrap_or("-")
+        ));
+        for l in &x.layers {
+            out.push_str(&format!("  layer:      {l}\n"));
+        }
+        if let Some(stale) = x.stale {
+            out.push_str(&format!("  stale:      {stale}\n"));
+        }
+    }
+    out.trim_end().to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: InspectArgs,
+    }
+
+    #[test]
+    fn arguments_parse_with_defaults() {
+        let cli = Cli::try_parse_from(["inspect", "alpine:3.19", "python"]).unwrap();
+        assert_eq!(cli.args.references, ["alpine:3.19", "python"]);
+        assert_eq!(cli.args.platform, "linux/amd64");
+        assert_eq!(cli.args.output, Output::Text);
+        let cli = Cli::try_parse_from([
+            "inspect",
+            "app:1",
+            "--base",
+            "alpine:3.19",
+            "--platform",
+            "linux/arm64/v8",
+            "--output",
+            "json",
+        ])
+        .unwrap();
+        assert_eq!(cli.args.base.as_deref(), Some("alpine:3.19"));
+        assert_eq!(cli.args.output, Output::Json);
+        assert!(
+            Cli::try_parse_from(["inspect"]).is_err(),
+            "a reference is required"
+        );
+    }
+}

@@ -1,0 +1,32 @@
+//! OCI registry client: digests, platforms, tags, tag selection, inspection, staleness.
+//!
+//! ```text
+//! Reference ──HEAD──▶ digest (scan cache) ──index?──▶ platform manifests (digest cache)
+//!           ──GET manifest/config by digest (digest cache)──▶ Inspection ──▶ staleness
+//! repository ──tags/list (n, Link)──▶ tags ──TagSelection (Kargo)──▶ SelectedImage
+//! ```
+//!
+//! Built on `oci-client`'s manifest types; the transport is our own (see `client`) for
+//! retries, rate limits, request accounting and per-registry TLS. Specs: OCI
+//! distribution spec v1.1 (pull, tag listing), OCI image spec (index, manifest, config,
+//! annotations), Docker registry token authentication, Kargo image subscriptions.
+
+pub mod auth;
+mod cache;
+pub mod client;
+pub mod digest;
+mod error;
+pub mod inspect;
+mod limit;
+pub mod platform;
+pub mod select;
+pub mod settings;
+mod tags;
+
+pub use auth::{CredentialStore, Credentials, CredentialsError};
+pub use client::{ManifestHead, RegistryClient, RequestStats, ResolvedImage, SelectedImage};
+pub use error::RegistryError;
+pub use inspect::{Inspection, PlatformManifest};
+pub use platform::{Platform, PlatformError};
+pub use select::{CompiledSelection, SelectionError, SelectionStrategy, TagSelection};
+pub use settings::{ClientSettings, RegistrySettings};
