@@ -71,33 +71,8 @@ pub enum EnrollmentError {
     },
 }
 
-/// Kargo's image selection strategies (Kargo API `ImageSelectionStrategy`).
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
-pub enum SelectionStrategy {
-    /// Follow one mutable tag (the `constraint`) and report its digest changes.
-    Digest,
-    /// Newest tag by semantic version, optionally within a `constraint` range.
-    SemVer,
-    /// Newest tag by lexical order.
-    Lexical,
-    /// Newest image by its config `created` time.
-    NewestBuild,
-}
-
-impl SelectionStrategy {
-    /// Parses Kargo's spelling (`Digest`, `SemVer`, `Lexical`, `NewestBuild`).
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "Digest" => Some(Self::Digest),
-            "SemVer" => Some(Self::SemVer),
-            "Lexical" => Some(Self::Lexical),
-            "NewestBuild" => Some(Self::NewestBuild),
-            _ => None,
-        }
-    }
-}
+/// Kargo's image selection strategies, shared with the registry client's tag selection.
+pub use crate::registry::SelectionStrategy;
 
 /// How an image is rebuilt after a base update.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -773,8 +748,12 @@ impl Checker<'_> {
                 }
             }
             SelectionStrategy::SemVer => {
-                if let Err(e) = semver_constraint(&c.value) {
-                    self.error(c.at, format!("invalid SemVer constraint {:?}: {e}", c.value), "write a range such as ^1.26.0, ~3.12, >=1.2 <2.0 or 1.x");
+                if let Err(e) = crate::registry::check_semver_constraint(&c.value) {
+                    let reason = match e {
+                        crate::registry::SelectionError::InvalidConstraint { reason, .. } => reason,
+                        other => other.to_string(),
+                    };
+                    self.error(c.at, format!("invalid SemVer constraint {:?}: {reason}", c.value), "write a range such as ^1.26.0, ~3.12, >=1.2 <2.0 or 1.x");
                 }
             }
             SelectionStrategy::Lexical | SelectionStrategy::NewestBuild => self.warning(
@@ -1042,33 +1021,6 @@ fn warehouse_position(w: &WarehouseSpec) -> Option<Position> {
     .into_iter()
     .flatten()
     .min()
-}
-
-/// Parses a Kargo/Masterminds semver constraint (`^1.2`, `>=1.2 <2`, `1.x`, `a || b`)
-/// into alternatives of `semver` requirements (comparators joined by spaces mean AND).
-///
-/// # Errors
-///
-/// The `semver` parse error of the first alternative that does not parse.
-pub fn semver_constraint(constraint: &str) -> Result<Vec<semver::VersionReq>, semver::Error> {
-    constraint
-        .split("||")
-        .map(|alternative| {
-            let joined = alternative
-                .split([' ', ','])
-                .filter(|p| !p.is_empty())
-                .collect::<Vec<_>>();
-            // Masterminds allows an operator separated from its version (`>= 1.2`).
-            let mut parts: Vec<String> = Vec::new();
-            for p in joined {
-                match parts.last_mut() {
-                    Some(last) if last.chars().all(|c| "<>=~^!".contains(c)) => last.push_str(p),
-                    _ => parts.push(p.to_string()),
-                }
-            }
-            semver::VersionReq::parse(&parts.join(", "))
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -28,5 +28,7 @@ pub use client::{ManifestHead, RegistryClient, RequestStats, ResolvedImage, Sele
 pub use error::RegistryError;
 pub use inspect::{Inspection, PlatformManifest};
 pub use platform::{Platform, PlatformError};
-pub use select::{CompiledSelection, SelectionError, SelectionStrategy, TagSelection};
+pub use select::{
+    check_semver_constraint, CompiledSelection, SelectionError, SelectionStrategy, TagSelection,
+};
 pub use settings::{ClientSettings, RegistrySettings};

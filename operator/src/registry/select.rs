@@ -57,6 +57,30 @@ pub enum SelectionStrategy {
     NewestBuild,
 }
 
+impl SelectionStrategy {
+    /// Parses Kargo's spelling (`Digest`, `SemVer`, `Lexical`, `NewestBuild`; case-sensitive,
+    /// as Kargo's CRD enum is).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "Digest" => Some(Self::Digest),
+            "SemVer" => Some(Self::SemVer),
+            "Lexical" => Some(Self::Lexical),
+            "NewestBuild" => Some(Self::NewestBuild),
+            _ => None,
+        }
+    }
+}
+
+/// Checks a `SemVer` constraint with the same (Masterminds) parser tag selection uses, so
+/// `validate` accepts exactly what the watcher will apply.
+///
+/// # Errors
+///
+/// [`SelectionError::InvalidConstraint`] naming the part that does not parse.
+pub fn check_semver_constraint(constraint: &str) -> Result<(), SelectionError> {
+    Constraint::parse(constraint).map(|_| ())
+}
+
 /// The selection part of a Kargo image subscription, with Kargo's field names.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
