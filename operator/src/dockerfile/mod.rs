@@ -365,8 +365,8 @@ impl<'a> Analyzer<'a> {
         let in_stage = !self.stages.is_empty();
         match keyword.as_str() {
             "from" => self.enter_stage(*line, args),
-            "arg" if in_stage => self.declare_stage_args(*line, args),
-            "arg" => self.declare_global_args(*line, args),
+            "arg" if in_stage => self.declare_args(*line, args, false),
+            "arg" => self.declare_args(*line, args, true),
             "copy" | "add" | "run" if in_stage => self.record_flag_uses(*line, keyword, args),
             other if !KNOWN_INSTRUCTIONS.contains(&other) => {
                 let message = format!(
@@ -387,7 +387,11 @@ impl<'a> Analyzer<'a> {
         }
     }
 
-    fn declare_global_args(&mut self, line: usize, args: &str) {
+    /// Declares the ARGs of one `ARG` instruction, before the first `FROM` (`global`) or
+    /// inside a stage. A build arg wins over a default. Without either, a global `ARG
+    /// TARGETARCH` re-declares an automatic arg and keeps its value, and a stage ARG takes
+    /// the global ARG's value.
+    fn declare_args(&mut self, line: usize, args: &str, global: bool) {
         let pairs = match syntax::parse_arg(args) {
             Ok(pairs) => pairs,
             Err(message) => return self.error(line, &message),
@@ -396,30 +400,16 @@ impl<'a> Analyzer<'a> {
             let var = if let Some(value) = self.build_args.get(&pair.name) {
                 Var::Value(value.clone())
             } else if let Some(default) = &pair.default {
-                self.evaluate_default(line, &pair.name, default, true)
+                self.evaluate_default(line, &pair.name, default, global)
             } else {
-                // `ARG TARGETARCH` re-declares an automatic arg; it keeps its value.
                 self.globals.get(&pair.name).cloned().unwrap_or(Var::Unset)
             };
-            self.globals.insert(pair.name, var);
-        }
-    }
-
-    fn declare_stage_args(&mut self, line: usize, args: &str) {
-        let pairs = match syntax::parse_arg(args) {
-            Ok(pairs) => pairs,
-            Err(message) => return self.error(line, &message),
-        };
-        for pair in pairs {
-            let var = if let Some(value) = self.build_args.get(&pair.name) {
-                Var::Value(value.clone())
-            } else if let Some(default) = &pair.default {
-                self.evaluate_default(line, &pair.name, default, false)
+            let scope = if global {
+                &mut self.globals
             } else {
-                // A stage ARG without default takes the global ARG's value.
-                self.globals.get(&pair.name).cloned().unwrap_or(Var::Unset)
+                &mut self.stage_scope
             };
-            self.stage_scope.insert(pair.name, var);
+            scope.insert(pair.name, var);
         }
     }
 
