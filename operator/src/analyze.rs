@@ -130,21 +130,15 @@ pub fn model(
     progress: bool,
 ) -> Result<Model, AnalyzeError> {
     let enrollment = enrollment::load(path)?;
-    let managed: Vec<&enrollment::Image> = enrollment
+    let managed: Vec<(&str, &enrollment::Build)> = enrollment
         .images
         .iter()
-        .filter(|i| match &i.build {
-            Some(b) => fetch_git || matches!(b.source, Source::Path { .. }),
-            None => false,
-        })
+        .filter_map(|i| Some((i.name.as_str(), i.build.as_ref()?)))
+        .filter(|(_, b)| fetch_git || matches!(b.source, Source::Path { .. }))
         .collect();
     let git_count = managed
         .iter()
-        .filter(|i| {
-            i.build
-                .as_ref()
-                .is_some_and(|b| matches!(b.source, Source::Git { .. }))
-        })
+        .filter(|(_, b)| matches!(b.source, Source::Git { .. }))
         .count();
     let bar = if progress && git_count > 1 {
         let bar = indicatif::ProgressBar::new(managed.len() as u64);
@@ -160,13 +154,13 @@ pub fn model(
     };
     // Images of one git repository share its cache, so each repository is fetched by one
     // task (once per ref); repositories and local sources are read in parallel.
-    let mut groups: BTreeMap<Option<&str>, Vec<&enrollment::Image>> = BTreeMap::new();
-    for image in managed {
-        let url = image.build.as_ref().and_then(|b| match &b.source {
+    let mut groups: BTreeMap<Option<&str>, Vec<(&str, &enrollment::Build)>> = BTreeMap::new();
+    for (name, build) in managed {
+        let url = match &build.source {
             Source::Git { url, .. } => Some(url.as_str()),
             Source::Path { .. } => None,
-        });
-        groups.entry(url).or_default().push(image);
+        };
+        groups.entry(url).or_default().push((name, build));
     }
     let base_dir = &enrollment.base_dir;
     let results: Vec<Result<(String, Analyzed), AnalyzeError>> = groups
@@ -176,9 +170,10 @@ pub fn model(
                 // Local sources: one task per image.
                 return images
                     .into_par_iter()
-                    .map(|image| {
+                    .map(|(name, build)| {
                         analyze_image(
-                            image,
+                            name,
+                            build,
                             base_dir,
                             cache_dir,
                             &mut BTreeMap::new(),
@@ -191,7 +186,9 @@ pub fn model(
             let mut fetched = BTreeMap::new();
             images
                 .into_iter()
-                .map(|image| analyze_image(image, base_dir, cache_dir, &mut fetched, bar.as_ref()))
+                .map(|(name, build)| {
+                    analyze_image(name, build, base_dir, cache_dir, &mut fetched, bar.as_ref())
+                })
                 .collect::<Vec<_>>()
                 .into_iter()
         })
@@ -255,29 +252,26 @@ pub fn model(
 /// Reads and analyzes one managed image's Dockerfile; `fetched` caches this task's git
 /// fetches by ref, so a repository is fetched once per ref.
 fn analyze_image(
-    image: &enrollment::Image,
+    name: &str,
+    build: &enrollment::Build,
     base_dir: &Path,
     cache_dir: &Path,
     fetched: &mut BTreeMap<Option<String>, source::Fetched>,
     bar: Option<&indicatif::ProgressBar>,
 ) -> Result<(String, Analyzed), AnalyzeError> {
     let source_err = |source| AnalyzeError::Source {
-        image: image.name.clone(),
+        image: name.to_string(),
         source,
-    };
-    let Some(build) = &image.build else {
-        return Err(source_err(SourceError::NotManaged));
     };
     let key = match &build.source {
         Source::Git { reference, .. } => reference.clone(),
         Source::Path { .. } => None,
     };
-    if !fetched.contains_key(&key) || matches!(build.source, Source::Path { .. }) {
-        let f = source::fetch(&build.source, cache_dir).map_err(source_err)?;
-        fetched.insert(key.clone(), f);
-    }
-    let Some(source) = fetched.get(&key) else {
-        return Err(source_err(SourceError::NotManaged));
+    let source = match fetched.entry(key) {
+        std::collections::btree_map::Entry::Occupied(cached) => cached.into_mut(),
+        std::collections::btree_map::Entry::Vacant(slot) => {
+            slot.insert(source::fetch(&build.source, cache_dir).map_err(source_err)?)
+        }
     };
     let content = source.read(&build.dockerfile).map_err(source_err)?;
     let display = match &build.source {
@@ -286,11 +280,11 @@ fn analyze_image(
     };
     let analysis = dockerfile::analyze(&display, &content, &build.build_args);
     if let Some(bar) = bar {
-        bar.set_message(image.name.clone());
+        bar.set_message(name.to_string());
         bar.inc(1);
     }
     Ok((
-        image.name.clone(),
+        name.to_string(),
         Analyzed {
             analysis,
             commit: source.commit(),

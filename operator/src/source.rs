@@ -14,9 +14,6 @@ use crate::enrollment::Source;
 /// Source errors.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
-    /// The image has no source: it is external, so there is nothing to read.
-    #[error("external image: no source to read")]
-    NotManaged,
     /// A local file could not be read.
     #[error("cannot read {path}: {source}")]
     Read {
