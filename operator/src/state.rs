@@ -369,22 +369,6 @@ pub fn write_tree(
     Ok(report)
 }
 
-/// Writes `bytes` to `path` through a temp file in the same folder and a rename, so
-/// readers see the old or the new file, never a mix.
-///
-/// # Errors
-///
-/// [`StateError::Write`] on any I/O failure; the temp file is removed.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
-    stage(path, bytes)?
-        .persist(path)
-        .map_err(|e| StateError::Write {
-            path: path.to_path_buf(),
-            source: e.error,
-        })?;
-    Ok(())
-}
-
 /// Writes and syncs `bytes` to a temp file in `path`'s folder, ready to be renamed over
 /// `path`. Dropping it deletes it.
 fn stage(path: &Path, bytes: &[u8]) -> Result<tempfile::NamedTempFile, StateError> {
