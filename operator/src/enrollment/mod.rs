@@ -635,11 +635,7 @@ impl Checker<'_> {
         let mut config = inherited;
         if let Some(r) = &spec.repo_url {
             match Reference::parse(&r.value) {
-                Ok(parsed)
-                    if parsed.digest().is_none()
-                        && !r.value.contains(['@'])
-                        && !has_explicit_tag(&r.value) =>
-                {
+                Ok(parsed) if parsed.digest().is_none() && !has_explicit_tag(&r.value) => {
                     config.repo_url = parsed.repo_url();
                 }
                 Ok(_) => self.error(
