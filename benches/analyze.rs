@@ -149,7 +149,7 @@ fn main() {
     drop(enrollment);
 
     let start = Instant::now();
-    let model = analyze::model(&file, &cache, true, false).unwrap();
+    let model = analyze::model(&file, &cache, true, &analyze::NoProgress).unwrap();
     let t_model = start.elapsed();
     let depth = model
         .graph
@@ -162,15 +162,14 @@ fn main() {
 
     let start = Instant::now();
     let old = state::load_images(&state_dir).unwrap();
-    let (files, report) = analyze::render(&model, &old, false).unwrap();
+    let (files, report) = analyze::render(&model, &old.images, false).unwrap();
     let t_render = start.elapsed();
     let start = Instant::now();
-    let written = state::write_tree(
-        &state_dir,
-        &files,
-        &[state::IMAGES_DIR, state::WAREHOUSES_DIR],
-    )
-    .unwrap();
+    let mut changes = state::Changes::default();
+    for (rel, content) in &files {
+        changes.write(rel.clone(), content.clone());
+    }
+    let written = state::journal::commit(&state_dir, &changes).unwrap();
     let t_write = start.elapsed();
     println!(
         "  graph: {} nodes ({} managed), {} edges, depth {depth}",
@@ -203,11 +202,10 @@ fn main() {
         state_dir: state_dir.clone(),
         cache_dir: cache.clone(),
         prune: false,
-        progress: false,
         dry_run: false,
     };
     let start = Instant::now();
-    let warm = analyze::run(&options).unwrap();
+    let warm = analyze::run(&options, &analyze::NoProgress).unwrap();
     let t_warm = start.elapsed();
     assert_eq!(
         warm.write.written.len(),
@@ -216,7 +214,7 @@ fn main() {
     );
     println!(
         "  analyze warm run (state unchanged: reads {} state files, writes 0)  {}",
-        old.len().max(files.len()),
+        old.images.len().max(files.len()),
         ms(t_warm)
     );
 

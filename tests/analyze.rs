@@ -50,11 +50,25 @@ fn committed_state_is_what_analyze_writes_and_a_rerun_changes_nothing() {
     assert!(out.contains("depth 4"), "{out}");
 }
 
+/// A runtime record as the engine would leave it; analyze must never touch it.
+const RUNTIME: &str = "version: 1\nreference: REF\nupdates:\n- digest: sha256:1111111111111111111111111111111111111111111111111111111111111111\n";
+
+fn put_runtime(dir: &Path, rel: &str, reference: &str) -> std::path::PathBuf {
+    let path = dir.join("state").join(rel);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, RUNTIME.replace("REF", reference)).unwrap();
+    path
+}
+
 #[test]
-fn runtime_history_survives_reanalysis_and_config_changes() {
+fn analysis_never_touches_runtime_records_whatever_the_config_change() {
     let dir = example();
-    let file = dir.path().join("state/images/platform-python.yaml");
-    edit(&file, "history: []", "history:\n- digest: sha256:1111111111111111111111111111111111111111111111111111111111111111\n  discoveredAt: 2026-11-01T00:00:00Z\n  origin: watcher");
+    let runtime = put_runtime(
+        dir.path(),
+        "runtime/registry.example.com/platform/python/3.12.yaml",
+        "registry.example.com/platform/python:3.12",
+    );
+    let before = std::fs::read(&runtime).unwrap();
     edit(
         &dir.path().join("images.yaml"),
         "PYTHON_VERSION: \"3.12\"",
@@ -62,17 +76,160 @@ fn runtime_history_survives_reanalysis_and_config_changes() {
     );
     let (code, out, err) = analyze(dir.path(), &[]);
     assert_eq!(code, 0, "{out}{err}");
-    let text = std::fs::read_to_string(&file).unwrap();
-    assert!(text.contains("sha256:1111"), "history lost:\n{text}");
+    assert_eq!(
+        std::fs::read(&runtime).unwrap(),
+        before,
+        "runtime record changed"
+    );
+    let text =
+        std::fs::read_to_string(dir.path().join("state/images/platform-python.yaml")).unwrap();
     assert!(
         text.contains("PYTHON_VERSION: '3.13'") || text.contains("PYTHON_VERSION: \"3.13\""),
         "config not updated:\n{text}"
+    );
+    assert!(
+        !text.contains("history"),
+        "analysis records hold no runtime data:\n{text}"
     );
     // The ARG now resolves to python:3.13-slim: a new discovered base, the old external kept.
     assert!(dir
         .path()
         .join("state/images/python-3-13-slim.yaml")
         .exists());
+}
+
+#[test]
+fn version_1_state_files_are_migrated_once_into_runtime_records() {
+    let dir = example();
+    let file = dir.path().join("state/images/python-3-12-slim.yaml");
+    // Turn the committed record back into the unversioned shape release 0.1 wrote.
+    let v2 = std::fs::read_to_string(&file).unwrap();
+    let v1 = v2.replacen("version: 2\n", "", 1)
+        + "current:\n  tag: 3.12-slim\n  digest: sha256:2222222222222222222222222222222222222222222222222222222222222222\n  observedAt: 2026-11-02T00:00:00Z\nhistory:\n- digest: sha256:2222222222222222222222222222222222222222222222222222222222222222\n  tag: 3.12-slim\n  discoveredAt: 2026-11-02T00:00:00Z\n  origin: watcher\nrebuilds: []\n";
+    std::fs::write(&file, v1).unwrap();
+    let (code, out, err) = analyze(dir.path(), &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("migrated: 1 runtime record(s)"), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        v2,
+        "the record is rewritten as version 2"
+    );
+    let runtime = dir
+        .path()
+        .join("state/runtime/docker.io/library/python/3.12-slim.yaml");
+    let text = std::fs::read_to_string(&runtime).unwrap();
+    assert!(
+        text.contains("reference: docker.io/library/python:3.12-slim")
+            && text.contains("sha256:2222")
+            && text.contains("2026-11-02T00:00:00Z"),
+        "{text}"
+    );
+    // Once: the second run has nothing to migrate and changes nothing.
+    let (code, out, _) = analyze(dir.path(), &[]);
+    assert_eq!(code, 0);
+    assert!(!out.contains("migrated"), "{out}");
+    assert!(out.contains("0 written"), "{out}");
+}
+
+#[test]
+fn a_discovered_name_stays_with_its_reference_when_a_lookalike_appears() {
+    let dir = example();
+    let runtime = put_runtime(
+        dir.path(),
+        "runtime/docker.io/nginxinc/nginx-unprivileged/1.27-alpine.yaml",
+        "docker.io/nginxinc/nginx-unprivileged:1.27-alpine",
+    );
+    let before = std::fs::read(&runtime).unwrap();
+    // `1-27-alpine` derives the same name as the `1.27-alpine` frontend already uses, and
+    // `aaa-web` sorts before `frontend`, so a first-come naming would hand it the name.
+    std::fs::create_dir_all(dir.path().join("examples/aaa-web")).unwrap();
+    std::fs::write(
+        dir.path().join("examples/aaa-web/Dockerfile"),
+        "FROM nginxinc/nginx-unprivileged:1-27-alpine\n",
+    )
+    .unwrap();
+    edit(
+        &dir.path().join("images.yaml"),
+        "images:\n",
+        "images:\n  - name: aaa-web\n    image: registry.example.com/web/aaa:1\n    source: {path: examples/aaa-web}\n    trigger: {command: {args: [\"true\"]}}\n",
+    );
+    let (code, out, err) = analyze(dir.path(), &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    let kept = std::fs::read_to_string(
+        dir.path()
+            .join("state/images/nginxinc-nginx-unprivileged-1-27-alpine.yaml"),
+    )
+    .unwrap();
+    assert!(
+        kept.contains("reference: docker.io/nginxinc/nginx-unprivileged:1.27-alpine"),
+        "{kept}"
+    );
+    let warehouse = std::fs::read_to_string(
+        dir.path()
+            .join("state/warehouses/nginxinc-nginx-unprivileged-1-27-alpine.yaml"),
+    )
+    .unwrap();
+    assert!(warehouse.contains("constraint: 1.27-alpine"), "{warehouse}");
+    assert_eq!(std::fs::read(&runtime).unwrap(), before);
+    let names: Vec<String> = std::fs::read_dir(dir.path().join("state/images"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("nginxinc-nginx-unprivileged-1-27-alpine-"))
+        .collect();
+    assert_eq!(
+        names.len(),
+        1,
+        "the lookalike gets its own, suffixed name: {names:?}"
+    );
+}
+
+#[test]
+fn a_folder_in_the_way_of_a_warehouse_fails_before_anything_is_written() {
+    let dir = example();
+    // A change that rewrites many files…
+    edit(&dir.path().join("images.yaml"), "delay: 3d ", "delay: 4d ");
+    edit(
+        &dir.path().join("images.yaml"),
+        "images:\n",
+        "images:\n  - name: alpine\n    image: alpine:3.20\n",
+    );
+    // …and one target that cannot be replaced.
+    std::fs::create_dir_all(dir.path().join("state/warehouses/alpine.yaml")).unwrap();
+    let before = snapshot(&dir.path().join("state"));
+    let (code, _, err) = analyze(dir.path(), &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("a folder is in the way") && err.contains("nothing was changed"),
+        "{err}"
+    );
+    assert_eq!(
+        before,
+        snapshot(&dir.path().join("state")),
+        "files were rewritten"
+    );
+}
+
+#[test]
+fn a_managed_image_without_from_fails_analyze_as_it_fails_validate() {
+    let dir = example();
+    std::fs::write(
+        dir.path().join("examples/reports/Dockerfile"),
+        "# no FROM at all\nLABEL a=b\n",
+    )
+    .unwrap();
+    let before = snapshot(&dir.path().join("state"));
+    let (code, _, err) = analyze(dir.path(), &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("reports") && err.contains("nothing written"),
+        "{err}"
+    );
+    assert_eq!(before, snapshot(&dir.path().join("state")));
+    assert_eq!(
+        image_factory(dir.path(), &["validate"]).status.code(),
+        Some(1)
+    );
 }
 
 #[test]
@@ -86,6 +243,10 @@ fn unreferenced_bases_are_orphaned_then_pruned() {
     let golang =
         std::fs::read_to_string(dir.path().join("state/images/golang-1-23-bookworm.yaml")).unwrap();
     assert!(golang.contains("orphaned: true"), "{golang}");
+    assert!(
+        !golang.contains("warehouse:"),
+        "an orphan's Warehouse is deleted, so its record names none:\n{golang}"
+    );
     assert!(
         !dir.path()
             .join("state/warehouses/golang-1-23-bookworm.yaml")
@@ -105,7 +266,12 @@ fn unreferenced_bases_are_orphaned_then_pruned() {
 fn promotion_from_discovered_base_to_enrolled_image_keeps_history() {
     let dir = example();
     let old = dir.path().join("state/images/golang-1-23-bookworm.yaml");
-    edit(&old, "history: []", "history:\n- digest: sha256:2222222222222222222222222222222222222222222222222222222222222222\n  discoveredAt: 2026-11-02T00:00:00Z");
+    let runtime = put_runtime(
+        dir.path(),
+        "runtime/docker.io/library/golang/1.23-bookworm.yaml",
+        "docker.io/library/golang:1.23-bookworm",
+    );
+    let history = std::fs::read(&runtime).unwrap();
     // Enroll golang under a name of our choosing, then make it managed.
     edit(
         &dir.path().join("images.yaml"),
@@ -120,9 +286,11 @@ fn promotion_from_discovered_base_to_enrolled_image_keeps_history() {
     );
     let new = dir.path().join("state/images/golang.yaml");
     let text = std::fs::read_to_string(&new).unwrap();
-    assert!(
-        text.contains("kind: external") && text.contains("sha256:2222"),
-        "{text}"
+    assert!(text.contains("kind: external"), "{text}");
+    assert_eq!(
+        std::fs::read(&runtime).unwrap(),
+        history,
+        "the runtime record stays by reference"
     );
 
     std::fs::create_dir_all(dir.path().join("examples/golang")).unwrap();
@@ -139,9 +307,11 @@ fn promotion_from_discovered_base_to_enrolled_image_keeps_history() {
     let (code, out, err) = analyze(dir.path(), &[]);
     assert_eq!(code, 0, "{out}{err}");
     let text = std::fs::read_to_string(&new).unwrap();
-    assert!(
-        text.contains("kind: managed") && text.contains("sha256:2222"),
-        "{text}"
+    assert!(text.contains("kind: managed"), "{text}");
+    assert_eq!(
+        std::fs::read(&runtime).unwrap(),
+        history,
+        "the runtime record stays by reference"
     );
     assert!(
         !dir.path().join("state/warehouses/golang.yaml").exists(),

@@ -47,7 +47,7 @@ fn the_graph_matches_the_expected_edges() {
     let work = tempfile::tempdir().unwrap();
     let file = work.path().join("images.yaml");
     std::fs::write(&file, yaml).unwrap();
-    let model = analyze::model(&file, work.path(), false, false).unwrap();
+    let model = analyze::model(&file, work.path(), false, &analyze::NoProgress).unwrap();
     assert!(model.graph.cycles().is_empty());
 
     let mut expected = BTreeSet::new();

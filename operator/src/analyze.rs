@@ -7,12 +7,14 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 
 use crate::dockerfile::{self, Analysis, From};
+use crate::enrollment::Severity;
 use crate::enrollment::{self, schema::Position, Diagnostic, Enrollment, EnrollmentError, Source};
 use crate::graph::{Graph, NodeKind, Use};
 use crate::kargo;
+use crate::reference::Reference;
 use crate::source::{self, SourceError};
 use crate::state::{
-    self, BaseState, ImageState, RebuildState, SourceState, StateError, WriteReport,
+    self, BaseState, Changes, ImageState, PolicyState, SourceState, StateError, WriteReport,
 };
 
 /// Analyze errors; each stops the run before anything is written.
@@ -35,6 +37,13 @@ pub enum AnalyzeError {
         /// Each cycle as names, first repeated last.
         cycles: Vec<Vec<String>>,
     },
+    /// A Dockerfile cannot be used (no `FROM`, a stage built on itself, …); every
+    /// finding is listed, as `validate` lists them.
+    #[error("{} Dockerfile error(s)", .diagnostics.iter().filter(|d| d.severity == Severity::Error).count())]
+    Findings {
+        /// Every finding, errors and warnings.
+        diagnostics: Vec<Diagnostic>,
+    },
     /// Reading or writing state failed.
     #[error(transparent)]
     State(#[from] StateError),
@@ -45,7 +54,9 @@ impl AnalyzeError {
     pub fn is_finding(&self) -> bool {
         matches!(
             self,
-            Self::Enrollment(EnrollmentError::Invalid { .. }) | Self::Cycles { .. }
+            Self::Enrollment(EnrollmentError::Invalid { .. })
+                | Self::Cycles { .. }
+                | Self::Findings { .. }
         )
     }
 }
@@ -61,8 +72,6 @@ pub struct Options {
     pub cache_dir: PathBuf,
     /// Remove state of images nobody enrolls or references any more.
     pub prune: bool,
-    /// Show a progress bar while fetching sources.
-    pub progress: bool,
     /// Compute everything but write nothing.
     pub dry_run: bool,
 }
@@ -112,12 +121,36 @@ pub struct Report {
     pub warnings: Vec<Diagnostic>,
     /// Warehouses generated.
     pub warehouses: usize,
+    /// Runtime records created from version-1 state files.
+    pub migrated: usize,
     /// What the write changed.
     pub write: WriteReport,
 }
 
+/// Reports progress of reading sources; injected so the CLI can draw a bar and the
+/// long-running modes can log or stay silent.
+pub trait Progress: Sync {
+    /// Reading starts: `total` managed images, `git` of them from git sources.
+    fn start(&self, total: usize, git: usize) {
+        let _ = (total, git);
+    }
+    /// One image's Dockerfile was read and analyzed.
+    fn advance(&self, image: &str) {
+        let _ = image;
+    }
+    /// Reading ended (successfully or not).
+    fn finish(&self) {}
+}
+
+/// Reports nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoProgress;
+
+impl Progress for NoProgress {}
+
 /// Loads the enrollment, reads every managed image's Dockerfile (fetching git sources
-/// when `fetch_git`, else skipping them) and builds the graph.
+/// when `fetch_git`, else skipping them) and builds the graph: [`enrollment::load`],
+/// [`read_sources`] and [`build_graph`] in one call.
 ///
 /// # Errors
 ///
@@ -127,9 +160,33 @@ pub fn model(
     path: &Path,
     cache_dir: &Path,
     fetch_git: bool,
-    progress: bool,
+    progress: &dyn Progress,
 ) -> Result<Model, AnalyzeError> {
     let enrollment = enrollment::load(path)?;
+    let analyzed = read_sources(&enrollment, cache_dir, fetch_git, progress)?;
+    let graph = build_graph(&enrollment, &analyzed, &BTreeMap::new());
+    Ok(Model {
+        enrollment,
+        analyzed,
+        graph,
+    })
+}
+
+/// Reads and analyzes the Dockerfile of every managed image (git sources only when
+/// `fetch_git`), by image name. Images of one git repository share its cache, so each
+/// repository is fetched by one task (once per ref); repositories and local sources are
+/// read in parallel (rayon).
+///
+/// # Errors
+///
+/// [`AnalyzeError::Source`] for the first image, in file order, whose source failed.
+pub fn read_sources(
+    enrollment: &Enrollment,
+    cache_dir: &Path,
+    fetch_git: bool,
+    progress: &dyn Progress,
+) -> Result<BTreeMap<String, Analyzed>, AnalyzeError> {
+    let _span = tracing::info_span!("read_sources", images = enrollment.images.len()).entered();
     let managed: Vec<(&str, &enrollment::Build)> = enrollment
         .images
         .iter()
@@ -140,20 +197,7 @@ pub fn model(
         .iter()
         .filter(|(_, b)| matches!(b.source, Source::Git { .. }))
         .count();
-    let bar = if progress && git_count > 1 {
-        let bar = indicatif::ProgressBar::new(managed.len() as u64);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{spinner} sources {pos}/{len} [{bar:30}] {msg}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        Some(bar)
-    } else {
-        None
-    };
-    // Images of one git repository share its cache, so each repository is fetched by one
-    // task (once per ref); repositories and local sources are read in parallel.
+    progress.start(managed.len(), git_count);
     let mut groups: BTreeMap<Option<&str>, Vec<(&str, &enrollment::Build)>> = BTreeMap::new();
     for (name, build) in managed {
         let url = match &build.source {
@@ -177,7 +221,7 @@ pub fn model(
                             base_dir,
                             cache_dir,
                             &mut BTreeMap::new(),
-                            bar.as_ref(),
+                            progress,
                         )
                     })
                     .collect::<Vec<_>>()
@@ -187,15 +231,13 @@ pub fn model(
             images
                 .into_iter()
                 .map(|(name, build)| {
-                    analyze_image(name, build, base_dir, cache_dir, &mut fetched, bar.as_ref())
+                    analyze_image(name, build, base_dir, cache_dir, &mut fetched, progress)
                 })
                 .collect::<Vec<_>>()
                 .into_iter()
         })
         .collect();
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
+    progress.finish();
     let mut analyzed = BTreeMap::new();
     let mut first_error: Option<(usize, AnalyzeError)> = None;
     let order: BTreeMap<&str, usize> = enrollment
@@ -223,9 +265,20 @@ pub fn model(
             }
         }
     }
-    if let Some((_, e)) = first_error {
-        return Err(e);
+    match first_error {
+        Some((_, e)) => Err(e),
+        None => Ok(analyzed),
     }
+}
+
+/// Builds the dependency graph from the enrollment and the Dockerfile analyses.
+/// `names` maps a normalized reference to the name its state file already has, so a
+/// discovered base keeps its name once given (see [`Graph::build_named`]).
+pub fn build_graph(
+    enrollment: &Enrollment,
+    analyzed: &BTreeMap<String, Analyzed>,
+    names: &BTreeMap<String, String>,
+) -> Graph {
     let uses: BTreeMap<String, Vec<Use>> = analyzed
         .iter()
         .map(|(name, a)| {
@@ -241,12 +294,7 @@ pub fn model(
             (name.clone(), list)
         })
         .collect();
-    let graph = Graph::build(&enrollment, &uses);
-    Ok(Model {
-        enrollment,
-        analyzed,
-        graph,
-    })
+    Graph::build_named(enrollment, &uses, names)
 }
 
 /// Reads and analyzes one managed image's Dockerfile; `fetched` caches this task's git
@@ -257,7 +305,7 @@ fn analyze_image(
     base_dir: &Path,
     cache_dir: &Path,
     fetched: &mut BTreeMap<Option<String>, source::Fetched>,
-    bar: Option<&indicatif::ProgressBar>,
+    progress: &dyn Progress,
 ) -> Result<(String, Analyzed), AnalyzeError> {
     let source_err = |source| AnalyzeError::Source {
         image: name.to_string(),
@@ -279,10 +327,7 @@ fn analyze_image(
         Source::Git { url, .. } => format!("{url}#{}", build.dockerfile),
     };
     let analysis = dockerfile::analyze(&display, &content, &build.build_args);
-    if let Some(bar) = bar {
-        bar.set_message(name.to_string());
-        bar.inc(1);
-    }
+    progress.advance(name);
     Ok((
         name.to_string(),
         Analyzed {
@@ -293,19 +338,19 @@ fn analyze_image(
     ))
 }
 
-/// `base_dir/raw/dockerfile` as a short relative path for messages.
-fn display_path(base_dir: &Path, raw: &str, dockerfile: &str) -> String {
-    let path = base_dir.join(raw).join(dockerfile);
-    let text = path.display().to_string();
-    text.strip_prefix("./").map(str::to_string).unwrap_or(text)
-}
-
 fn via_name(via: dockerfile::Via) -> &'static str {
     match via {
         dockerfile::Via::From => "from",
         dockerfile::Via::Copy => "copy",
         dockerfile::Via::Mount => "mount",
     }
+}
+
+/// `base_dir/raw/dockerfile` as a short relative path for messages.
+fn display_path(base_dir: &Path, raw: &str, dockerfile: &str) -> String {
+    let path = base_dir.join(raw).join(dockerfile);
+    let text = path.display().to_string();
+    text.strip_prefix("./").map(str::to_string).unwrap_or(text)
 }
 
 impl Model {
@@ -372,39 +417,116 @@ fn split_location(file: &str, message: &str) -> (Position, String) {
     (Position::default(), message.to_string())
 }
 
-/// Runs `analyze`: builds the model, refuses cycles, renders every state file and
-/// Warehouse in memory, then writes them (unless `dry_run`).
+/// Runs `analyze`: loads the enrollment, reads the sources, builds the graph (keeping
+/// the names state files already have), refuses cycles and Dockerfile errors, renders
+/// every analysis record and Warehouse in memory, then commits them in one journaled
+/// write (unless `dry_run`). Runtime records are never touched, except once to move the
+/// runtime sections of version-1 state files into them.
 ///
 /// # Errors
 ///
-/// Any [`AnalyzeError`]; nothing is written unless everything rendered.
-pub fn run(options: &Options) -> Result<Report, AnalyzeError> {
-    let model = model(
-        &options.enrollment,
-        &options.cache_dir,
-        true,
-        options.progress,
-    )?;
+/// Any [`AnalyzeError`]; nothing is written unless everything rendered, and a failure
+/// while writing is reported by [`StateError`] with exactly what was written.
+pub fn run(options: &Options, progress: &dyn Progress) -> Result<Report, AnalyzeError> {
+    let _span = tracing::info_span!("analyze", file = %options.enrollment.display()).entered();
+    let enrollment = enrollment::load(&options.enrollment)?;
+    let analyzed = read_sources(&enrollment, &options.cache_dir, true, progress)?;
+    if !options.dry_run {
+        // Complete (or roll back) what an interrupted write left before reading state.
+        state::journal::recover(&options.state_dir)?;
+    }
+    let old = state::load_images(&options.state_dir)?;
+    let names = known_names(&old);
+    let graph = build_graph(&enrollment, &analyzed, &names);
+    let model = Model {
+        enrollment,
+        analyzed,
+        graph,
+    };
     let cycles = model.graph.cycles();
     if !cycles.is_empty() {
         return Err(AnalyzeError::Cycles { cycles });
     }
-    let old = state::load_images(&options.state_dir)?;
-    let (files, mut report) = render(&model, &old, options.prune)?;
+    let findings = model.findings();
+    if findings.iter().any(|d| d.severity == Severity::Error) {
+        return Err(AnalyzeError::Findings {
+            diagnostics: findings,
+        });
+    }
+    let (files, mut report) = render(&model, &old.images, options.prune)?;
     report.warnings = model.enrollment.warnings.clone();
-    report.warnings.extend(model.findings());
+    report.warnings.extend(findings);
+    let mut changes = Changes::default();
+    for folder in [state::IMAGES_DIR, state::WAREHOUSES_DIR] {
+        for rel in owned_files(&options.state_dir, folder)? {
+            if !files.contains_key(&rel) {
+                changes.remove(rel);
+            }
+        }
+    }
+    for (rel, content) in files {
+        changes.write(rel, content);
+    }
+    let migrated = migrate_runtime(&options.state_dir, &old)?;
+    report.migrated = migrated.files.len();
+    changes.extend(migrated);
     if !options.dry_run {
-        report.write = state::write_tree(
-            &options.state_dir,
-            &files,
-            &[state::IMAGES_DIR, state::WAREHOUSES_DIR],
-        )?;
+        report.write = state::journal::commit(&options.state_dir, &changes)?;
     }
     Ok(report)
 }
 
-/// Renders every state file and Warehouse (relative path → content) from the model and
-/// the previous state, and the report's counts.
+/// Reference → name of every existing analysis record, so names stay once given.
+pub fn known_names(old: &state::Loaded) -> BTreeMap<String, String> {
+    old.images
+        .iter()
+        .map(|(name, s)| (s.reference.clone(), name.clone()))
+        .collect()
+}
+
+/// The `*.yaml` files directly in `state_dir/folder` (analysis owns these folders).
+fn owned_files(state_dir: &Path, folder: &str) -> Result<Vec<PathBuf>, StateError> {
+    let dir = state_dir.join(folder);
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => return Err(StateError::Read { path: dir, source }),
+    };
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        let rel = Path::new(folder).join(entry.file_name());
+        let hidden = entry.file_name().to_string_lossy().starts_with('.');
+        if !hidden
+            && rel.extension().and_then(|e| e.to_str()) == Some("yaml")
+            && entry.path().is_file()
+        {
+            out.push(rel);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Runtime records for the runtime sections of version-1 files, for references that
+/// have none yet.
+fn migrate_runtime(state_dir: &Path, old: &state::Loaded) -> Result<Changes, StateError> {
+    let mut changes = Changes::default();
+    for (reference, legacy) in &old.legacy {
+        let Ok(parsed) = Reference::parse(reference) else {
+            continue;
+        };
+        let rel = state::runtime_path(&parsed);
+        if state_dir.join(&rel).exists() {
+            continue;
+        }
+        let record = state::legacy::migrate(&parsed, legacy);
+        state::store::stage_typed(&mut changes, &rel, &record)?;
+    }
+    Ok(changes)
+}
+
+/// Renders every analysis record and Warehouse (relative path → content) from the model
+/// and the previous analysis records, and the report's counts.
 ///
 /// # Errors
 ///
@@ -421,11 +543,6 @@ pub fn render(
         edges: graph.edges().len(),
         ..Report::default()
     };
-    let old_by_reference: BTreeMap<&str, &str> = old
-        .iter()
-        .map(|(name, s)| (s.reference.as_str(), name.as_str()))
-        .collect();
-    let mut claimed: BTreeSet<String> = BTreeSet::new();
     let mut files = BTreeMap::new();
     let mut warehouses = Vec::new();
     let images: BTreeMap<&str, &enrollment::Image> = model
@@ -442,6 +559,7 @@ pub fn render(
             NodeKind::Base => report.bases += 1,
         }
         let mut st = ImageState {
+            version: state::IMAGES_VERSION,
             name: node.name.clone(),
             kind: node.kind,
             reference: node.reference.to_string(),
@@ -454,9 +572,6 @@ pub fn render(
             dependents: graph.dependents(&node.name),
             rebuild: None,
             warehouse: None,
-            current: state::Observed::default(),
-            history: Vec::new(),
-            rebuilds: Vec::new(),
         };
         let image = images.get(node.name.as_str());
         if let Some(build) = image.and_then(|i| i.build.as_ref()) {
@@ -506,29 +621,26 @@ pub fn render(
                 &model.enrollment.project,
             ));
         }
-        st.rebuild = Some(RebuildState {
+        st.rebuild = Some(PolicyState {
             delay: humantime::format_duration(node.rebuild.delay).to_string(),
             cascade_delay: humantime::format_duration(node.rebuild.cascade_delay).to_string(),
             auto_rebuild: node.rebuild.auto_rebuild,
         });
-        // Runtime data follows the image: by name, else by reference (a promotion from
-        // discovered base to enrolled image, or a rename).
-        let previous = old.get(&node.name).or_else(|| {
-            old_by_reference
-                .get(st.reference.as_str())
-                .filter(|name| graph.node(name).is_none_or(|n| n.name == node.name))
-                .and_then(|name| old.get(*name))
-        });
-        if let Some(previous) = previous {
-            st.keep_runtime_of(previous);
-            claimed.insert(previous.name.clone());
-        }
-        let rel = Path::new(state::IMAGES_DIR).join(format!("{}.yaml", node.name));
+        let rel = state::image_path(&node.name);
         files.insert(rel.clone(), state::render(&rel, &st)?);
     }
 
     for (name, previous) in old {
-        if claimed.contains(&previous.name) || graph.node(name).is_some() {
+        if graph.node(name).is_some() {
+            continue;
+        }
+        // Its reference lives on under another name (a discovered base enrolled under a
+        // name of the team's choosing, or a rename): the record moves, nothing orphans.
+        let moved = Reference::parse(&previous.reference)
+            .ok()
+            .and_then(|r| graph.find(&r))
+            .is_some();
+        if moved {
             continue;
         }
         if prune {
@@ -536,10 +648,13 @@ pub fn render(
             continue;
         }
         let mut kept = previous.clone();
+        kept.version = state::IMAGES_VERSION;
         kept.orphaned = true;
         kept.dependents.clear();
+        // Its Warehouse is removed with it (orphans are not watched).
+        kept.warehouse = None;
         report.orphans.push(name.clone());
-        let rel = Path::new(state::IMAGES_DIR).join(format!("{name}.yaml"));
+        let rel = state::image_path(name);
         files.insert(rel.clone(), state::render(&rel, &kept)?);
     }
 

@@ -66,6 +66,7 @@ pub enum Command {
     /// Read images.yaml, fetch sources, parse Dockerfiles, build the graph, and write
     /// state/ and the Kargo Warehouses (state/warehouses/).
     Analyze {
+        /// images.yaml and the source cache.
         #[command(flatten)]
         input: Input,
         /// The state folder.
@@ -81,6 +82,7 @@ pub enum Command {
     },
     /// Print the dependency graph.
     Graph {
+        /// images.yaml and the source cache.
         #[command(flatten)]
         input: Input,
         /// Output format.
@@ -89,6 +91,7 @@ pub enum Command {
     },
     /// Show what an update of a base image would rebuild, in which waves, and when.
     Plan {
+        /// images.yaml and the source cache.
         #[command(flatten)]
         input: Input,
         /// The updated image: REF or REF@DIGEST, e.g. python:3.12-slim@sha256:…
@@ -224,7 +227,7 @@ fn print_diagnostics(diagnostics: &[Diagnostic], format: Format) {
 
 fn validate(file: &std::path::Path, format: Format) -> u8 {
     let cache = std::env::temp_dir();
-    let model = match analyze::model(file, &cache, false, false) {
+    let model = match analyze::model(file, &cache, false, &analyze::NoProgress) {
         Ok(model) => model,
         Err(AnalyzeError::Enrollment(EnrollmentError::Invalid { diagnostics, .. })) => {
             print_diagnostics(&diagnostics, format);
@@ -273,6 +276,10 @@ fn report_analyze_error(e: &AnalyzeError) -> u8 {
                 "nothing written: fix images.yaml (`image-factory validate` lists every finding)"
             );
         }
+        AnalyzeError::Findings { diagnostics } => {
+            print_diagnostics(diagnostics, Format::Text);
+            eprintln!("nothing written: fix the Dockerfile error(s) above");
+        }
         other => eprintln!("error: {other}\nnothing written"),
     }
     if e.is_finding() {
@@ -288,10 +295,9 @@ fn run_analyze(input: &Input, state_dir: PathBuf, prune: bool, dry_run: bool) ->
         state_dir: state_dir.clone(),
         cache_dir: input.cache_dir.clone(),
         prune,
-        progress: true,
         dry_run,
     };
-    let report = match analyze::run(&options) {
+    let report = match analyze::run(&options, &Bar::default()) {
         Ok(r) => r,
         Err(e) => return report_analyze_error(&e),
     };
@@ -333,12 +339,59 @@ fn run_analyze(input: &Input, state_dir: PathBuf, prune: bool, dry_run: bool) ->
             report.write.unchanged,
             report.write.removed.len()
         ));
+        if !report.write.recovered.is_empty() {
+            out.push_str(&format!(
+                "recovered: {} file(s) of an interrupted earlier write\n",
+                report.write.recovered.len()
+            ));
+        }
+    }
+    if report.migrated > 0 {
+        out.push_str(&format!(
+            "migrated: {} runtime record(s) from version-1 state files into {}/\n",
+            report.migrated,
+            state_dir.join(crate::state::RUNTIME_DIR).display()
+        ));
     }
     print(&out)
 }
 
+/// A progress bar on stderr while more than one git source is fetched (indicatif hides
+/// it when stderr is not a terminal).
+#[derive(Default)]
+struct Bar(std::sync::OnceLock<indicatif::ProgressBar>);
+
+impl analyze::Progress for Bar {
+    fn start(&self, total: usize, git: usize) {
+        if git > 1 {
+            let bar = indicatif::ProgressBar::new(total as u64);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} sources {pos}/{len} [{bar:30}] {msg}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            let _ = self.0.set(bar);
+        }
+    }
+
+    fn advance(&self, image: &str) {
+        if let Some(bar) = self.0.get() {
+            bar.set_message(image.to_string());
+            bar.inc(1);
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = self.0.get() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
 fn load_model(input: &Input) -> Result<analyze::Model, u8> {
-    analyze::model(&input.file, &input.cache_dir, true, true).map_err(|e| report_analyze_error(&e))
+    analyze::model(&input.file, &input.cache_dir, true, &Bar::default())
+        .map_err(|e| report_analyze_error(&e))
 }
 
 fn run_graph(input: &Input, format: GraphFormat) -> u8 {

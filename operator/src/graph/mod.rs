@@ -166,6 +166,18 @@ impl Graph {
     /// `name` is built from. References that match a published tag of an enrolled image
     /// link to it; the rest become discovered base nodes with derived names.
     pub fn build(enrollment: &Enrollment, uses: &BTreeMap<String, Vec<Use>>) -> Self {
+        Self::build_named(enrollment, uses, &BTreeMap::new())
+    }
+
+    /// As [`Graph::build`], with `names` (normalized reference → name) the names that
+    /// discovered bases were given before: a discovered base keeps its name once given,
+    /// and no new node takes a name that belongs to another reference, so a state file
+    /// and its Warehouse keep watching the same image. Enrolled names always win.
+    pub fn build_named(
+        enrollment: &Enrollment,
+        uses: &BTreeMap<String, Vec<Use>>,
+        names: &BTreeMap<String, String>,
+    ) -> Self {
         let mut graph = Self {
             dag: DiGraph::new(),
             by_reference: HashMap::new(),
@@ -190,6 +202,8 @@ impl Graph {
             }
         }
         let mut taken: BTreeSet<String> = graph.by_name.keys().cloned().collect();
+        // Names given before are reserved for their references.
+        taken.extend(names.values().cloned());
         for (name, used) in uses {
             let Some(&dependent) = graph.by_name.get(name) else {
                 continue;
@@ -199,7 +213,13 @@ impl Graph {
                     Some(&idx) => idx,
                     None => {
                         let node_ref = u.reference.without_digest();
-                        let node_name = unique_name(&base_name(&node_ref), &node_ref, &mut taken);
+                        let given = names
+                            .get(&node_ref.to_string())
+                            .filter(|n| !graph.by_name.contains_key(n.as_str()));
+                        let node_name = match given {
+                            Some(name) => name.clone(),
+                            None => unique_name(&base_name(&node_ref), &node_ref, &mut taken),
+                        };
                         let idx = graph.dag.add_node(Node {
                             name: node_name.clone(),
                             reference: node_ref,
