@@ -21,6 +21,7 @@ pub mod graph;
 pub mod kargo;
 pub mod reference;
 pub mod registry;
+pub mod runtime;
 pub mod source;
 pub mod state;
 
