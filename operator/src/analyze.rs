@@ -520,7 +520,11 @@ fn migrate_runtime(state_dir: &Path, old: &state::Loaded) -> Result<Changes, Sta
             continue;
         }
         let record = state::legacy::migrate(&parsed, legacy);
-        state::store::stage_typed(&mut changes, &rel, &record)?;
+        let text = record.render().map_err(|e| StateError::Render {
+            path: rel.clone(),
+            message: e.to_string(),
+        })?;
+        changes.write(rel, text);
     }
     Ok(changes)
 }

@@ -6,6 +6,8 @@
 
 use serde::Deserialize;
 
+use crate::runtime::{Digest, ImageRuntime, Observed, Update, UpdateSource};
+
 /// The runtime sections of a version-1 state file, as they were written (strings).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -83,16 +85,55 @@ pub struct LegacyRebuild {
     pub digest: Option<String>,
 }
 
-/// PROVISIONAL until the runtime record lands.
-#[derive(Debug, serde::Serialize)]
-pub struct Provisional {
-    reference: String,
-}
-
-/// The runtime record holding `legacy`'s sections for `reference`.
-pub fn migrate(reference: &crate::reference::Reference, legacy: &LegacyRuntime) -> Provisional {
-    let _ = legacy;
-    Provisional {
-        reference: reference.to_string(),
+/// The runtime record holding `legacy`'s sections for `reference`: `current` and
+/// `history` become `current` and `updates` (origin `freight/<name>` → a Freight source,
+/// `watcher` → the watcher, anything else → manual). Entries whose digest or time does
+/// not parse are left out with a warning; version 1 never recorded rebuilds (no release
+/// wrote them), so `rebuilds` is not carried over.
+pub fn migrate(reference: &crate::reference::Reference, legacy: &LegacyRuntime) -> ImageRuntime {
+    let mut record = ImageRuntime::new(reference.to_string());
+    let default_tag = reference
+        .tag()
+        .unwrap_or(crate::reference::DEFAULT_TAG)
+        .to_string();
+    for old in &legacy.history {
+        let (Ok(digest), Ok(discovered_at)) = (
+            Digest::parse(&old.digest),
+            old.discovered_at.parse::<jiff::Timestamp>(),
+        ) else {
+            tracing::warn!(%reference, digest = %old.digest, "version-1 update left out of the migration: digest or time does not parse");
+            continue;
+        };
+        let source = match old.origin.as_deref() {
+            Some(origin) if origin.starts_with("freight/") => UpdateSource::Freight {
+                name: origin.trim_start_matches("freight/").to_string(),
+            },
+            Some("watcher") => UpdateSource::Watcher,
+            _ => UpdateSource::Manual,
+        };
+        record.insert_update(Update {
+            digest,
+            tag: old.tag.clone().unwrap_or_else(|| default_tag.clone()),
+            platforms: Default::default(),
+            discovered_at: crate::runtime::to_second(discovered_at),
+            source,
+            superseded_by: None,
+            expedited: None,
+        });
     }
+    if let (Some(digest), Some(at)) = (&legacy.current.digest, &legacy.current.observed_at) {
+        if let (Ok(digest), Ok(at)) = (Digest::parse(digest), at.parse::<jiff::Timestamp>()) {
+            record.current = Some(Observed {
+                tag: legacy
+                    .current
+                    .tag
+                    .clone()
+                    .unwrap_or_else(|| default_tag.clone()),
+                digest,
+                platforms: Default::default(),
+                first_seen: crate::runtime::to_second(at),
+            });
+        }
+    }
+    record
 }
