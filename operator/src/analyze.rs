@@ -276,7 +276,7 @@ fn analyze_image(
     let content = source.read(&build.dockerfile).map_err(source_err)?;
     let display = match &build.source {
         Source::Path { raw, .. } => display_path(base_dir, raw, &build.dockerfile),
-        Source::Git { url, .. } => format!("{url}#{}", build.dockerfile),
+        Source::Git { url, .. } => format!("{}#{}", source::redact_url(url), build.dockerfile),
     };
     let analysis = dockerfile::analyze(&display, &content, &build.build_args);
     if let Some(bar) = bar {
