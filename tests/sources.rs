@@ -90,7 +90,9 @@ impl Remote {
 #[case::git_daemon(Transport::Daemon)]
 fn a_moving_branch_is_fetched_again(#[case] transport: Transport) {
     let remote = Remote::new(transport);
-    let one = remote.upstream.commit("app/Dockerfile", "FROM alpine:3.19\n");
+    let one = remote
+        .upstream
+        .commit("app/Dockerfile", "FROM alpine:3.19\n");
     remote.upstream.push(&["main"]);
     let first = remote.fetch(Some("main")).unwrap();
     assert_eq!(first.commit().unwrap(), one);
@@ -102,7 +104,9 @@ fn a_moving_branch_is_fetched_again(#[case] transport: Transport) {
         "shallow over git://, full over file://"
     );
 
-    let two = remote.upstream.commit("app/Dockerfile", "FROM alpine:3.20\n");
+    let two = remote
+        .upstream
+        .commit("app/Dockerfile", "FROM alpine:3.20\n");
     remote.upstream.push(&["main"]);
     let second = remote.fetch(Some("main")).unwrap();
     assert_eq!(second.commit().unwrap(), two, "the remote's current commit");
@@ -121,7 +125,9 @@ fn a_moving_branch_is_fetched_again(#[case] transport: Transport) {
 fn a_moved_tag_is_fetched_again(#[case] transport: Transport) {
     let remote = Remote::new(transport);
     let one = remote.upstream.commit("Dockerfile", "FROM alpine:3.19\n");
-    remote.upstream.git(&["tag", "-a", "-m", "release", "release"]);
+    remote
+        .upstream
+        .git(&["tag", "-a", "-m", "release", "release"]);
     remote.upstream.push(&["main", "refs/tags/release"]);
     let first = remote.fetch(Some("release")).unwrap();
     assert_eq!(first.commit().unwrap(), one, "the annotated tag, peeled");
@@ -310,17 +316,29 @@ fn credentials_in_a_url_reach_no_message_trace_or_file() {
     let (code, out) = analyze(dir.path());
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("git://deploy:***@127.0.0.1:"), "{out}");
+    assert!(dir.path().join("state/images/svc.yaml").is_file());
+    assert!(dir.path().join(".cache/git").is_dir());
     // A failure that names the source: a Dockerfile missing from the commit.
     enroll(dir.path(), &url, "missing/Dockerfile");
     let (code, out_missing) = analyze(dir.path());
     assert_ne!(code, 0, "{out_missing}");
-    assert!(out_missing.contains("missing/Dockerfile not found"), "{out_missing}");
+    assert!(
+        out_missing.contains("missing/Dockerfile not found"),
+        "{out_missing}"
+    );
 
     for text in [&out, &out_missing] {
         assert!(!text.contains(CANARY), "{text}");
     }
-    for (path, text) in every_file(dir.path()) {
-        assert!(!text.contains(CANARY), "{path} holds the credentials:\n{text}");
+    // Everything but the enrollment file itself: the state and the git cache.
+    for (path, text) in every_file(dir.path())
+        .into_iter()
+        .filter(|(path, _)| path != "images.yaml")
+    {
+        assert!(
+            !text.contains(CANARY),
+            "{path} holds the credentials:\n{text}"
+        );
         assert!(!path.contains(CANARY), "{path}");
     }
 }

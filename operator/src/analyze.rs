@@ -584,7 +584,8 @@ fn source_state(
             ..SourceState::default()
         },
         Source::Git { url, reference } => SourceState {
-            git: Some(url.clone()),
+            // State is committed to git: never the URL's credentials.
+            git: Some(source::redact_url(url)),
             reference: reference.clone(),
             commit,
             dockerfile: dockerfile.to_string(),

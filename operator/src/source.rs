@@ -471,7 +471,10 @@ fn candidates(wanted: &str) -> Vec<String> {
     if wanted == "HEAD" || wanted.starts_with("refs/") {
         return vec![wanted.to_string()];
     }
-    vec![format!("refs/heads/{wanted}"), format!("refs/tags/{wanted}")]
+    vec![
+        format!("refs/heads/{wanted}"),
+        format!("refs/tags/{wanted}"),
+    ]
 }
 
 /// Where the cache keeps a remote ref: branches (and `HEAD`) under `refs/remotes/origin/`,
@@ -644,7 +647,11 @@ impl Remote<'_> {
         }
     }
 
-    fn cached_commit_id(&self, repo: &Repository, wanted: &str) -> Result<Option<Oid>, SourceError> {
+    fn cached_commit_id(
+        &self,
+        repo: &Repository,
+        wanted: &str,
+    ) -> Result<Option<Oid>, SourceError> {
         match repo.find_commit_by_prefix(wanted) {
             Ok(commit) => Ok(Some(commit.id())),
             Err(e) if e.code() == ErrorCode::Ambiguous => Err(SourceError::AmbiguousCommit {
@@ -684,7 +691,12 @@ impl Remote<'_> {
     }
 
     /// One `git fetch` of `refspecs`; `depth` 0 for everything.
-    fn download(&self, repo: &Repository, refspecs: &[&str], depth: i32) -> Result<(), git2::Error> {
+    fn download(
+        &self,
+        repo: &Repository,
+        refspecs: &[&str],
+        depth: i32,
+    ) -> Result<(), git2::Error> {
         let mut remote = repo.remote_anonymous(self.url)?;
         let mut options = FetchOptions::new();
         options.remote_callbacks(callbacks(repo));

@@ -149,7 +149,10 @@ impl Upstream {
         std::fs::create_dir_all(file.parent().unwrap()).unwrap();
         std::fs::write(&file, content).unwrap();
         git(&self.work, &["add", "-A"]);
-        git(&self.work, &["commit", "-qm", &format!("{path}: {content}")]);
+        git(
+            &self.work,
+            &["commit", "-qm", &format!("{path}: {content}")],
+        );
         self.head()
     }
 
