@@ -8,4 +8,5 @@ mod cli;
 mod dockerfile_corpus;
 mod jupyter_chain;
 mod registry;
+mod sources;
 mod warehouses;

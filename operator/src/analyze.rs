@@ -324,7 +324,7 @@ fn analyze_image(
     let content = source.read(&build.dockerfile).map_err(source_err)?;
     let display = match &build.source {
         Source::Path { raw, .. } => display_path(base_dir, raw, &build.dockerfile),
-        Source::Git { url, .. } => format!("{url}#{}", build.dockerfile),
+        Source::Git { url, .. } => format!("{}#{}", source::redact_url(url), build.dockerfile),
     };
     let analysis = dockerfile::analyze(&display, &content, &build.build_args);
     progress.advance(name);
@@ -703,7 +703,8 @@ fn source_state(
             ..SourceState::default()
         },
         Source::Git { url, reference } => SourceState {
-            git: Some(url.clone()),
+            // State is committed to git: never the URL's credentials.
+            git: Some(source::redact_url(url)),
             reference: reference.clone(),
             commit,
             dockerfile: dockerfile.to_string(),
