@@ -16,6 +16,7 @@
 pub mod analyze;
 pub mod cli;
 pub mod dockerfile;
+pub mod engine;
 pub mod enrollment;
 pub mod graph;
 pub mod kargo;
