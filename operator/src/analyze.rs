@@ -172,6 +172,29 @@ pub fn model(
     })
 }
 
+/// As [`model`], with the names the state files in `state_dir` already give to
+/// discovered bases (so the graph's names are the ones `analyze` writes).
+///
+/// # Errors
+///
+/// As [`model`], and [`AnalyzeError::State`] when a state file cannot be read.
+pub fn model_named(
+    path: &Path,
+    cache_dir: &Path,
+    state_dir: &Path,
+    progress: &dyn Progress,
+) -> Result<Model, AnalyzeError> {
+    let enrollment = enrollment::load(path)?;
+    let analyzed = read_sources(&enrollment, cache_dir, true, progress)?;
+    let names = known_names(&state::load_images(state_dir)?);
+    let graph = build_graph(&enrollment, &analyzed, &names);
+    Ok(Model {
+        enrollment,
+        analyzed,
+        graph,
+    })
+}
+
 /// Reads and analyzes the Dockerfile of every managed image (git sources only when
 /// `fetch_git`), by image name. Images of one git repository share its cache, so each
 /// repository is fetched by one task (once per ref); repositories and local sources are
@@ -519,12 +542,7 @@ fn migrate_runtime(state_dir: &Path, old: &state::Loaded) -> Result<Changes, Sta
         if state_dir.join(&rel).exists() {
             continue;
         }
-        let record = state::legacy::migrate(&parsed, legacy);
-        let text = record.render().map_err(|e| StateError::Render {
-            path: rel.clone(),
-            message: e.to_string(),
-        })?;
-        changes.write(rel, text);
+        state::stage_runtime(&mut changes, &state::legacy::migrate(&parsed, legacy))?;
     }
     Ok(changes)
 }

@@ -11,6 +11,7 @@ use std::time::SystemTime;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+pub mod decide;
 pub mod inspect;
 
 use crate::analyze::{self, AnalyzeError};

@@ -388,3 +388,79 @@ pub fn runtime_path(reference: &Reference) -> PathBuf {
 
 #[cfg(test)]
 mod tests;
+
+/// Reads the runtime record of every image of `graph` that has one, by image name;
+/// images without one are left out (the engine starts them empty).
+///
+/// # Errors
+///
+/// [`StateError::Read`], [`StateError::Corrupt`] (a record that does not parse, with
+/// line and column), [`StateError::WrongRecord`] when a file holds another reference's
+/// record.
+pub fn load_runtime(
+    store: &dyn StateStore,
+    graph: &crate::graph::Graph,
+) -> Result<BTreeMap<String, crate::runtime::ImageRuntime>, StateError> {
+    let mut out = BTreeMap::new();
+    for node in graph.nodes() {
+        let reference = node.reference.without_digest();
+        if let Some(record) = read_runtime(store, &reference)? {
+            out.insert(node.name.clone(), record);
+        }
+    }
+    Ok(out)
+}
+
+/// Reads the runtime record of `reference`; `None` when it has none yet.
+///
+/// # Errors
+///
+/// As [`load_runtime`].
+pub fn read_runtime(
+    store: &dyn StateStore,
+    reference: &Reference,
+) -> Result<Option<crate::runtime::ImageRuntime>, StateError> {
+    let rel = runtime_path(reference);
+    let Some(text) = store.read(&rel)? else {
+        return Ok(None);
+    };
+    let record =
+        crate::runtime::ImageRuntime::parse(&rel.display().to_string(), &text).map_err(|e| {
+            StateError::Corrupt {
+                path: rel.clone(),
+                message: e.to_string(),
+            }
+        })?;
+    let expected = reference.to_string();
+    if record.reference != expected {
+        return Err(StateError::WrongRecord {
+            path: rel,
+            expected,
+            found: record.reference,
+        });
+    }
+    Ok(Some(record))
+}
+
+/// Renders `record` into `changes` at its path ([`runtime_path`] of its reference).
+///
+/// # Errors
+///
+/// [`StateError::Render`] when the record's reference does not parse or the record
+/// cannot be rendered.
+pub fn stage_runtime(
+    changes: &mut Changes,
+    record: &crate::runtime::ImageRuntime,
+) -> Result<(), StateError> {
+    let reference = Reference::parse(&record.reference).map_err(|e| StateError::Render {
+        path: PathBuf::from(RUNTIME_DIR),
+        message: format!("runtime record of {:?}: {e}", record.reference),
+    })?;
+    let rel = runtime_path(&reference);
+    let text = record.render().map_err(|e| StateError::Render {
+        path: rel.clone(),
+        message: e.to_string(),
+    })?;
+    changes.write(rel, text);
+    Ok(())
+}
