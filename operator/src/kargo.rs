@@ -11,8 +11,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::enrollment::WarehouseConfig;
-use crate::registry::TagSelection;
 use crate::reference::Reference;
+use crate::registry::TagSelection;
 
 /// Kargo's API group and version.
 pub const API_VERSION: &str = "kargo.akuity.io/v1alpha1";

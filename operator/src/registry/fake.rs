@@ -207,12 +207,21 @@ mod tests {
         let fake = FakeRegistry::new();
         let python = r("python:3.12-slim");
         fake.set_digest(&python, AMD64);
-        assert_eq!(digest_via_task(fake.clone(), python.clone()).await.unwrap(), AMD64);
+        assert_eq!(
+            digest_via_task(fake.clone(), python.clone()).await.unwrap(),
+            AMD64
+        );
         fake.set_digest(&python, NEXT);
-        assert_eq!(digest_via_task(fake.clone(), python.clone()).await.unwrap(), NEXT);
+        assert_eq!(
+            digest_via_task(fake.clone(), python.clone()).await.unwrap(),
+            NEXT
+        );
         assert_eq!(
             fake.asked(),
-            ["docker.io/library/python:3.12-slim", "docker.io/library/python:3.12-slim"]
+            [
+                "docker.io/library/python:3.12-slim",
+                "docker.io/library/python:3.12-slim"
+            ]
         );
     }
 
@@ -243,8 +252,12 @@ mod tests {
     async fn an_index_resolves_with_normalized_platforms_and_pins_resolve_to_themselves() {
         let fake = FakeRegistry::new();
         let tool = r("ghcr.io/acme/tool:1");
-        fake.set_index(&tool, INDEX, &[("linux/amd64", AMD64), ("linux/arm64/v8", ARM64)])
-            .unwrap();
+        fake.set_index(
+            &tool,
+            INDEX,
+            &[("linux/amd64", AMD64), ("linux/arm64/v8", ARM64)],
+        )
+        .unwrap();
         let resolved = fake.resolve(&tool).await.unwrap();
         assert!(resolved.is_index());
         assert_eq!(resolved.digest, INDEX);
@@ -268,8 +281,12 @@ mod tests {
     async fn base_of_reads_the_platform_manifest_of_an_index() {
         let fake = FakeRegistry::new();
         let app = r("registry.example.com/team/app:1.0");
-        fake.set_index(&app, INDEX, &[("linux/amd64", AMD64), ("linux/arm64", ARM64)])
-            .unwrap();
+        fake.set_index(
+            &app,
+            INDEX,
+            &[("linux/amd64", AMD64), ("linux/arm64", ARM64)],
+        )
+        .unwrap();
         let base = BaseAnnotations {
             name: Some("docker.io/library/python:3.12-slim".into()),
             digest: Some(NEXT.into()),
@@ -290,11 +307,19 @@ mod tests {
         assert_eq!(arm.manifest_digest, ARM64);
         assert_eq!(arm.base, base);
         assert_eq!(arm.layers, [NEXT]);
-        let amd = fake.base_of(&pinned, &Platform::linux_amd64()).await.unwrap();
+        let amd = fake
+            .base_of(&pinned, &Platform::linux_amd64())
+            .await
+            .unwrap();
         assert_eq!(amd.manifest_digest, AMD64);
-        assert_eq!(amd.base, BaseAnnotations::default(), "no annotations recorded");
+        assert_eq!(
+            amd.base,
+            BaseAnnotations::default(),
+            "no annotations recorded"
+        );
         assert!(matches!(
-            fake.base_of(&pinned, &Platform::parse("linux/s390x").unwrap()).await,
+            fake.base_of(&pinned, &Platform::parse("linux/s390x").unwrap())
+                .await,
             Err(RegistryError::PlatformNotFound { .. })
         ));
     }

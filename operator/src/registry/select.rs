@@ -320,11 +320,7 @@ impl CompiledSelection {
             .admitted(tags)
             .into_iter()
             .filter_map(|t| parse_tag_version(t, self.strict_semvers).map(|v| (v, t)))
-            .filter(|(v, _)| {
-                self.constraint
-                    .as_ref()
-                    .is_none_or(|(_, c)| c.matches(v))
-            })
+            .filter(|(v, _)| self.constraint.as_ref().is_none_or(|(_, c)| c.matches(v)))
             .collect();
         versions.sort_by(|(va, ta), (vb, tb)| vb.cmp(va).then_with(|| tb.cmp(ta)));
         versions.into_iter().map(|(_, t)| t.to_owned()).collect()
