@@ -317,7 +317,7 @@ impl RegistryClient {
     ///
     /// Source: containerd/Docker `registry-mirrors` semantics (mirrors are tried in
     /// order, the upstream registry last).
-    async fn from_read_hosts<T, F, Fut>(
+    async fn on_read_hosts<T, F, Fut>(
         &self,
         reference: &Reference,
         mut attempt: F,
@@ -674,7 +674,7 @@ impl RegistryClient {
             .to_owned();
         let target = &target;
         let head = self
-            .from_read_hosts(reference, |host| async move {
+            .on_read_hosts(reference, |host| async move {
                 let url = format!(
                     "{}/v2/{}/manifests/{}",
                     host.base,
@@ -773,7 +773,7 @@ impl RegistryClient {
             _ => ("manifests", Some(MANIFEST_ACCEPT)),
         };
         let bytes = self
-            .from_read_hosts(reference, |host| async move {
+            .on_read_hosts(reference, |host| async move {
                 let url = format!(
                     "{}/v2/{}/{segment}/{digest}",
                     host.base,
