@@ -336,7 +336,7 @@ async fn selection_strategies_follow_kargo_semantics() {
         ..TagSelection::default()
     };
     let picked = client
-        .select(&many, &semver.compile().unwrap(), None)
+        .select(&many, &semver.compile().unwrap())
         .await
         .unwrap();
     let tags: Vec<&str> = picked.iter().map(|p| p.tag.as_str()).collect();
@@ -347,12 +347,12 @@ async fn selection_strategies_follow_kargo_semantics() {
         .all(|p| p.digest == image_factory::registry::digest::sha256_digest(&seed)));
 
     let lenient = TagSelection {
-        strict_semvers: false,
+        strict_semvers: Some(false),
         constraint: Some(">=2".into()),
         ..TagSelection::default()
     };
     let picked = client
-        .select(&many, &lenient.compile().unwrap(), None)
+        .select(&many, &lenient.compile().unwrap())
         .await
         .unwrap();
     assert_eq!(
@@ -367,7 +367,7 @@ async fn selection_strategies_follow_kargo_semantics() {
         ..TagSelection::default()
     };
     let picked = client
-        .select(&many, &lexical.compile().unwrap(), None)
+        .select(&many, &lexical.compile().unwrap())
         .await
         .unwrap();
     assert_eq!(
@@ -384,7 +384,6 @@ async fn selection_strategies_follow_kargo_semantics() {
         .select(
             &r(&f.registry.host, "library/alpine"),
             &digest.compile().unwrap(),
-            None,
         )
         .await
         .unwrap();
@@ -405,7 +404,6 @@ async fn selection_strategies_follow_kargo_semantics() {
         .select(
             &r(&f.registry.host, "builds/app"),
             &newest.compile().unwrap(),
-            None,
         )
         .await
         .unwrap();
@@ -433,7 +431,7 @@ async fn newest_build_warm_scan_reads_no_metadata_again() {
     .compile()
     .unwrap();
     let repo = r(&proxy.host, "builds/app");
-    let cold = client.select(&repo, &newest, None).await.unwrap();
+    let cold = client.select(&repo, &newest).await.unwrap();
     assert_eq!(cold[0].tag, "x-9");
     assert_eq!(
         proxy.count("GET", "/blobs/"),
@@ -442,7 +440,7 @@ async fn newest_build_warm_scan_reads_no_metadata_again() {
     );
     proxy.reset_seen();
     client.new_scan();
-    let warm = client.select(&repo, &newest, None).await.unwrap();
+    let warm = client.select(&repo, &newest).await.unwrap();
     assert_eq!(warm, cold);
     assert_eq!(
         proxy.count("GET", "/blobs/") + proxy.count("GET", "/manifests/"),
@@ -935,32 +933,31 @@ async fn selection_skips_images_without_the_requested_platform() {
     let f = fixture();
     let client = open_client();
     let repo = r(&f.registry.host, "multi/tool");
-    let arm64 = Platform::parse("linux/arm64/v8").unwrap();
+    let on = |strategy, platform: Option<&str>| {
+        TagSelection {
+            image_selection_strategy: strategy,
+            platform: platform.map(str::to_owned),
+            ..TagSelection::default()
+        }
+        .compile()
+        .unwrap()
+    };
     let tags = |picked: Vec<image_factory::registry::SelectedImage>| {
         picked.into_iter().map(|p| p.tag).collect::<Vec<_>>()
     };
-    let lexical = TagSelection {
-        image_selection_strategy: SelectionStrategy::Lexical,
-        ..TagSelection::default()
-    }
-    .compile()
-    .unwrap();
+    let lexical = on(SelectionStrategy::Lexical, None);
     assert_eq!(
-        tags(client.select(&repo, &lexical, None).await.unwrap()),
+        tags(client.select(&repo, &lexical).await.unwrap()),
         ["arm64", "amd64", "1.0"]
     );
+    let lexical_arm64 = on(SelectionStrategy::Lexical, Some("linux/arm64/v8"));
     assert_eq!(
-        tags(client.select(&repo, &lexical, Some(&arm64)).await.unwrap()),
+        tags(client.select(&repo, &lexical_arm64).await.unwrap()),
         ["arm64", "1.0"],
         "the amd64-only image is skipped"
     );
-    let newest = TagSelection {
-        image_selection_strategy: SelectionStrategy::NewestBuild,
-        ..TagSelection::default()
-    }
-    .compile()
-    .unwrap();
-    let picked = client.select(&repo, &newest, Some(&arm64)).await.unwrap();
+    let newest = on(SelectionStrategy::NewestBuild, Some("linux/arm64/v8"));
+    let picked = client.select(&repo, &newest).await.unwrap();
     assert_eq!(
         picked.iter().map(|p| p.tag.as_str()).collect::<Vec<_>>(),
         ["arm64", "1.0"]

@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::enrollment::{SelectionStrategy, WarehouseConfig};
+use crate::enrollment::WarehouseConfig;
 use crate::reference::Reference;
+use crate::registry::TagSelection;
 
 /// Kargo's API group and version.
 pub const API_VERSION: &str = "kargo.akuity.io/v1alpha1";
@@ -71,32 +72,56 @@ pub struct Subscription {
     pub image: ImageSubscription,
 }
 
-/// Kargo's image subscription (`image.json`, `additionalProperties: false`).
+/// Kargo's image subscription (`image.json`, `additionalProperties: false`): the
+/// repository plus the one model of what to select from it, [`TagSelection`], whose
+/// fields are flattened after `repoURL` exactly as Kargo spells them.
+///
+/// This is also what our own watcher applies: [`Self::selection`] is the
+/// [`TagSelection`] to compile, so the watcher and Kargo cannot read different settings
+/// from the same enrollment. Kargo's defaults for omitted fields are the
+/// `registry::select::KARGO_DEFAULT_*` constants.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
 pub struct ImageSubscription {
-    /// Repository without tag.
+    /// Repository without tag (`docker.io/library/python`).
     #[serde(rename = "repoURL")]
     pub repo_url: String,
-    /// `Digest`, `SemVer`, `Lexical` or `NewestBuild`.
-    pub image_selection_strategy: SelectionStrategy,
-    /// For `Digest` the tag followed; for `SemVer` the range.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub constraint: Option<String>,
-    /// Allowed tag patterns.
-    #[serde(skip_serializing_if = "Vec::is_empty", default)]
-    pub allow_tags_regexes: Vec<String>,
-    /// Ignored tag patterns.
-    #[serde(skip_serializing_if = "Vec::is_empty", default)]
-    pub ignore_tags_regexes: Vec<String>,
-    /// `os/arch`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub platform: Option<String>,
-    /// 1–100.
-    pub discovery_limit: u32,
-    /// `SemVer` only.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub strict_semvers: Option<bool>,
+    /// Strategy, constraint, tag regexes, platform, `discoveryLimit`, `strictSemvers`.
+    #[serde(flatten)]
+    pub selection: TagSelection,
+}
+
+impl ImageSubscription {
+    /// The tag selection the watcher applies for this subscription.
+    pub fn selection(&self) -> &TagSelection {
+        &self.selection
+    }
+}
+
+impl From<&WarehouseConfig> for TagSelection {
+    /// The enrollment's validated settings as a tag selection. Every field is copied
+    /// as configured; omitted ones keep Kargo's defaults inside [`TagSelection`], so
+    /// this conversion and the Warehouse ([`ImageSubscription::from`]) cannot disagree.
+    fn from(config: &WarehouseConfig) -> Self {
+        TagSelection {
+            image_selection_strategy: config.image_selection_strategy,
+            constraint: config.constraint.clone(),
+            allow_tags_regexes: config.allow_tags_regexes.clone(),
+            ignore_tags_regexes: config.ignore_tags_regexes.clone(),
+            platform: config.platform.clone(),
+            discovery_limit: config.discovery_limit,
+            strict_semvers: config.strict_semvers,
+        }
+    }
+}
+
+impl From<&WarehouseConfig> for ImageSubscription {
+    /// The subscription written into the Warehouse for an enrollment's settings.
+    fn from(config: &WarehouseConfig) -> Self {
+        ImageSubscription {
+            repo_url: config.repo_url.clone(),
+            selection: TagSelection::from(config),
+        }
+    }
 }
 
 /// The Warehouse that watches `reference` for image `name` with `config`, in Kargo
@@ -125,16 +150,7 @@ pub fn warehouse(
             interval: go_duration(config.interval),
             freight_creation_policy: "Automatic".to_string(),
             subscriptions: vec![Subscription {
-                image: ImageSubscription {
-                    repo_url: config.repo_url.clone(),
-                    image_selection_strategy: config.image_selection_strategy,
-                    constraint: config.constraint.clone(),
-                    allow_tags_regexes: config.allow_tags_regexes.clone(),
-                    ignore_tags_regexes: config.ignore_tags_regexes.clone(),
-                    platform: config.platform.clone(),
-                    discovery_limit: config.discovery_limit,
-                    strict_semvers: config.strict_semvers,
-                },
+                image: ImageSubscription::from(config),
             }],
         },
     }
@@ -155,7 +171,7 @@ pub fn go_duration(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::enrollment::DEFAULT_INTERVAL;
+    use crate::enrollment::{SelectionStrategy, DEFAULT_INTERVAL};
 
     #[test]
     fn go_durations() {

@@ -31,10 +31,10 @@ pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(300);
 /// Platform written into every Warehouse unless configured: Kargo's own default is the
 /// controller's platform, which silently changes with where Kargo runs.
 pub const DEFAULT_PLATFORM: &str = "linux/amd64";
-/// Kargo's default and maximum `discoveryLimit` (Kargo `image.json` schema: 1–100, default 20).
-pub const DEFAULT_DISCOVERY_LIMIT: u32 = 20;
-/// Largest `discoveryLimit` Kargo accepts.
-pub const MAX_DISCOVERY_LIMIT: u32 = 100;
+/// Kargo's default `discoveryLimit` (defined once, with its source, in `registry::select`).
+pub use crate::registry::select::KARGO_DEFAULT_DISCOVERY_LIMIT as DEFAULT_DISCOVERY_LIMIT;
+/// Largest `discoveryLimit` Kargo accepts (defined once in `registry::select`).
+pub use crate::registry::select::KARGO_MAX_DISCOVERY_LIMIT as MAX_DISCOVERY_LIMIT;
 
 static NAME: LazyLock<Regex> = LazyLock::new(|| {
     #[allow(clippy::expect_used)] // constant pattern, covered by tests
@@ -113,6 +113,8 @@ impl RebuildPolicy {
 }
 
 /// Validated Kargo image-subscription settings (Kargo's field names in the Warehouse).
+/// `kargo::ImageSubscription::from` and `TagSelection::from` turn it into the Warehouse
+/// subscription and the selection our watcher applies (one conversion each).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WarehouseConfig {
     /// Repository watched, without tag (`docker.io/library/python`).
@@ -129,7 +131,8 @@ pub struct WarehouseConfig {
     pub platform: Option<String>,
     /// Most revisions discovered per check (1–100).
     pub discovery_limit: u32,
-    /// `SemVer` only: require major.minor.patch.
+    /// `SemVer` only: require major.minor.patch; `None` leaves it out of the Warehouse
+    /// and Kargo's default (`true`) applies.
     pub strict_semvers: Option<bool>,
     /// Polling interval.
     pub interval: Duration,

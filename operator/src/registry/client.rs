@@ -193,6 +193,13 @@ impl Fetched {
     fn header(&self, name: impl reqwest::header::AsHeaderName) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
+
+    /// The media type of `Content-Type`, parameters (`; charset=…`) dropped
+    /// (RFC 9110 §8.3.1: `type/subtype *( OWS ";" OWS parameter )`).
+    fn media_type(&self) -> Option<String> {
+        self.header(CONTENT_TYPE)
+            .map(|v| v.split(';').next().unwrap_or(v).trim().to_owned())
+    }
 }
 
 #[derive(Debug, Default)]
@@ -303,6 +310,43 @@ impl RegistryClient {
     /// Sends one request with retries: waits for the budget, retries `429` (honouring
     /// `Retry-After`), `5xx`, timeouts and cut bodies with jittered exponential backoff,
     /// up to `maxAttempts`. Returns any other response, fully read.
+    /// Runs `attempt` against the hosts serving reads of `reference`'s registry, mirrors
+    /// first, and returns the first success. A failing mirror is logged and the next
+    /// host tried; when every host fails, the last (the registry's own) error is
+    /// returned, so a mirror outage never hides what the registry itself said.
+    ///
+    /// Source: containerd/Docker `registry-mirrors` semantics (mirrors are tried in
+    /// order, the upstream registry last).
+    async fn on_read_hosts<T, F, Fut>(
+        &self,
+        reference: &Reference,
+        mut attempt: F,
+    ) -> Result<T, RegistryError>
+    where
+        F: FnMut(Arc<Host>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, RegistryError>>,
+    {
+        let hosts = self.read_hosts(reference.registry())?;
+        let count = hosts.len();
+        let mut last = None;
+        for (i, host) in hosts.into_iter().enumerate() {
+            let name = host.name.clone();
+            match attempt(host).await {
+                Ok(value) => return Ok(value),
+                Err(e) => {
+                    if i + 1 < count {
+                        warn!(mirror = %name, registry = %reference.registry(), error = %e, "mirror failed, falling back");
+                    }
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| RegistryError::NotFound {
+            registry: reference.registry().to_owned(),
+            what: format!("repository {}", reference.repository()),
+        }))
+    }
+
     async fn execute(
         &self,
         host: &Host,
@@ -628,52 +672,42 @@ impl RegistryClient {
             .or(reference.tag())
             .unwrap_or("latest")
             .to_owned();
-        let hosts = self.read_hosts(reference.registry())?;
-        let mut outcome = Err(RegistryError::NotFound {
-            registry: reference.registry().to_owned(),
-            what: format!("manifest {}", reference.repository()),
-        });
-        for (i, host) in hosts.iter().enumerate() {
-            let is_last = i + 1 == hosts.len();
-            let url = format!(
-                "{}/v2/{}/manifests/{}",
-                host.base,
-                reference.repository(),
-                target
-            );
-            let result = self
-                .request(
-                    host,
+        let target = &target;
+        let head = self
+            .on_read_hosts(reference, |host| async move {
+                let url = format!(
+                    "{}/v2/{}/manifests/{}",
+                    host.base,
                     reference.repository(),
-                    Kind::ManifestHead,
-                    Method::HEAD,
-                    &url,
-                    Some(MANIFEST_ACCEPT),
-                )
-                .await;
-            outcome = match result {
-                Ok(f) if f.status.is_success() => self.head_answer(host, reference, &url, &f).await,
-                Ok(f) if f.status == StatusCode::NOT_FOUND => Err(RegistryError::NotFound {
-                    registry: host.name.clone(),
-                    what: format!("manifest {}:{}", reference.repository(), target),
-                }),
-                Ok(f) => Err(RegistryError::UnexpectedStatus {
-                    registry: host.name.clone(),
-                    method: "HEAD".to_owned(),
-                    path: format!("/v2/{}/manifests/{}", reference.repository(), target),
-                    status: f.status.as_u16(),
-                }),
-                Err(e) => Err(e),
-            };
-            match &outcome {
-                Ok(_) => break,
-                Err(e) if !is_last => {
-                    warn!(mirror = %host.name, registry = %reference.registry(), error = %e, "mirror failed, falling back");
+                    target
+                );
+                let f = self
+                    .request(
+                        &host,
+                        reference.repository(),
+                        Kind::ManifestHead,
+                        Method::HEAD,
+                        &url,
+                        Some(MANIFEST_ACCEPT),
+                    )
+                    .await?;
+                if f.status.is_success() {
+                    self.head_answer(&host, reference, &url, &f).await
+                } else if f.status == StatusCode::NOT_FOUND {
+                    Err(RegistryError::NotFound {
+                        registry: host.name.clone(),
+                        what: format!("manifest {}:{}", reference.repository(), target),
+                    })
+                } else {
+                    Err(RegistryError::UnexpectedStatus {
+                        registry: host.name.clone(),
+                        method: "HEAD".to_owned(),
+                        path: format!("/v2/{}/manifests/{}", reference.repository(), target),
+                        status: f.status.as_u16(),
+                    })
                 }
-                Err(_) => {}
-            }
-        }
-        let head = outcome?;
+            })
+            .await?;
         self.inner.tags.put(key, head.clone());
         Ok(head)
     }
@@ -685,10 +719,7 @@ impl RegistryClient {
         url: &str,
         fetched: &Fetched,
     ) -> Result<ManifestHead, RegistryError> {
-        let media_type = fetched
-            .header(CONTENT_TYPE)
-            .map(|v| v.split(';').next().unwrap_or(v).trim().to_owned())
-            .unwrap_or_default();
+        let media_type = fetched.media_type().unwrap_or_default();
         if let Some(digest) = fetched.header("docker-content-digest") {
             return Ok(ManifestHead {
                 digest: digest.trim().to_owned(),
@@ -721,10 +752,7 @@ impl RegistryClient {
             });
         }
         let digest = digest::sha256_digest(&got.body);
-        let media_type = got
-            .header(CONTENT_TYPE)
-            .map(|v| v.split(';').next().unwrap_or(v).trim().to_owned())
-            .unwrap_or(media_type);
+        let media_type = got.media_type().unwrap_or(media_type);
         self.inner.content.put(&digest, Arc::new(got.body));
         Ok(ManifestHead { digest, media_type })
     }
@@ -744,29 +772,24 @@ impl RegistryClient {
             Kind::BlobGet => ("blobs", None),
             _ => ("manifests", Some(MANIFEST_ACCEPT)),
         };
-        let hosts = self.read_hosts(reference.registry())?;
-        let mut outcome = Err(RegistryError::NotFound {
-            registry: reference.registry().to_owned(),
-            what: format!("{segment} {digest}"),
-        });
-        for (i, host) in hosts.iter().enumerate() {
-            let url = format!(
-                "{}/v2/{}/{segment}/{digest}",
-                host.base,
-                reference.repository()
-            );
-            outcome = match self
-                .request(
-                    host,
-                    reference.repository(),
-                    kind,
-                    Method::GET,
-                    &url,
-                    accept,
-                )
-                .await
-            {
-                Ok(f) if f.status.is_success() => {
+        let bytes = self
+            .on_read_hosts(reference, |host| async move {
+                let url = format!(
+                    "{}/v2/{}/{segment}/{digest}",
+                    host.base,
+                    reference.repository()
+                );
+                let f = self
+                    .request(
+                        &host,
+                        reference.repository(),
+                        kind,
+                        Method::GET,
+                        &url,
+                        accept,
+                    )
+                    .await?;
+                if f.status.is_success() {
                     if digest::matches(digest, &f.body) {
                         Ok(f.body)
                     } else {
@@ -776,28 +799,22 @@ impl RegistryClient {
                             actual: digest::sha256_digest(&f.body),
                         })
                     }
+                } else if f.status == StatusCode::NOT_FOUND {
+                    Err(RegistryError::NotFound {
+                        registry: host.name.clone(),
+                        what: format!("{segment} {}@{digest}", reference.repository()),
+                    })
+                } else {
+                    Err(RegistryError::UnexpectedStatus {
+                        registry: host.name.clone(),
+                        method: "GET".to_owned(),
+                        path: format!("/v2/{}/{segment}/{digest}", reference.repository()),
+                        status: f.status.as_u16(),
+                    })
                 }
-                Ok(f) if f.status == StatusCode::NOT_FOUND => Err(RegistryError::NotFound {
-                    registry: host.name.clone(),
-                    what: format!("{segment} {}@{digest}", reference.repository()),
-                }),
-                Ok(f) => Err(RegistryError::UnexpectedStatus {
-                    registry: host.name.clone(),
-                    method: "GET".to_owned(),
-                    path: format!("/v2/{}/{segment}/{digest}", reference.repository()),
-                    status: f.status.as_u16(),
-                }),
-                Err(e) => Err(e),
-            };
-            match &outcome {
-                Ok(_) => break,
-                Err(e) if i + 1 < hosts.len() => {
-                    warn!(mirror = %host.name, registry = %reference.registry(), error = %e, "mirror failed, falling back");
-                }
-                Err(_) => {}
-            }
-        }
-        let bytes = Arc::new(outcome?);
+            })
+            .await?;
+        let bytes = Arc::new(bytes);
         self.inner.content.put(digest, bytes.clone());
         Ok(bytes)
     }
@@ -1041,10 +1058,12 @@ impl RegistryClient {
     ///   distinct digest (manifest and config by digest, cached across scans), so a
     ///   warm scan costs the listing plus one `HEAD` per admitted tag.
     ///
-    /// With `platform` (Kargo's `platform`, `os/arch[/variant]`), images that do not
-    /// offer it are skipped: an index must list it, a single manifest's config must
-    /// name it. Without it, every image is kept and `NewestBuild` reads `created` from
-    /// the `linux/amd64` manifest of an index.
+    /// With the selection's `platform` (Kargo's `platform`, `os/arch[/variant]`), images
+    /// that do not offer it are skipped: an index must list it, a single manifest's
+    /// config must name it. Without it, every image is kept and `NewestBuild` reads
+    /// `created` from the `linux/amd64` manifest of an index. The platform is part of
+    /// the selection (not a separate argument) so the watcher applies exactly the
+    /// subscription written into the Warehouse.
     ///
     /// # Errors
     /// Those of [`Self::list_tags`] and [`Self::resolve`].
@@ -1052,8 +1071,8 @@ impl RegistryClient {
         &self,
         repository: &Reference,
         selection: &CompiledSelection,
-        platform: Option<&Platform>,
     ) -> Result<Vec<SelectedImage>, RegistryError> {
+        let platform = selection.platform();
         let tagged = |tag: &str| repository.without_digest().with_tag(tag);
         let limit = selection.limit();
         let ordered: Vec<String> = match selection.strategy() {

@@ -1,17 +1,27 @@
 //! Tag selection strategies with Kargo's names and semantics (pure, no I/O).
 //!
-//! Source: Kargo `ImageSubscription` (`kargo/schemas/image.json`, Kargo docs "Image
+//! Source: Kargo `ImageSubscription` (`pkg/subscription/schemas/image.json`, the schema
+//! Kargo's admission webhook checks Warehouse subscriptions against; Kargo docs "Image
 //! Selection Strategies"): `imageSelectionStrategy` is one of `Digest` (follow one mutable
-//! tag named by `constraint`), `SemVer` (default; newest semantic version satisfying
-//! `constraint`, Masterminds constraint syntax; `strictSemvers`, default `true`, admits
-//! only tags with major, minor and patch), `Lexical` (lexically greatest tag) and
-//! `NewestBuild` (most recent image `created`). `allowTagsRegexes` / `ignoreTagsRegexes`
-//! filter tags first; `discoveryLimit` (default 20, 1–100) caps how many are reported.
+//! tag named by `constraint`), `SemVer` (newest semantic version satisfying `constraint`,
+//! Masterminds constraint syntax; `strictSemvers` admits only tags with major, minor and
+//! patch), `Lexical` (lexically greatest tag) and `NewestBuild` (most recent image
+//! `created`). `allowTagsRegexes` / `ignoreTagsRegexes` filter tags first; `platform`
+//! drops images that do not offer it; `discoveryLimit` caps how many are reported.
+//!
+//! Kargo's defaults for omitted fields live here and only here ([`KARGO_DEFAULT_STRATEGY`],
+//! [`KARGO_DEFAULT_STRICT_SEMVERS`], [`KARGO_DEFAULT_DISCOVERY_LIMIT`],
+//! [`KARGO_MAX_DISCOVERY_LIMIT`]); the enrollment, the Warehouse we write and our own
+//! watcher all take them from these constants, and [`TagSelection`] is the one model of
+//! the selection part of a subscription (`kargo::ImageSubscription` is a `repoURL` plus a
+//! flattened [`TagSelection`]).
 
 use std::cmp::Ordering;
 
 use regex::Regex;
 use serde::{Deserialize, Serialize};
+
+use super::platform::{Platform, PlatformError};
 
 /// Tag selection was configured wrongly.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -41,20 +51,41 @@ pub enum SelectionError {
         /// The value given.
         limit: u32,
     },
+    /// `platform` is not `os/arch[/variant]`.
+    #[error(transparent)]
+    InvalidPlatform(#[from] PlatformError),
 }
 
+/// Kargo's `imageSelectionStrategy` when the field is omitted (`image.json`:
+/// `"default": "SemVer"`). Our enrollment deliberately writes `Digest` instead (follow the
+/// image's own tag), but always writes the field, so this default only applies to
+/// subscriptions read back without one.
+pub const KARGO_DEFAULT_STRATEGY: SelectionStrategy = SelectionStrategy::SemVer;
+/// Kargo's `strictSemvers` when omitted (`image.json`: `"default": true`).
+pub const KARGO_DEFAULT_STRICT_SEMVERS: bool = true;
+/// Kargo's `discoveryLimit` when omitted (`image.json`: `"default": 20`).
+pub const KARGO_DEFAULT_DISCOVERY_LIMIT: u32 = 20;
+/// Largest `discoveryLimit` Kargo accepts (`image.json`: `"minimum": 1, "maximum": 100`).
+pub const KARGO_MAX_DISCOVERY_LIMIT: u32 = 100;
+
 /// Kargo's `imageSelectionStrategy`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SelectionStrategy {
     /// Follow the digest of one mutable tag (`constraint` names the tag).
     Digest,
     /// Newest semantic version satisfying `constraint`.
-    #[default]
     SemVer,
     /// Lexically greatest tag.
     Lexical,
     /// Most recently built image (config `created`).
     NewestBuild,
+}
+
+impl Default for SelectionStrategy {
+    /// [`KARGO_DEFAULT_STRATEGY`].
+    fn default() -> Self {
+        KARGO_DEFAULT_STRATEGY
+    }
 }
 
 impl SelectionStrategy {
@@ -81,47 +112,62 @@ pub fn check_semver_constraint(constraint: &str) -> Result<(), SelectionError> {
     Constraint::parse(constraint).map(|_| ())
 }
 
-/// The selection part of a Kargo image subscription, with Kargo's field names.
+/// The selection part of a Kargo image subscription (everything but `repoURL` and
+/// Kargo-side caching), with Kargo's field names and Kargo's defaults for omitted fields.
+///
+/// Field order is the order written into Warehouses (`kargo::ImageSubscription`
+/// flattens this struct after `repoURL`); optional fields are omitted when unset, so a
+/// Warehouse carries exactly what was configured.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TagSelection {
-    /// Strategy; default `SemVer`.
-    #[serde(default)]
+    /// Strategy; [`KARGO_DEFAULT_STRATEGY`] (`SemVer`) when omitted.
+    #[serde(default = "default_strategy")]
     pub image_selection_strategy: SelectionStrategy,
-    /// Strategy-specific: the tag for `Digest`, a semver range for `SemVer`.
+    /// Strategy-specific: the tag for `Digest`, a semver range for `SemVer`; ignored by
+    /// `Lexical` and `NewestBuild`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub constraint: Option<String>,
-    /// `SemVer` only: admit only `major.minor.patch` tags. Default `true`.
-    #[serde(default = "default_true")]
-    pub strict_semvers: bool,
     /// A tag must match at least one of these (when any are given).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow_tags_regexes: Vec<String>,
     /// A tag matching any of these is ignored.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ignore_tags_regexes: Vec<String>,
-    /// At most this many candidates are reported, best first. Default 20, 1–100.
+    /// `os/arch` an image must offer to be selected. Unset, Kargo uses its controller's
+    /// platform and our watcher keeps images of any platform, which is why the
+    /// enrollment always sets it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
+    /// At most this many candidates are reported, best first, 1–100;
+    /// [`KARGO_DEFAULT_DISCOVERY_LIMIT`] when omitted.
     #[serde(default = "default_discovery_limit")]
     pub discovery_limit: u32,
+    /// `SemVer` only: admit only `major.minor.patch` tags. `None` (omitted) means
+    /// [`KARGO_DEFAULT_STRICT_SEMVERS`]; see [`Self::strict_semvers`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strict_semvers: Option<bool>,
 }
 
-fn default_true() -> bool {
-    true
+fn default_strategy() -> SelectionStrategy {
+    KARGO_DEFAULT_STRATEGY
 }
 
 fn default_discovery_limit() -> u32 {
-    20
+    KARGO_DEFAULT_DISCOVERY_LIMIT
 }
 
 impl Default for TagSelection {
+    /// What Kargo applies to a subscription that sets nothing but `repoURL`.
     fn default() -> Self {
         Self {
-            image_selection_strategy: SelectionStrategy::SemVer,
+            image_selection_strategy: KARGO_DEFAULT_STRATEGY,
             constraint: None,
-            strict_semvers: true,
             allow_tags_regexes: Vec::new(),
             ignore_tags_regexes: Vec::new(),
-            discovery_limit: default_discovery_limit(),
+            platform: None,
+            discovery_limit: KARGO_DEFAULT_DISCOVERY_LIMIT,
+            strict_semvers: None,
         }
     }
 }
@@ -131,21 +177,29 @@ impl Default for TagSelection {
 pub struct CompiledSelection {
     strategy: SelectionStrategy,
     digest_tag: Option<String>,
-    constraint: Option<Constraint>,
+    /// The `SemVer` range as written, with its parsed form.
+    constraint: Option<(String, Constraint)>,
     strict_semvers: bool,
     allow: Vec<Regex>,
     ignore: Vec<Regex>,
+    platform: Option<Platform>,
     limit: usize,
 }
 
 impl TagSelection {
+    /// `strictSemvers` as Kargo applies it: the configured value, else
+    /// [`KARGO_DEFAULT_STRICT_SEMVERS`].
+    pub fn strict_semvers(&self) -> bool {
+        self.strict_semvers.unwrap_or(KARGO_DEFAULT_STRICT_SEMVERS)
+    }
+
     /// Validates and compiles.
     ///
     /// # Errors
-    /// [`SelectionError`] for bad regexes, constraints, a `Digest` strategy without a tag,
-    /// or a `discoveryLimit` outside 1–100.
+    /// [`SelectionError`] for bad regexes, constraints, platforms, a `Digest` strategy
+    /// without a tag, or a `discoveryLimit` outside 1–100.
     pub fn compile(&self) -> Result<CompiledSelection, SelectionError> {
-        if !(1..=100).contains(&self.discovery_limit) {
+        if !(1..=KARGO_MAX_DISCOVERY_LIMIT).contains(&self.discovery_limit) {
             return Err(SelectionError::DiscoveryLimitOutOfRange {
                 limit: self.discovery_limit,
             });
@@ -175,18 +229,22 @@ impl TagSelection {
                 ),
                 None,
             ),
-            SelectionStrategy::SemVer => {
-                (None, constraint_text.map(Constraint::parse).transpose()?)
-            }
+            SelectionStrategy::SemVer => (
+                None,
+                constraint_text
+                    .map(|c| Constraint::parse(c).map(|parsed| (c.to_owned(), parsed)))
+                    .transpose()?,
+            ),
             SelectionStrategy::Lexical | SelectionStrategy::NewestBuild => (None, None),
         };
         Ok(CompiledSelection {
             strategy: self.image_selection_strategy,
             digest_tag,
             constraint,
-            strict_semvers: self.strict_semvers,
+            strict_semvers: self.strict_semvers(),
             allow: compile_all(&self.allow_tags_regexes)?,
             ignore: compile_all(&self.ignore_tags_regexes)?,
+            platform: self.platform.as_deref().map(Platform::parse).transpose()?,
             limit: self.discovery_limit as usize,
         })
     }
@@ -196,6 +254,31 @@ impl CompiledSelection {
     /// The strategy.
     pub fn strategy(&self) -> SelectionStrategy {
         self.strategy
+    }
+
+    /// For `SemVer`: the range applied, as written (`None`: any version).
+    pub fn semver_constraint(&self) -> Option<&str> {
+        self.constraint.as_ref().map(|(text, _)| text.as_str())
+    }
+
+    /// Whether `SemVer` admits only `major.minor.patch` tags (default applied).
+    pub fn strict_semvers(&self) -> bool {
+        self.strict_semvers
+    }
+
+    /// `allowTagsRegexes` as compiled.
+    pub fn allow_patterns(&self) -> Vec<&str> {
+        self.allow.iter().map(Regex::as_str).collect()
+    }
+
+    /// `ignoreTagsRegexes` as compiled.
+    pub fn ignore_patterns(&self) -> Vec<&str> {
+        self.ignore.iter().map(Regex::as_str).collect()
+    }
+
+    /// The platform an image must offer (`None`: any).
+    pub fn platform(&self) -> Option<&Platform> {
+        self.platform.as_ref()
     }
 
     /// For `Digest`: the mutable tag to follow.
@@ -237,7 +320,7 @@ impl CompiledSelection {
             .admitted(tags)
             .into_iter()
             .filter_map(|t| parse_tag_version(t, self.strict_semvers).map(|v| (v, t)))
-            .filter(|(v, _)| self.constraint.as_ref().is_none_or(|c| c.matches(v)))
+            .filter(|(v, _)| self.constraint.as_ref().is_none_or(|(_, c)| c.matches(v)))
             .collect();
         versions.sort_by(|(va, ta), (vb, tb)| vb.cmp(va).then_with(|| tb.cmp(ta)));
         versions.into_iter().map(|(_, t)| t.to_owned()).collect()
@@ -586,7 +669,7 @@ mod tests {
     fn semver_sel(constraint: &str, strict: bool) -> CompiledSelection {
         TagSelection {
             constraint: Some(constraint.to_owned()).filter(|c| !c.is_empty()),
-            strict_semvers: strict,
+            strict_semvers: Some(strict),
             ..TagSelection::default()
         }
         .compile()
@@ -743,7 +826,15 @@ mod tests {
         )
         .unwrap();
         assert_eq!(sel.image_selection_strategy, SelectionStrategy::NewestBuild);
-        assert!(sel.strict_semvers);
+        assert_eq!(sel.strict_semvers, None);
+        assert!(sel.strict_semvers(), "Kargo's default applies when omitted");
         assert_eq!(sel.discovery_limit, 5);
+        assert_eq!(
+            serde_json::to_string(&sel).unwrap(),
+            r#"{"imageSelectionStrategy":"NewestBuild","allowTagsRegexes":["^v"],"discoveryLimit":5}"#,
+            "only what was configured is written back"
+        );
+        let empty: TagSelection = serde_json::from_str("{}").unwrap();
+        assert_eq!(empty, TagSelection::default());
     }
 }
