@@ -210,10 +210,19 @@ fn every_command_takes_the_file_as_f_or_positionally() {
         &["analyze", "--dry-run"],
     ];
     for command in commands {
-        for file in [&["-f", "custom.yaml"][..], &["--file", "custom.yaml"], &["custom.yaml"]] {
+        for file in [
+            &["-f", "custom.yaml"][..],
+            &["--file", "custom.yaml"],
+            &["custom.yaml"],
+        ] {
             let args: Vec<&str> = command.iter().chain(file).copied().collect();
             let out = image_factory(dir.path(), &args);
-            assert_eq!(out.status.code(), Some(0), "{args:?}: {}", text(&out.stderr));
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "{args:?}: {}",
+                text(&out.stderr)
+            );
         }
         let both: Vec<&str> = command
             .iter()
@@ -222,14 +231,21 @@ fn every_command_takes_the_file_as_f_or_positionally() {
             .collect();
         let out = image_factory(dir.path(), &both);
         assert_eq!(out.status.code(), Some(2), "{both:?} names two files");
-        assert!(text(&out.stderr).contains("cannot be used with"), "{both:?}");
+        assert!(
+            text(&out.stderr).contains("cannot be used with"),
+            "{both:?}"
+        );
     }
 }
 
 #[test]
 fn only_analyze_says_nothing_written() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("bad.yaml"), "version: 1\nimages:\n  - name: Bad\n    image: alpine\n").unwrap();
+    std::fs::write(
+        dir.path().join("bad.yaml"),
+        "version: 1\nimages:\n  - name: Bad\n    image: alpine\n",
+    )
+    .unwrap();
     for (args, writes) in [
         (&["graph", "missing.yaml"][..], false),
         (&["plan", "missing.yaml", "--update", "alpine"], false),
@@ -240,7 +256,11 @@ fn only_analyze_says_nothing_written() {
         let out = image_factory(dir.path(), args);
         let stderr = text(&out.stderr);
         assert_ne!(out.status.code(), Some(0), "{args:?}");
-        assert_eq!(stderr.contains("nothing written"), writes, "{args:?}: {stderr}");
+        assert_eq!(
+            stderr.contains("nothing written"),
+            writes,
+            "{args:?}: {stderr}"
+        );
     }
     let out = image_factory(dir.path(), &["graph", "missing.yaml"]);
     assert!(text(&out.stderr).contains("cannot read missing.yaml"));
@@ -265,7 +285,10 @@ fn command_line_paths_are_relative_to_the_working_directory_and_sources_to_the_f
     assert!(!dir.path().join("team/out").exists());
     for command in ["analyze", "validate", "graph", "plan"] {
         let out = image_factory(dir.path(), &[command, "--help"]);
-        let help = text(&out.stdout).split_whitespace().collect::<Vec<_>>().join(" ");
+        let help = text(&out.stdout)
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
         assert!(
             help.contains("relative to the working directory")
                 && help.contains("relative to the directory of images.yaml"),

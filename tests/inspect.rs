@@ -99,7 +99,10 @@ fn every_failed_reference_has_an_entry_in_json() {
     let entries = v.as_array().unwrap();
     assert_eq!(entries.len(), 2, "{v:#}");
     assert_eq!(entries[0]["reference"], good);
-    assert!(entries[0]["digest"].as_str().unwrap().starts_with("sha256:"));
+    assert!(entries[0]["digest"]
+        .as_str()
+        .unwrap()
+        .starts_with("sha256:"));
     assert_eq!(entries[1]["reference"], missing);
     assert_eq!(entries[1]["role"], "image");
     assert!(
@@ -117,7 +120,10 @@ fn a_missing_base_is_reported_as_the_base_not_as_the_image() {
     let out = inspect(&[&image, "--base", &base, "--output", "json"]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = text(&out.stderr);
-    assert!(stderr.contains(&format!("error: base {base}: ")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("error: base {base}: ")),
+        "{stderr}"
+    );
     assert!(
         !stderr.contains(&format!("error: {image}")),
         "the image itself was read: {stderr}"
@@ -126,7 +132,11 @@ fn a_missing_base_is_reported_as_the_base_not_as_the_image() {
     assert_eq!(v[0]["reference"], base);
     assert_eq!(v[0]["role"], "base");
     assert_eq!(v[1]["reference"], image);
-    assert_eq!(v[1]["stale"], serde_json::Value::Null, "unknown without a base");
+    assert_eq!(
+        v[1]["stale"],
+        serde_json::Value::Null,
+        "unknown without a base"
+    );
     // With a base that exists, staleness is decided (the image is the index's content).
     let out = inspect(&[
         &image,

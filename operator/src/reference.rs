@@ -137,7 +137,9 @@ pub enum ReferenceError {
         algorithm: String,
     },
     /// The repository path is longer than [`REPOSITORY_NAME_TOTAL_LENGTH_MAX`] bytes.
-    #[error("invalid image reference {raw:?}: repository path is {length} characters, longer than 255")]
+    #[error(
+        "invalid image reference {raw:?}: repository path is {length} characters, longer than 255"
+    )]
     NameTooLong {
         /// The reference as given.
         raw: String,
@@ -323,7 +325,7 @@ pub fn check_digest(digest: &str) -> Result<(), ReferenceError> {
     };
     if !DIGEST.is_match(digest) {
         return Err(bad(
-            "expected algorithm:hex, e.g. sha256:<64 hex digits>".to_string(),
+            "expected algorithm:hex, e.g. sha256:<64 hex digits>".to_string()
         ));
     }
     let (algorithm, hex) = digest.split_once(':').unwrap_or((digest, ""));

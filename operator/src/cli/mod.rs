@@ -329,9 +329,7 @@ fn report_analyze_error(e: &AnalyzeError, writes: Writes) -> u8 {
     match e {
         AnalyzeError::Enrollment(EnrollmentError::Invalid { file, diagnostics }) => {
             print_diagnostics(diagnostics, Format::Text);
-            eprintln!(
-                "{outcome}fix {file} (`image-factory validate {file}` lists every finding)"
-            );
+            eprintln!("{outcome}fix {file} (`image-factory validate {file}` lists every finding)");
         }
         other => {
             eprintln!("error: {other}");

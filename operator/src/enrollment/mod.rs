@@ -465,24 +465,34 @@ fn syntax_diagnostic(file: &str, text: &str, e: &serde_saphyr::Error) -> Diagnos
         serde_saphyr::Error::InvalidScalar { .. } | serde_saphyr::Error::Unexpected { .. }
     ) {
         if let Some(found) = scalar_at(text, at) {
-            message.push_str(&format!(", found {found:?}"));
+            message.push_str(&format!(", found {found}"));
         }
     }
     Diagnostic::error(file, at, message).hint(hint)
 }
 
-/// The plain scalar written at `at` (up to a flow delimiter or comment), if any.
+/// What is written at `at`: a quoted plain scalar (up to a flow delimiter or comment),
+/// `a list` or `a mapping`; `None` when nothing useful can be quoted.
 fn scalar_at(text: &str, at: Position) -> Option<String> {
-    let line = text.lines().nth(usize::try_from(at.line).ok()?.checked_sub(1)?)?;
+    let line = text
+        .lines()
+        .nth(usize::try_from(at.line).ok()?.checked_sub(1)?)?;
     let column = usize::try_from(at.column).ok()?.checked_sub(1)?;
     let rest: String = line.chars().skip(column).collect();
+    let rest = rest.trim_start();
+    if rest.starts_with('[') {
+        return Some("a list".to_string());
+    }
+    if rest.starts_with('{') {
+        return Some("a mapping".to_string());
+    }
     let value = rest
         .split([',', '}', ']', '#'])
         .next()
         .unwrap_or_default()
         .trim();
-    let starts_collection = value.starts_with(['{', '[', '-', '&', '*', '!', '|', '>']) && value.len() == 1;
-    (!value.is_empty() && !starts_collection && !value.ends_with(':')).then(|| value.chars().take(80).collect())
+    (!value.is_empty() && !value.ends_with(':'))
+        .then(|| format!("{:?}", value.chars().take(80).collect::<String>()))
 }
 
 /// The error under serde-saphyr's snippet and alias wrappers.
@@ -498,9 +508,13 @@ fn plain_yaml_error(e: &serde_saphyr::Error) -> (String, String) {
     use serde_saphyr::budget::BudgetBreach;
     use serde_saphyr::Error as E;
     use serde_saphyr::MessageFormatter as _;
-    let fix_yaml = "fix the YAML syntax here (indentation, a missing ':' or an unclosed quote or bracket)".to_string();
+    let fix_yaml =
+        "fix the YAML syntax here (indentation, a missing ':' or an unclosed quote or bracket)"
+            .to_string();
     match e {
-        E::SerdeUnknownField { field, expected, .. } => (
+        E::SerdeUnknownField {
+            field, expected, ..
+        } => (
             format!("unknown key {field:?}"),
             format!("known keys here: {}", expected.join(", ")),
         ),
@@ -644,7 +658,8 @@ fn plain_found(unexpected: &str) -> String {
 fn clean_library_text(text: &str) -> String {
     static LOCATION: LazyLock<Regex> = LazyLock::new(|| {
         #[allow(clippy::expect_used)] // constant pattern, covered by tests
-        Regex::new(r"(?i)\s*(,\s*)?(at\s+)?line\s+\d+,?\s+column\s+\d+:?\s*").expect("valid location regex")
+        Regex::new(r"(?i)\s*(,\s*)?(at\s+)?line\s+\d+,?\s+column\s+\d+:?\s*")
+            .expect("valid location regex")
     });
     let first = text.lines().next().unwrap_or_default();
     let without = LOCATION.replace_all(first, " ");
@@ -935,7 +950,9 @@ impl Checker<'_> {
                 self.error(
                     m.at,
                     format!("maxAttempts {} out of range", m.value),
-                    format!("write 1 to {MAX_MAX_ATTEMPTS} (the first start counts as one attempt)"),
+                    format!(
+                        "write 1 to {MAX_MAX_ATTEMPTS} (the first start counts as one attempt)"
+                    ),
                 );
             }
         }
@@ -1386,7 +1403,9 @@ impl Checker<'_> {
             || w.ends_with(".yml")
             || w.ends_with(".yaml"))
         {
-            Some(format!("workflow {w:?} is neither a .yml/.yaml file name nor a numeric ID"))
+            Some(format!(
+                "workflow {w:?} is neither a .yml/.yaml file name nor a numeric ID"
+            ))
         } else {
             None
         };

@@ -286,7 +286,11 @@ fn parse_is_pure_and_check_sources_looks_at_the_disk() {
     std::fs::create_dir_all(dir.path().join("missing")).unwrap();
     std::fs::write(dir.path().join("missing/Dockerfile"), "FROM alpine\n").unwrap();
     std::fs::create_dir_all(dir.path().join("there/docker")).unwrap();
-    std::fs::write(dir.path().join("there/docker/Containerfile"), "FROM alpine\n").unwrap();
+    std::fs::write(
+        dir.path().join("there/docker/Containerfile"),
+        "FROM alpine\n",
+    )
+    .unwrap();
     assert!(check_sources(&enrollment).is_empty());
 }
 
@@ -328,21 +332,42 @@ fn a_managed_image_without_trigger_is_a_warning() {
     );
     assert!(w.hint.as_deref().unwrap().contains("githubWorkflow"));
     let with_trigger = format!("{text}    trigger: {{command: {{args: [make]}}}}\n");
-    assert!(checked(&with_trigger, dir.path()).unwrap().warnings.is_empty());
+    assert!(checked(&with_trigger, dir.path())
+        .unwrap()
+        .warnings
+        .is_empty());
 }
 
 #[rstest::rstest]
-#[case::empty_workflow("githubWorkflow: {repository: acme/x, workflow: ''}", "7:54: empty trigger.githubWorkflow.workflow")]
-#[case::blank_workflow("githubWorkflow: {repository: acme/x, workflow: '  '}", "7:54: empty trigger.githubWorkflow.workflow")]
-#[case::workflow_path("githubWorkflow: {repository: acme/x, workflow: .github/workflows/b.yml}", "7:54: workflow \".github/workflows/b.yml\" is a path")]
-#[case::workflow_not_a_file("githubWorkflow: {repository: acme/x, workflow: build}", "7:54: workflow \"build\" is neither")]
-#[case::empty_ref("githubWorkflow: {repository: acme/x, workflow: b.yml, ref: ''}", "7:66: empty trigger.githubWorkflow.ref")]
+#[case::empty_workflow(
+    "githubWorkflow: {repository: acme/x, workflow: ''}",
+    "7:54: empty trigger.githubWorkflow.workflow"
+)]
+#[case::blank_workflow(
+    "githubWorkflow: {repository: acme/x, workflow: '  '}",
+    "7:54: empty trigger.githubWorkflow.workflow"
+)]
+#[case::workflow_path(
+    "githubWorkflow: {repository: acme/x, workflow: .github/workflows/b.yml}",
+    "7:54: workflow \".github/workflows/b.yml\" is a path"
+)]
+#[case::workflow_not_a_file(
+    "githubWorkflow: {repository: acme/x, workflow: build}",
+    "7:54: workflow \"build\" is neither"
+)]
+#[case::empty_ref(
+    "githubWorkflow: {repository: acme/x, workflow: b.yml, ref: ''}",
+    "7:66: empty trigger.githubWorkflow.ref"
+)]
 fn github_workflow_triggers_name_a_workflow(#[case] trigger: &str, #[case] want: &str) {
     let dir = dir_with_dockerfile();
     let text = format!("version: 1\nimages:\n  - name: app\n    image: ghcr.io/acme/app:1\n    source: {{path: app}}\n    trigger:\n      {trigger}\n");
     let errs = errors(&text, dir.path());
     assert_eq!(errs.len(), 1, "{errs:?}");
-    assert!(errs[0].starts_with(&format!("images.yaml:{want}")), "{errs:?}");
+    assert!(
+        errs[0].starts_with(&format!("images.yaml:{want}")),
+        "{errs:?}"
+    );
 }
 
 #[rstest::rstest]
@@ -356,19 +381,34 @@ fn github_workflow_file_names_and_ids_are_accepted(#[case] workflow: &str) {
 }
 
 #[rstest::rstest]
-#[case::context_up_three("context: ../../..", "5:34: source.context \"../../..\" leaves the source")]
-#[case::context_up_after_down("context: a/../../b", "5:34: source.context \"a/../../b\" leaves the source")]
+#[case::context_up_three(
+    "context: ../../..",
+    "5:34: source.context \"../../..\" leaves the source"
+)]
+#[case::context_up_after_down(
+    "context: a/../../b",
+    "5:34: source.context \"a/../../b\" leaves the source"
+)]
 #[case::context_absolute("context: /etc", "5:34: source.context \"/etc\" is an absolute path")]
 #[case::context_empty("context: ''", "5:34: empty source.context")]
-#[case::dockerfile_up("dockerfile: ../x", "5:37: source.dockerfile \"../x\" leaves the source")]
-#[case::dockerfile_absolute("dockerfile: /app/Dockerfile", "5:37: source.dockerfile \"/app/Dockerfile\" is an absolute path")]
+#[case::dockerfile_up(
+    "dockerfile: ../x",
+    "5:37: source.dockerfile \"../x\" leaves the source"
+)]
+#[case::dockerfile_absolute(
+    "dockerfile: /app/Dockerfile",
+    "5:37: source.dockerfile \"/app/Dockerfile\" is an absolute path"
+)]
 #[case::dockerfile_empty("dockerfile: ''", "5:37: empty source.dockerfile")]
 fn dockerfile_and_context_stay_inside_the_source(#[case] field: &str, #[case] want: &str) {
     let dir = dir_with_dockerfile();
     let text = format!("version: 1\nimages:\n  - name: app\n    image: ghcr.io/acme/app:1\n    source: {{path: app, {field}}}\n    trigger: {{command: {{args: [make]}}}}\n");
     let errs = errors(&text, dir.path());
     assert_eq!(errs.len(), 1, "{errs:?}");
-    assert!(errs[0].starts_with(&format!("images.yaml:{want}")), "{errs:?}");
+    assert!(
+        errs[0].starts_with(&format!("images.yaml:{want}")),
+        "{errs:?}"
+    );
 }
 
 #[rstest::rstest]
@@ -389,13 +429,23 @@ fn rebuild_max_attempts_defaults_to_3_and_accepts_1_to_20() {
     assert_eq!(e.defaults_rebuild.max_attempts, 5);
     assert_eq!(e.images[0].rebuild.max_attempts, 5);
     assert_eq!(e.images[1].rebuild.max_attempts, 1);
-    let plain = parse("images.yaml", "version: 1\nimages:\n  - {name: a, image: alpine}\n", dir.path()).unwrap();
+    let plain = parse(
+        "images.yaml",
+        "version: 1\nimages:\n  - {name: a, image: alpine}\n",
+        dir.path(),
+    )
+    .unwrap();
     assert_eq!(plain.images[0].rebuild.max_attempts, DEFAULT_MAX_ATTEMPTS);
     assert_eq!(DEFAULT_MAX_ATTEMPTS, 3);
     for (value, column) in [("0", 53), ("21", 53)] {
         let text = format!("version: 1\nimages:\n  - {{name: a, image: alpine, rebuild: {{maxAttempts: {value}}}}}\n");
         let errs = errors(&text, dir.path());
-        assert_eq!(errs, [format!("images.yaml:3:{column}: maxAttempts {value} out of range")]);
+        assert_eq!(
+            errs,
+            [format!(
+                "images.yaml:3:{column}: maxAttempts {value} out of range"
+            )]
+        );
     }
 }
 
@@ -413,13 +463,34 @@ const LIBRARY_WORDS: [&str; 9] = [
 ];
 
 #[rstest::rstest]
-#[case::duplicate_key("version: 1\nversion: 1\nimages: []\n", "images.yaml:2:1: error: key \"version\" is written twice in the same mapping")]
-#[case::missing_value("version: 1\nimages:\n  - name:\n    image: alpine\n", "images.yaml:3:9: error: a value is missing here")]
-#[case::not_a_number("version: one\nimages: []\n", "images.yaml:1:10: error: expected a whole number of 0 or more, found \"one\"")]
-#[case::negative_number("version: 1\nimages:\n  - {name: a, image: alpine, warehouse: {discoveryLimit: -1}}\n", "images.yaml:3:58: error: expected a whole number of 0 or more, found \"-1\"")]
-#[case::not_a_list("version: 1\nimages: alpine\n", "images.yaml:2:9: error: expected a list, found \"alpine\"")]
-#[case::missing_key("version: 1\nimages:\n  - name: a\n", "images.yaml:3:5: error: missing required key \"image\"")]
-#[case::bad_indentation("version: 1\nimages:\n  - name: a\n    image: alpine\n   tags: [x]\n", "images.yaml:5:")]
+#[case::duplicate_key(
+    "version: 1\nversion: 1\nimages: []\n",
+    "images.yaml:2:1: error: key \"version\" is written twice in the same mapping"
+)]
+#[case::missing_value(
+    "version: 1\nimages:\n  - name:\n    image: alpine\n",
+    "images.yaml:3:9: error: a value is missing here"
+)]
+#[case::not_a_number(
+    "version: one\nimages: []\n",
+    "images.yaml:1:10: error: expected a whole number of 0 or more, found \"one\""
+)]
+#[case::negative_number(
+    "version: 1\nimages:\n  - {name: a, image: alpine, warehouse: {discoveryLimit: -1}}\n",
+    "images.yaml:3:58: error: expected a whole number of 0 or more, found \"-1\""
+)]
+#[case::not_a_list(
+    "version: 1\nimages: alpine\n",
+    "images.yaml:2:9: error: expected a list, found \"alpine\""
+)]
+#[case::missing_key(
+    "version: 1\nimages:\n  - name: a\n",
+    "images.yaml:3:5: error: missing required key \"image\""
+)]
+#[case::bad_indentation(
+    "version: 1\nimages:\n  - name: a\n    image: alpine\n   tags: [x]\n",
+    "images.yaml:5:"
+)]
 #[case::tab_indentation("version: 1\nimages:\n\t- name: a\n", "images.yaml:3:")]
 #[case::unclosed_bracket("version: 1\nimages: [\n", "images.yaml:")]
 fn yaml_errors_are_plain_words_at_file_line_col(#[case] text: &str, #[case] want: &str) {
@@ -448,7 +519,8 @@ fn configured_image(i: usize) -> String {
 #[test]
 fn the_size_limit_leaves_room_for_100000_configured_images() {
     let count_nodes = |text: &str| {
-        let raw: serde_json::Value = serde_saphyr::from_str_with_options(text, yaml_options()).unwrap();
+        let raw: serde_json::Value =
+            serde_saphyr::from_str_with_options(text, yaml_options()).unwrap();
         fn nodes(v: &serde_json::Value) -> usize {
             match v {
                 serde_json::Value::Object(m) => 1 + m.values().map(|v| 1 + nodes(v)).sum::<usize>(),
@@ -458,7 +530,8 @@ fn the_size_limit_leaves_room_for_100000_configured_images() {
         }
         nodes(&raw)
     };
-    let one = count_nodes(&format!("images:\n{}", configured_image(1))) - count_nodes("images: []\n");
+    let one =
+        count_nodes(&format!("images:\n{}", configured_image(1))) - count_nodes("images: []\n");
     assert!(one >= 30, "a configured image is {one} values");
     assert!(
         MAX_YAML_NODES >= 100_000 * one * 2,
@@ -518,4 +591,3 @@ fn a_breached_size_limit_is_explained_with_the_limit() {
     );
     assert!(d.hint.as_deref().unwrap().contains("100,000"), "{d}");
 }
-
