@@ -65,7 +65,7 @@ pub enum Command {
     /// Reads local (path) sources' Dockerfiles to find cycles; git sources are checked
     /// by `analyze`.
     ///
-    /// Example: image-factory validate images.yaml   (or: image-factory validate -f images.yaml)
+    /// Example: `image-factory validate images.yaml` (or `image-factory validate -f images.yaml`)
     #[command(after_help = PATHS_HELP)]
     Validate {
         #[command(flatten)]
@@ -104,7 +104,7 @@ pub enum Command {
     },
     /// Show what an update of a base image would rebuild, in which waves, and when.
     ///
-    /// Example: image-factory plan --update python:3.12-slim --discovered-at 2026-11-22T10:00:00Z
+    /// Example: `image-factory plan --update python:3.12-slim --discovered-at 2026-11-22T10:00:00Z`
     #[command(after_help = PATHS_HELP)]
     Plan {
         #[command(flatten)]
