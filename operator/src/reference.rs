@@ -16,6 +16,14 @@
 //! digest        := algorithm ":" hex   (algorithm /[A-Za-z][A-Za-z0-9]*([-_+.][A-Za-z][A-Za-z0-9]*)*/, hex /[0-9a-fA-F]{32,}/)
 //! ```
 //!
+//! The grammar's digest shape is only the first gate: `reference.Parse` then hands the
+//! digest to go-digest's `digest.Parse`, which accepts only registered algorithms with
+//! their exact lower-case hex length (`algorithm.go`: `sha256` 64, `sha384` 96, `sha512`
+//! 128). So `sha256:` with 34 digits, `foo:<64 hex>` and upper-case hex are rejected
+//! here as `docker pull` rejects them. The 255-character limit
+//! (`RepositoryNameTotalLengthMax`) applies to the repository path without the registry,
+//! as distribution/reference does since v0.6.0 (`example.com/` + 255 × `a` is valid).
+//!
 //! Normalization (`ParseNormalizedNamed` + `TagNameOnly`): the first path element is a
 //! registry only when it contains `.` or `:` or is `localhost` (and is not upper case);
 //! otherwise the registry is `docker.io`. `index.docker.io` is rewritten to `docker.io`,
@@ -35,8 +43,14 @@ pub const DOCKER_HUB: &str = "docker.io";
 pub const OFFICIAL_NAMESPACE: &str = "library";
 /// The tag Docker adds when a reference names neither tag nor digest.
 pub const DEFAULT_TAG: &str = "latest";
-/// Longest full name (`registry/repository`) the grammar accepts, in bytes.
-pub const NAME_TOTAL_LENGTH_MAX: usize = 255;
+/// Longest repository path (without the registry, after Docker Hub's `library/` is
+/// added) the grammar accepts, in bytes: distribution/reference's
+/// `RepositoryNameTotalLengthMax`.
+pub const REPOSITORY_NAME_TOTAL_LENGTH_MAX: usize = 255;
+
+/// The digest algorithms go-digest registers, with the exact number of lower-case hex
+/// digits of each (go-digest `algorithm.go`, `anchoredEncodedRegexps`).
+pub const DIGEST_ALGORITHMS: [(&str, usize); 3] = [("sha256", 64), ("sha384", 96), ("sha512", 128)];
 
 static DOMAIN: LazyLock<Regex> = LazyLock::new(|| {
     // host: domain-name | IPv4 | [IPv6], optional :port (distribution/reference regexp.go).
@@ -103,19 +117,34 @@ pub enum ReferenceError {
         /// The tag part.
         tag: String,
     },
-    /// The digest is not `algorithm:hex` with at least 32 hex digits.
-    #[error("invalid image reference {raw:?}: bad digest {digest:?} (expected e.g. sha256:<64 hex digits>)")]
+    /// The digest is not `algorithm:hex`, or its hex part is not exactly as long as the
+    /// algorithm's or not lower case (go-digest `Algorithm.Validate`).
+    #[error("invalid image reference {raw:?}: bad digest {digest:?}: {reason}")]
     BadDigest {
         /// The reference as given.
         raw: String,
         /// The digest part.
         digest: String,
+        /// What is wrong with it, e.g. `sha256 needs 64 lower-case hex digits, got 34`.
+        reason: String,
     },
-    /// `registry/repository` is longer than [`NAME_TOTAL_LENGTH_MAX`] bytes.
-    #[error("invalid image reference {raw:?}: name longer than 255 characters")]
+    /// The digest's algorithm is not one go-digest registers ([`DIGEST_ALGORITHMS`]).
+    #[error("invalid image reference {raw:?}: unsupported digest algorithm {algorithm:?} (use sha256, sha384 or sha512)")]
+    UnsupportedDigestAlgorithm {
+        /// The reference as given.
+        raw: String,
+        /// The algorithm part, before the `:`.
+        algorithm: String,
+    },
+    /// The repository path is longer than [`REPOSITORY_NAME_TOTAL_LENGTH_MAX`] bytes.
+    #[error(
+        "invalid image reference {raw:?}: repository path is {length} characters, longer than 255"
+    )]
     NameTooLong {
         /// The reference as given.
         raw: String,
+        /// Length of the repository path, in bytes.
+        length: usize,
     },
     /// A bare 64-hex string is an image ID, not a repository name (Docker rejects it too).
     #[error("invalid image reference {raw:?}: a 64-character hex string is an image ID, not a repository name")]
@@ -194,8 +223,11 @@ impl Reference {
         } else {
             repository.to_string()
         };
-        if registry.len() + 1 + repository.len() > NAME_TOTAL_LENGTH_MAX {
-            return Err(ReferenceError::NameTooLong { raw: err_raw() });
+        if repository.len() > REPOSITORY_NAME_TOTAL_LENGTH_MAX {
+            return Err(ReferenceError::NameTooLong {
+                raw: err_raw(),
+                length: repository.len(),
+            });
         }
         if let Some(t) = tag {
             if !TAG.is_match(t) {
@@ -206,12 +238,7 @@ impl Reference {
             }
         }
         if let Some(d) = digest {
-            if !DIGEST.is_match(d) {
-                return Err(ReferenceError::BadDigest {
-                    raw: err_raw(),
-                    digest: d.to_string(),
-                });
-            }
+            check_digest(d).map_err(|e| e.for_reference(input))?;
         }
         let tag = match (tag, digest) {
             (None, None) => Some(DEFAULT_TAG.to_string()),
@@ -278,6 +305,62 @@ impl Reference {
             tag: Some(tag.into()),
             digest: None,
             ..self.clone()
+        }
+    }
+}
+
+/// Checks `digest` (`algorithm:hex`) the way go-digest's `digest.Parse` does: the
+/// grammar's shape, then a registered algorithm ([`DIGEST_ALGORITHMS`]) with exactly its
+/// number of lower-case hex digits.
+///
+/// # Errors
+///
+/// [`ReferenceError::BadDigest`] or [`ReferenceError::UnsupportedDigestAlgorithm`], with
+/// `raw` set to the digest itself.
+pub fn check_digest(digest: &str) -> Result<(), ReferenceError> {
+    let bad = |reason: String| ReferenceError::BadDigest {
+        raw: digest.to_string(),
+        digest: digest.to_string(),
+        reason,
+    };
+    if !DIGEST.is_match(digest) {
+        return Err(bad(
+            "expected algorithm:hex, e.g. sha256:<64 hex digits>".to_string()
+        ));
+    }
+    let (algorithm, hex) = digest.split_once(':').unwrap_or((digest, ""));
+    let Some((_, length)) = DIGEST_ALGORITHMS.iter().find(|(a, _)| *a == algorithm) else {
+        return Err(ReferenceError::UnsupportedDigestAlgorithm {
+            raw: digest.to_string(),
+            algorithm: algorithm.to_string(),
+        });
+    };
+    if hex.len() != *length {
+        return Err(bad(format!(
+            "{algorithm} needs {length} hex digits, got {}",
+            hex.len()
+        )));
+    }
+    if hex.chars().any(|c| c.is_ascii_uppercase()) {
+        return Err(bad(format!("{algorithm} hex digits must be lower case")));
+    }
+    Ok(())
+}
+
+impl ReferenceError {
+    /// The same error naming `raw` as the reference given (digest checks name the digest).
+    fn for_reference(self, raw: &str) -> Self {
+        let raw = raw.to_string();
+        match self {
+            Self::BadDigest { digest, reason, .. } => Self::BadDigest {
+                raw,
+                digest,
+                reason,
+            },
+            Self::UnsupportedDigestAlgorithm { algorithm, .. } => {
+                Self::UnsupportedDigestAlgorithm { raw, algorithm }
+            }
+            other => other,
         }
     }
 }
@@ -403,13 +486,54 @@ mod tests {
         assert!(err.contains(message), "{raw:?}: {err}");
     }
 
-    #[test]
-    fn rejects_too_long_names() {
-        let raw = format!("example.com/{}", "a".repeat(250));
-        assert!(matches!(
-            Reference::parse(&raw),
-            Err(ReferenceError::NameTooLong { .. })
-        ));
+    /// go-digest's `digest.Parse`: registered algorithms only, each with its exact
+    /// length of lower-case hex (`algorithm.go`); `docker pull` rejects the rest.
+    #[rstest]
+    #[case::sha256(format!("sha256:{}", "a".repeat(64)))]
+    #[case::sha384(format!("sha384:{}", "0".repeat(96)))]
+    #[case::sha512(format!("sha512:{}", "f".repeat(128)))]
+    fn accepts_registered_digest_algorithms_at_their_length(#[case] digest: String) {
+        let r = Reference::parse(&format!("python@{digest}")).unwrap();
+        assert_eq!(r.digest(), Some(digest.as_str()));
+    }
+
+    #[rstest]
+    #[case::sha256_34_digits(format!("sha256:{}", "a".repeat(34)), "sha256 needs 64 hex digits, got 34")]
+    #[case::sha256_65_digits(format!("sha256:{}", "a".repeat(65)), "sha256 needs 64 hex digits, got 65")]
+    #[case::sha256_as_long_as_sha512(format!("sha256:{}", "a".repeat(128)), "got 128")]
+    #[case::sha512_64_digits(format!("sha512:{}", "a".repeat(64)), "sha512 needs 128 hex digits, got 64")]
+    #[case::upper_case_hex(format!("sha256:{}", "A".repeat(64)), "must be lower case")]
+    #[case::mixed_case_hex(format!("sha256:{}B", "b".repeat(63)), "must be lower case")]
+    #[case::unknown_algorithm(format!("foo:{}", "a".repeat(64)), "unsupported digest algorithm \"foo\"")]
+    #[case::upper_case_algorithm(format!("SHA256:{}", "a".repeat(64)), "unsupported digest algorithm \"SHA256\"")]
+    #[case::md5_shape(format!("md5:{}", "a".repeat(32)), "unsupported digest algorithm")]
+    #[case::no_hex("sha256:".to_string(), "expected algorithm:hex")]
+    #[case::not_hex(format!("sha256:{}", "g".repeat(64)), "expected algorithm:hex")]
+    fn rejects_digests_go_digest_rejects(#[case] digest: String, #[case] message: &str) {
+        let raw = format!("ghcr.io/a/b:1@{digest}");
+        let err = Reference::parse(&raw).unwrap_err();
+        assert!(err.to_string().contains(message), "{digest}: {err}");
+        assert!(err.to_string().contains(&raw), "names the reference: {err}");
+    }
+
+    /// distribution/reference ≥ v0.6.0 counts the repository path only
+    /// (`reference_test.go`: `example.com/` + 255 × `a` is valid, 256 is not).
+    #[rstest]
+    #[case::path_of_255_behind_a_long_registry(format!("{}.example.com/{}", "r".repeat(60), "a".repeat(255)), true)]
+    #[case::path_of_255(format!("example.com/{}", "a".repeat(255)), true)]
+    #[case::path_of_256(format!("example.com/{}", "a".repeat(256)), false)]
+    #[case::hub_name_with_library_prefix_of_255("a".repeat(247), true)]
+    #[case::hub_name_with_library_prefix_of_256("a".repeat(248), false)]
+    fn the_length_limit_applies_to_the_repository_path(#[case] raw: String, #[case] ok: bool) {
+        let result = Reference::parse(&raw);
+        if ok {
+            assert!(result.is_ok(), "{result:?}");
+        } else {
+            assert!(
+                matches!(result, Err(ReferenceError::NameTooLong { length: 256, .. })),
+                "{result:?}"
+            );
+        }
     }
 
     #[test]

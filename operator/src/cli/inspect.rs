@@ -6,6 +6,9 @@ use std::process::ExitCode;
 
 use super::Output;
 use crate::reference::Reference;
+use tracing::debug;
+
+use crate::registry::inspect::{staleness, without_attestation_manifests};
 use crate::registry::{
     ClientSettings, CredentialStore, Inspection, Platform, RegistryClient, RegistryError,
 };
@@ -33,8 +36,38 @@ pub struct InspectArgs {
     pub registry_settings: Option<PathBuf>,
 }
 
-/// Runs `inspect`: prints the inspections to stdout (text or JSON) and per-reference
-/// errors to stderr. Exit code 0 when every reference was inspected, 1 otherwise.
+/// One line of `inspect --output json`: an inspected image, or a reference (image or
+/// `--base`) that could not be inspected.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(untagged)]
+pub enum Entry {
+    /// The image was read.
+    Inspected(Inspection),
+    /// The reference could not be read: `{"reference", "role", "error"}`.
+    Failed {
+        /// The normalized reference.
+        reference: String,
+        /// `image` for a reference to inspect, `base` for `--base`.
+        role: Role,
+        /// What failed, as printed on stderr.
+        error: String,
+    },
+}
+
+/// What a reference was given as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// One of the `REF…` arguments.
+    Image,
+    /// The `--base` reference.
+    Base,
+}
+
+/// Runs `inspect`: prints the inspections to stdout (text or JSON; in JSON, every
+/// reference that failed is an entry `{"reference", "role", "error"}` too) and errors to
+/// stderr. Exit code 0 when every reference (and `--base`) was inspected, 1 otherwise.
+/// The base is read once, before the images, so a missing base is reported as the base.
 /// Credentials come from the environment (`DOCKER_CONFIG`, `REGISTRY_AUTH_FILE`,
 /// `IMAGE_FACTORY_DOCKERCONFIGJSON`).
 ///
@@ -54,27 +87,58 @@ pub async fn run(args: InspectArgs) -> Result<ExitCode, RegistryError> {
         None => ClientSettings::default(),
     };
     let client = RegistryClient::new(settings, CredentialStore::from_environment()?);
-    let mut inspections = Vec::new();
+    let mut entries = Vec::new();
     let mut failed = false;
+    let base_inspection = match &base {
+        Some(base) => match client.inspect(base, Some(&platform)).await {
+            Ok(inspection) => Some(without_attestation_manifests(inspection)),
+            Err(e) => {
+                failed = true;
+                eprintln!("error: base {base}: {e}");
+                entries.push(Entry::Failed {
+                    reference: base.to_string(),
+                    role: Role::Base,
+                    error: e.to_string(),
+                });
+                None
+            }
+        },
+        None => None,
+    };
     for reference in &references {
-        let result = match &base {
-            Some(base) => client
-                .inspect_against_base(reference, base, Some(&platform))
-                .await
-                .map(|(image, _)| image),
-            None => client.inspect(reference, Some(&platform)).await,
-        };
-        match result {
-            Ok(inspection) => inspections.push(inspection),
+        match client.inspect(reference, Some(&platform)).await {
+            Ok(inspection) => {
+                let mut inspection = without_attestation_manifests(inspection);
+                if let Some(base) = &base_inspection {
+                    let (stale, evidence) = staleness(&inspection, base);
+                    debug!(image = %inspection.reference, base = %base.reference, stale, ?evidence, "staleness decided");
+                    inspection.stale = Some(stale);
+                }
+                entries.push(Entry::Inspected(inspection));
+            }
             Err(e) => {
                 failed = true;
                 eprintln!("error: {reference}: {e}");
+                entries.push(Entry::Failed {
+                    reference: reference.to_string(),
+                    role: Role::Image,
+                    error: e.to_string(),
+                });
             }
         }
     }
     let rendered = match args.output {
-        Output::Json => render_json(&inspections),
-        Output::Text => render_text(&inspections),
+        Output::Json => render_json(&entries),
+        Output::Text => {
+            let inspected: Vec<Inspection> = entries
+                .into_iter()
+                .filter_map(|e| match e {
+                    Entry::Inspected(i) => Some(i),
+                    Entry::Failed { .. } => None,
+                })
+                .collect();
+            render_text(&inspected)
+        }
     };
     let mut stdout = std::io::stdout().lock();
     // A closed stdout (`| head`) is not an inspection failure.
@@ -86,9 +150,10 @@ pub async fn run(args: InspectArgs) -> Result<ExitCode, RegistryError> {
     })
 }
 
-/// The JSON array printed by `--output json`.
-pub fn render_json(inspections: &[Inspection]) -> String {
-    serde_json::to_string_pretty(inspections).unwrap_or_else(|_| "[]".to_owned())
+/// The JSON array printed by `--output json`: [`Entry`] values, or plain
+/// [`Inspection`]s (the same objects as an entry for an inspected image).
+pub fn render_json<T: serde::Serialize>(entries: &[T]) -> String {
+    serde_json::to_string_pretty(entries).unwrap_or_else(|_| "[]".to_owned())
 }
 
 /// The text printed by `--output text`.

@@ -2,10 +2,16 @@
 //!
 //! Exit codes: 0 ok, 1 findings (validation errors, cycles, unresolved references in
 //! `dockerfile`), 2 usage or I/O errors.
+//!
+//! Paths follow one rule, as Docker Compose's do: a path on the command line (the
+//! enrollment file, `--state-dir`, `--cache-dir`) is relative to the working directory;
+//! a path inside `images.yaml` (`source.path`) is relative to the directory of
+//! `images.yaml`. The enrollment file is `-f FILE` or a positional `FILE` in every
+//! subcommand that reads it.
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::SystemTime;
 
@@ -31,20 +37,25 @@ pub const EXIT_ERROR: u8 = 2;
 /// soak period, in dependency order — and records everything in git.
 ///
 /// Start with `image-factory validate` on your images.yaml, then `image-factory analyze`
-/// to write state/ and the Kargo Warehouses, and `image-factory plan --update python:3.12`
-/// to see what a base update would rebuild.
+/// to write state/ and the Kargo Warehouses, and
+/// `image-factory plan --update python:3.12-slim` to see what a base update would rebuild.
 #[derive(Debug, Parser)]
 #[command(
     name = "image-factory",
     version,
     propagate_version = true,
-    max_term_width = 100
+    max_term_width = 100,
+    after_help = PATHS_HELP
 )]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
 }
+
+/// The path rule, printed under every `--help`.
+const PATHS_HELP: &str = "Paths: FILE, --state-dir and --cache-dir are relative to the working directory; \
+source paths inside images.yaml are relative to the directory of images.yaml (as in Docker Compose).";
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
@@ -54,10 +65,12 @@ pub enum Command {
     /// Prints every finding as FILE:LINE:COL with a hint; exit 1 when there are errors.
     /// Reads local (path) sources' Dockerfiles to find cycles; git sources are checked
     /// by `analyze`.
+    ///
+    /// Example: `image-factory validate images.yaml` (or `image-factory validate -f images.yaml`)
+    #[command(after_help = PATHS_HELP)]
     Validate {
-        /// The enrollment file.
-        #[arg(default_value = "images.yaml")]
-        file: PathBuf,
+        #[command(flatten)]
+        file: EnrollmentFileArg,
         /// `text` for people, `github` for GitHub Actions annotations on the PR.
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
@@ -66,11 +79,12 @@ pub enum Command {
     Schema,
     /// Read images.yaml, fetch sources, parse Dockerfiles, build the graph, and write
     /// state/ and the Kargo Warehouses (state/warehouses/).
+    #[command(after_help = PATHS_HELP)]
     Analyze {
         /// images.yaml and the source cache.
         #[command(flatten)]
         input: Input,
-        /// The state folder.
+        /// The state folder, relative to the working directory (not to images.yaml).
         #[arg(long, default_value = "state")]
         state_dir: PathBuf,
         /// Remove the state of images nobody enrolls or references any more (otherwise
@@ -82,6 +96,7 @@ pub enum Command {
         dry_run: bool,
     },
     /// Print the dependency graph.
+    #[command(after_help = PATHS_HELP)]
     Graph {
         /// images.yaml and the source cache.
         #[command(flatten)]
@@ -91,6 +106,9 @@ pub enum Command {
         format: GraphFormat,
     },
     /// Show what an update of a base image would rebuild, in which waves, and when.
+    ///
+    /// Example: `image-factory plan --update python:3.12-slim --discovered-at 2026-11-22T10:00:00Z`
+    #[command(after_help = PATHS_HELP)]
     Plan {
         /// images.yaml and the source cache.
         #[command(flatten)]
@@ -123,19 +141,49 @@ pub enum Command {
     },
 }
 
+/// The enrollment file, given as `-f FILE` or as a positional `FILE` (not both).
+#[derive(Debug, Clone, clap::Args)]
+pub struct EnrollmentFileArg {
+    /// The enrollment file, relative to the working directory.
+    #[arg(
+        short = 'f',
+        long = "file",
+        value_name = "FILE",
+        default_value = "images.yaml"
+    )]
+    pub flag: PathBuf,
+    /// The enrollment file, as `-f FILE` (default images.yaml).
+    #[arg(value_name = "FILE", id = "file_positional", conflicts_with = "flag")]
+    pub positional: Option<PathBuf>,
+}
+
+impl EnrollmentFileArg {
+    /// The file named: the positional `FILE`, else `-f FILE`, else `images.yaml`.
+    pub fn path(&self) -> &Path {
+        self.positional.as_deref().unwrap_or(&self.flag)
+    }
+}
+
 /// Where the enrollment and the git cache are.
 #[derive(Debug, clap::Args)]
 pub struct Input {
+    #[command(flatten)]
     /// The enrollment file.
-    #[arg(short = 'f', long = "file", default_value = "images.yaml")]
-    pub file: PathBuf,
-    /// Where git sources are cached.
+    pub enrollment: EnrollmentFileArg,
+    /// Where git sources are cached, relative to the working directory.
     #[arg(
         long,
         env = "IMAGE_FACTORY_CACHE",
         default_value = ".cache/image-factory"
     )]
     pub cache_dir: PathBuf,
+}
+
+impl Input {
+    /// The enrollment file named on the command line.
+    pub fn file(&self) -> &Path {
+        self.enrollment.path()
+    }
 }
 
 /// Finding output format.
@@ -177,7 +225,7 @@ fn parse_build_arg(s: &str) -> Result<(String, String), String> {
 /// Runs a parsed command line and returns the process exit code.
 pub fn run(cli: Cli) -> ExitCode {
     let code = match cli.command {
-        Command::Validate { file, format } => validate(&file, format),
+        Command::Validate { file, format } => validate(file.path(), format),
         Command::Schema => print(&schema_json()),
         Command::Analyze {
             input,
@@ -226,7 +274,7 @@ fn print_diagnostics(diagnostics: &[Diagnostic], format: Format) {
     }
 }
 
-fn validate(file: &std::path::Path, format: Format) -> u8 {
+fn validate(file: &Path, format: Format) -> u8 {
     let cache = std::env::temp_dir();
     let model = match analyze::model(file, &cache, false, &analyze::NoProgress) {
         Ok(model) => model,
@@ -251,7 +299,7 @@ fn validate(file: &std::path::Path, format: Format) -> u8 {
     }
 }
 
-fn summarize(file: &std::path::Path, findings: &[Diagnostic], format: Format) {
+fn summarize(file: &Path, findings: &[Diagnostic], format: Format) {
     let errors = findings
         .iter()
         .filter(|d| d.severity == Severity::Error)
@@ -269,19 +317,38 @@ fn summarize(file: &std::path::Path, findings: &[Diagnostic], format: Format) {
     }
 }
 
-fn report_analyze_error(e: &AnalyzeError) -> u8 {
+/// What a command that failed before its output did: `analyze` writes state, so it
+/// says that it wrote nothing; `graph` and `plan` never write, so they do not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Writes {
+    State,
+    Nothing,
+}
+
+fn report_analyze_error(e: &AnalyzeError, writes: Writes) -> u8 {
+    let outcome = match writes {
+        Writes::State => "nothing written: ",
+        Writes::Nothing => "",
+    };
     match e {
-        AnalyzeError::Enrollment(EnrollmentError::Invalid { diagnostics, .. }) => {
+        AnalyzeError::Enrollment(EnrollmentError::Invalid { file, diagnostics }) => {
             print_diagnostics(diagnostics, Format::Text);
-            eprintln!(
-                "nothing written: fix images.yaml (`image-factory validate` lists every finding)"
-            );
+            eprintln!("{outcome}fix {file} (`image-factory validate {file}` lists every finding)");
         }
         AnalyzeError::Findings { diagnostics } => {
             print_diagnostics(diagnostics, Format::Text);
-            eprintln!("nothing written: fix the Dockerfile error(s) above");
+            eprintln!("{outcome}fix the Dockerfile error(s) above");
         }
-        other => eprintln!("error: {other}\nnothing written"),
+        // The message says exactly which files were written; the next run completes it.
+        AnalyzeError::State(crate::state::StateError::Interrupted { .. }) => {
+            eprintln!("error: {e}");
+        }
+        other => {
+            eprintln!("error: {other}");
+            if writes == Writes::State {
+                eprintln!("nothing written");
+            }
+        }
     }
     if e.is_finding() {
         EXIT_FINDINGS
@@ -292,7 +359,7 @@ fn report_analyze_error(e: &AnalyzeError) -> u8 {
 
 fn run_analyze(input: &Input, state_dir: PathBuf, prune: bool, dry_run: bool) -> u8 {
     let options = analyze::Options {
-        enrollment: input.file.clone(),
+        enrollment: input.file().to_path_buf(),
         state_dir: state_dir.clone(),
         cache_dir: input.cache_dir.clone(),
         prune,
@@ -300,7 +367,7 @@ fn run_analyze(input: &Input, state_dir: PathBuf, prune: bool, dry_run: bool) ->
     };
     let report = match analyze::run(&options, &Bar::default()) {
         Ok(r) => r,
-        Err(e) => return report_analyze_error(&e),
+        Err(e) => return report_analyze_error(&e, Writes::State),
     };
     for w in &report.warnings {
         eprintln!("{w}");
@@ -391,8 +458,8 @@ impl analyze::Progress for Bar {
 }
 
 fn load_model(input: &Input) -> Result<analyze::Model, u8> {
-    analyze::model(&input.file, &input.cache_dir, true, &Bar::default())
-        .map_err(|e| report_analyze_error(&e))
+    analyze::model(input.file(), &input.cache_dir, true, &Bar::default())
+        .map_err(|e| report_analyze_error(&e, Writes::Nothing))
 }
 
 fn run_graph(input: &Input, format: GraphFormat) -> u8 {

@@ -79,7 +79,7 @@ impl<'de> Visitor<'de> for TreeVisitor {
 /// closest known key as a hint. Empty when the text is not YAML (the parser's own error
 /// says why) or has no unknown keys.
 pub(super) fn unknown_keys(file: &str, text: &str) -> Vec<Diagnostic> {
-    let Ok(tree) = serde_saphyr::from_str::<Tree>(text) else {
+    let Ok(tree) = serde_saphyr::from_str_with_options::<Tree>(text, super::yaml_options()) else {
         return Vec::new();
     };
     let Ok(schema) = serde_json::to_value(schemars::schema_for!(EnrollmentFile)) else {

@@ -3,6 +3,19 @@
 //! [`load`] reads the file with serde-saphyr (keeping every value's line and column),
 //! checks it, and returns a validated [`Enrollment`] — or every finding at once, each
 //! located as `images.yaml:LINE:COL` with a fix hint.
+//!
+//! Two passes, so the first can run anywhere: [`parse`] is pure (text in, enrollment or
+//! findings out; it never touches the disk), and [`check_sources`] is the explicit pass
+//! that looks at the disk — whether each local source directory and its Dockerfile exist.
+//! [`load`] runs both and reports their findings together.
+//!
+//! Paths: a local `source.path` is relative to the directory of `images.yaml` (as
+//! Docker Compose resolves a service's `build.context`); `source.dockerfile` and
+//! `source.context` are relative to the source root and may not leave it.
+//!
+//! Size: the file may hold up to [`MAX_YAML_NODES`] YAML values (every key, scalar,
+//! list and mapping counts one) — room for 100,000 fully configured images; a larger or
+//! deeper file is refused with a located error before it can exhaust memory.
 
 mod diagnostic;
 mod keys;
@@ -35,6 +48,24 @@ pub const DEFAULT_PLATFORM: &str = "linux/amd64";
 pub use crate::registry::select::KARGO_DEFAULT_DISCOVERY_LIMIT as DEFAULT_DISCOVERY_LIMIT;
 /// Largest `discoveryLimit` Kargo accepts (defined once in `registry::select`).
 pub use crate::registry::select::KARGO_MAX_DISCOVERY_LIMIT as MAX_DISCOVERY_LIMIT;
+/// Default `rebuild.maxAttempts`: how many times one rebuild is started before it is
+/// given up (the first start included).
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+/// Largest `rebuild.maxAttempts` accepted; more retries of a failing build only hide it.
+pub const MAX_MAX_ATTEMPTS: u32 = 20;
+/// Most YAML values (keys, scalars, list and mapping starts) an enrollment file may hold.
+///
+/// A fully configured managed image (git source, tags, build arguments, a trigger with
+/// inputs, a rebuild policy) is about 40 values, so 10,000,000 leaves room for 100,000
+/// such images more than twice over, while a runaway file is stopped before it takes the
+/// memory of a CI runner. serde-saphyr's own default (250,000) is hit by ~50,000 images.
+pub const MAX_YAML_NODES: usize = 10_000_000;
+/// Most parser events (values plus their ends) an enrollment file may produce.
+pub const MAX_YAML_EVENTS: usize = 2 * MAX_YAML_NODES;
+/// Most bytes of scalar text an enrollment file may hold: 256 MiB.
+pub const MAX_YAML_SCALAR_BYTES: usize = 256 * 1024 * 1024;
+/// Deepest nesting of lists and mappings accepted; an enrollment needs 6.
+pub const MAX_YAML_DEPTH: usize = 64;
 
 static NAME: LazyLock<Regex> = LazyLock::new(|| {
     #[allow(clippy::expect_used)] // constant pattern, covered by tests
@@ -87,6 +118,10 @@ pub struct RebuildPolicy {
     /// base update is the updated image's `delay`, unless the dependent sets its own,
     /// which then wins (a team may ask for a longer or shorter soak than the base's).
     pub own_delay: bool,
+    /// How many times one rebuild is started before it is given up, the first start
+    /// included: 1–[`MAX_MAX_ATTEMPTS`], default [`DEFAULT_MAX_ATTEMPTS`]
+    /// (`rebuild.maxAttempts`).
+    pub max_attempts: u32,
 }
 
 impl Default for RebuildPolicy {
@@ -96,6 +131,7 @@ impl Default for RebuildPolicy {
             cascade_delay: Duration::ZERO,
             auto_rebuild: true,
             own_delay: false,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
         }
     }
 }
@@ -141,12 +177,14 @@ pub struct WarehouseConfig {
 /// Where a managed image's source lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
-    /// A local directory (absolute after loading).
+    /// A local directory.
     Path {
-        /// Absolute directory.
+        /// The directory: `raw` joined to the directory of `images.yaml`.
         dir: PathBuf,
         /// As written in `images.yaml`, relative to it.
         raw: String,
+        /// Where `source.path` is written in `images.yaml`.
+        at: Position,
     },
     /// A git repository.
     Git {
@@ -204,9 +242,12 @@ pub enum Trigger {
 pub struct Build {
     /// Source location.
     pub source: Source,
-    /// Dockerfile path relative to the source root.
+    /// Dockerfile path relative to the source root; never leaves it.
     pub dockerfile: String,
-    /// Build context relative to the source root.
+    /// Where the Dockerfile is named in `images.yaml`: `source.dockerfile`, or
+    /// `source.path` (else the image's name) when the default `Dockerfile` is used.
+    pub dockerfile_at: Position,
+    /// Build context relative to the source root; never leaves it.
     pub context: String,
     /// Build arguments.
     pub build_args: BTreeMap<String, String>,
@@ -272,14 +313,15 @@ impl Enrollment {
     }
 }
 
-/// Reads and validates an enrollment file.
+/// Reads and validates an enrollment file: [`parse`], then [`check_sources`].
 ///
-/// `display` is how the file is named in messages (usually the path the user typed).
+/// The file is named in messages as `path` is written; relative source paths resolve
+/// against the directory of `path` (itself relative to the working directory).
 ///
 /// # Errors
 ///
 /// [`EnrollmentError::Read`] when the file cannot be read; [`EnrollmentError::Invalid`]
-/// with every finding when it is not a valid enrollment.
+/// with every finding of both passes when it is not a valid enrollment.
 pub fn load(path: &Path) -> Result<Enrollment, EnrollmentError> {
     let text = std::fs::read_to_string(path).map_err(|source| EnrollmentError::Read {
         path: path.to_path_buf(),
@@ -291,22 +333,72 @@ pub fn load(path: &Path) -> Result<Enrollment, EnrollmentError> {
     } else {
         base_dir
     };
-    parse(&path.display().to_string(), &text, &base_dir)
+    let file = path.display().to_string();
+    let (enrollment, mut findings) = check_text(&file, &text, &base_dir)?;
+    findings.extend(check_sources(&enrollment));
+    finish(enrollment, findings)
 }
 
-/// Parses and validates enrollment text; relative source paths resolve against `base_dir`.
+/// Parses and validates enrollment text without touching the disk; relative source
+/// paths are joined to `base_dir` but not looked at ([`check_sources`] does that).
 ///
 /// # Errors
 ///
 /// [`EnrollmentError::Invalid`] with every finding.
 pub fn parse(file: &str, text: &str, base_dir: &Path) -> Result<Enrollment, EnrollmentError> {
-    let raw: EnrollmentFile = match serde_saphyr::from_str(text) {
+    let (enrollment, findings) = check_text(file, text, base_dir)?;
+    finish(enrollment, findings)
+}
+
+/// The disk checks of an enrollment: every local source is a directory and holds its
+/// Dockerfile. Git sources are checked when `analyze` fetches them.
+///
+/// Returns the findings (errors), located at `source.path` or `source.dockerfile`;
+/// empty when every local source is in place.
+pub fn check_sources(enrollment: &Enrollment) -> Vec<Diagnostic> {
+    let file = enrollment.file.as_str();
+    let mut findings = Vec::new();
+    for image in &enrollment.images {
+        let Some(build) = &image.build else { continue };
+        let Source::Path { dir, raw, at } = &build.source else {
+            continue;
+        };
+        if !dir.is_dir() {
+            findings.push(
+                Diagnostic::error(file, *at, format!("source path {raw:?} is not a directory"))
+                    .hint(format!("paths are relative to the directory of {file}")),
+            );
+        } else if !dir.join(&build.dockerfile).is_file() {
+            findings.push(
+                Diagnostic::error(
+                    file,
+                    build.dockerfile_at,
+                    format!(
+                        "image {:?}: Dockerfile {raw}/{} does not exist",
+                        image.name, build.dockerfile
+                    ),
+                )
+                .hint("set source.dockerfile to the Dockerfile's path inside the source directory"),
+            );
+        }
+    }
+    findings
+}
+
+/// The enrollment checked so far and every finding, or the syntax error that stopped
+/// reading it.
+fn check_text(
+    file: &str,
+    text: &str,
+    base_dir: &Path,
+) -> Result<(Enrollment, Vec<Diagnostic>), EnrollmentError> {
+    let raw: EnrollmentFile = match serde_saphyr::from_str_with_options(text, yaml_options()) {
         Ok(raw) => raw,
         Err(e) => {
             // serde stops at the first unknown key; list them all when that is the problem.
             let unknown = keys::unknown_keys(file, text);
             let diagnostics = if unknown.is_empty() {
-                vec![syntax_diagnostic(file, &e)]
+                vec![syntax_diagnostic(file, text, &e)]
             } else {
                 unknown
             };
@@ -322,11 +414,18 @@ pub fn parse(file: &str, text: &str, base_dir: &Path) -> Result<Enrollment, Enro
         findings: Vec::new(),
     };
     let enrollment = checker.check(raw);
-    let mut findings = checker.findings;
+    Ok((enrollment, checker.findings))
+}
+
+/// The enrollment with its warnings, or every finding when one is an error.
+fn finish(
+    enrollment: Enrollment,
+    mut findings: Vec<Diagnostic>,
+) -> Result<Enrollment, EnrollmentError> {
     findings.sort_by_key(|d| (d.at, d.severity));
     if findings.iter().any(|d| d.severity == Severity::Error) {
         return Err(EnrollmentError::Invalid {
-            file: file.to_string(),
+            file: enrollment.file,
             diagnostics: findings,
         });
     }
@@ -336,8 +435,26 @@ pub fn parse(file: &str, text: &str, base_dir: &Path) -> Result<Enrollment, Enro
     })
 }
 
-/// Turns a serde-saphyr error (unknown key, wrong type, bad YAML) into a located finding.
-fn syntax_diagnostic(file: &str, e: &serde_saphyr::Error) -> Diagnostic {
+/// serde-saphyr's options for enrollment files: its defaults, with the size limits
+/// raised to [`MAX_YAML_NODES`] and friends (see the module docs).
+pub(crate) fn yaml_options() -> serde_saphyr::Options {
+    serde_saphyr::options! {
+        budget: serde_saphyr::budget! {
+            max_nodes: MAX_YAML_NODES,
+            max_events: MAX_YAML_EVENTS,
+            max_total_scalar_bytes: MAX_YAML_SCALAR_BYTES,
+            max_depth: MAX_YAML_DEPTH,
+        },
+    }
+}
+
+/// Turns a serde-saphyr error (unknown key, wrong type, bad YAML, too large) into a
+/// located finding in plain words: the library's own texts name Rust types and its API
+/// ("use Option<String>", "set DuplicateKeyPolicy in Options"), which mean nothing to
+/// someone editing `images.yaml`.
+///
+/// `text` is the file's text, to quote the offending value where the library does not.
+fn syntax_diagnostic(file: &str, text: &str, e: &serde_saphyr::Error) -> Diagnostic {
     let at = e
         .location()
         .map(|l| Position {
@@ -345,17 +462,221 @@ fn syntax_diagnostic(file: &str, e: &serde_saphyr::Error) -> Diagnostic {
             column: l.column(),
         })
         .unwrap_or_default();
-    let message = e.to_string();
-    // serde-saphyr prefixes its own "line N column M" text; keep the message short.
-    let message = message.lines().next().unwrap_or_default().to_string();
-    let hint = if message.contains("unknown field") {
-        "check the spelling against the schema (`image-factory schema`); field names are camelCase"
-    } else if message.contains("missing field") {
-        "add the required field"
-    } else {
-        "fix the YAML at this position"
-    };
+    let (mut message, hint) = plain_yaml_error(innermost(e));
+    if matches!(
+        innermost(e),
+        serde_saphyr::Error::InvalidScalar { .. } | serde_saphyr::Error::Unexpected { .. }
+    ) {
+        if let Some(found) = scalar_at(text, at) {
+            message.push_str(&format!(", found {found}"));
+        }
+    }
     Diagnostic::error(file, at, message).hint(hint)
+}
+
+/// What is written at `at`: a quoted plain scalar (up to a flow delimiter or comment),
+/// `a list` or `a mapping`; `None` when nothing useful can be quoted.
+fn scalar_at(text: &str, at: Position) -> Option<String> {
+    let line = text
+        .lines()
+        .nth(usize::try_from(at.line).ok()?.checked_sub(1)?)?;
+    let column = usize::try_from(at.column).ok()?.checked_sub(1)?;
+    let rest: String = line.chars().skip(column).collect();
+    let rest = rest.trim_start();
+    if rest.starts_with('[') {
+        return Some("a list".to_string());
+    }
+    if rest.starts_with('{') {
+        return Some("a mapping".to_string());
+    }
+    let value = rest
+        .split([',', '}', ']', '#'])
+        .next()
+        .unwrap_or_default()
+        .trim();
+    (!value.is_empty() && !value.ends_with(':'))
+        .then(|| format!("{:?}", value.chars().take(80).collect::<String>()))
+}
+
+/// The error under serde-saphyr's snippet and alias wrappers.
+fn innermost(e: &serde_saphyr::Error) -> &serde_saphyr::Error {
+    match e.without_snippet() {
+        serde_saphyr::Error::AliasError { error, .. } => innermost(error),
+        other => other,
+    }
+}
+
+/// What went wrong and what to do, for one serde-saphyr error.
+fn plain_yaml_error(e: &serde_saphyr::Error) -> (String, String) {
+    use serde_saphyr::budget::BudgetBreach;
+    use serde_saphyr::Error as E;
+    use serde_saphyr::MessageFormatter as _;
+    let fix_yaml =
+        "fix the YAML syntax here (indentation, a missing ':' or an unclosed quote or bracket)"
+            .to_string();
+    match e {
+        E::SerdeUnknownField {
+            field, expected, ..
+        } => (
+            format!("unknown key {field:?}"),
+            format!("known keys here: {}", expected.join(", ")),
+        ),
+        E::SerdeMissingField { field, .. } => (
+            format!("missing required key {field:?}"),
+            format!("add `{field}:` to this entry"),
+        ),
+        E::SerdeInvalidType {
+            unexpected,
+            expected,
+            ..
+        }
+        | E::SerdeInvalidValue {
+            unexpected,
+            expected,
+            ..
+        } => (
+            format!(
+                "expected {}, found {}",
+                plain_expected(expected),
+                plain_found(unexpected)
+            ),
+            "write a value of the expected kind; quote text that looks like a number or true/false"
+                .to_string(),
+        ),
+        E::SerdeUnknownVariant {
+            variant, expected, ..
+        } => (
+            format!("unknown value {variant:?}"),
+            format!("use one of: {}", expected.join(", ")),
+        ),
+        E::NullIntoString { .. } | E::InvalidCharNull { .. } => (
+            "a value is missing here".to_string(),
+            "write a value after the ':', or remove the key".to_string(),
+        ),
+        E::DuplicateMappingKey { key, .. } => (
+            match key {
+                Some(k) => format!("key {k:?} is written twice in the same mapping"),
+                None => "a key is written twice in the same mapping".to_string(),
+            },
+            "keep one of them".to_string(),
+        ),
+        E::Budget { breach, .. } => {
+            let limit = match breach {
+                BudgetBreach::Nodes { .. } => {
+                    format!("more than {MAX_YAML_NODES} YAML values")
+                }
+                BudgetBreach::Events { .. } => {
+                    format!("more than {MAX_YAML_EVENTS} YAML events")
+                }
+                BudgetBreach::ScalarBytes { .. } => {
+                    format!("more than {} MiB of text", MAX_YAML_SCALAR_BYTES >> 20)
+                }
+                BudgetBreach::Depth { .. } => {
+                    format!("nesting deeper than {MAX_YAML_DEPTH} levels")
+                }
+                _ => "too many aliases, anchors, documents or comments".to_string(),
+            };
+            (
+                format!("the file is too large to read: {limit}"),
+                format!("an enrollment holds at most {MAX_YAML_NODES} YAML values (about 100,000 fully configured images); split it or remove what is repeated"),
+            )
+        }
+        E::AliasReplayLimitExceeded { .. }
+        | E::AliasExpansionLimitExceeded { .. }
+        | E::AliasReplayStackDepthExceeded { .. }
+        | E::AliasReplayCounterOverflow { .. } => (
+            "YAML aliases (*name) here expand to too much data".to_string(),
+            "write the values out instead of nesting aliases".to_string(),
+        ),
+        E::UnknownAnchor { .. } => (
+            "alias (*name) of an anchor (&name) that is not defined above".to_string(),
+            "define the anchor before its first use, or write the value out".to_string(),
+        ),
+        E::Eof { .. } => (
+            "the file ends in the middle of a value".to_string(),
+            "close the open quote, bracket or brace, or finish the entry".to_string(),
+        ),
+        E::MultipleDocuments { .. } => (
+            "the file holds more than one YAML document (a second `---`)".to_string(),
+            "keep one document per enrollment file".to_string(),
+        ),
+        E::InvalidUtf8Input => (
+            "the file is not UTF-8 text".to_string(),
+            "save it as UTF-8".to_string(),
+        ),
+        E::IndentationError { .. } | E::FoldedBlockScalarMustIndentContent { .. } => {
+            ("wrong indentation".to_string(), fix_yaml)
+        }
+        E::InvalidScalar { ty, .. } => (
+            format!("expected {}", plain_expected(ty)),
+            "write a value of the expected kind; quote text that looks like a number or true/false"
+                .to_string(),
+        ),
+        E::Unexpected { expected, .. } => (
+            format!("expected {}", plain_expected(expected)),
+            "write a value of the expected kind here".to_string(),
+        ),
+        other => {
+            let text = serde_saphyr::UserMessageFormatter.format_message(other);
+            (clean_library_text(&text), fix_yaml)
+        }
+    }
+}
+
+/// serde's description of a wanted type, in the words of a YAML file.
+fn plain_expected(expected: &str) -> String {
+    let e = expected.trim();
+    if e.starts_with("struct ") || e.contains("map") {
+        "a mapping (key: value lines)".to_string()
+    } else if e.contains("sequence") || e.starts_with("a Vec") || e == "seq" {
+        "a list".to_string()
+    } else if matches!(e, "u8" | "u16" | "u32" | "u64" | "usize") || e.contains("unsigned") {
+        "a whole number of 0 or more".to_string()
+    } else if matches!(e, "i8" | "i16" | "i32" | "i64" | "isize") || e.contains("integer") {
+        "a whole number".to_string()
+    } else if e.contains("bool") {
+        "true or false".to_string()
+    } else if e.contains("string") || e == "char" {
+        "text".to_string()
+    } else {
+        e.to_string()
+    }
+}
+
+/// serde's description of a found value, without Rust type names.
+fn plain_found(unexpected: &str) -> String {
+    let u = unexpected.trim();
+    if u == "map" || u.starts_with("map") {
+        "a mapping".to_string()
+    } else if u.starts_with("sequence") {
+        "a list".to_string()
+    } else if u == "unit" || u.contains("null") {
+        "nothing".to_string()
+    } else {
+        u.replace('`', "")
+    }
+}
+
+/// A library message without its own `error:` prefix, location suffix or line breaks.
+fn clean_library_text(text: &str) -> String {
+    static LOCATION: LazyLock<Regex> = LazyLock::new(|| {
+        #[allow(clippy::expect_used)] // constant pattern, covered by tests
+        Regex::new(r"(?i)\s*(,\s*)?(at\s+)?line\s+\d+,?\s+column\s+\d+:?\s*")
+            .expect("valid location regex")
+    });
+    let first = text.lines().next().unwrap_or_default();
+    let without = LOCATION.replace_all(first, " ");
+    let trimmed = without
+        .trim()
+        .trim_start_matches("error:")
+        .trim()
+        .trim_end_matches(':')
+        .trim();
+    if trimmed.is_empty() {
+        "invalid YAML".to_string()
+    } else {
+        trimmed.to_string()
+    }
 }
 
 struct Checker<'a> {
@@ -625,6 +946,19 @@ impl Checker<'_> {
         if let Some(a) = &spec.auto_rebuild {
             policy.auto_rebuild = a.value;
         }
+        if let Some(m) = &spec.max_attempts {
+            if (1..=MAX_MAX_ATTEMPTS).contains(&m.value) {
+                policy.max_attempts = m.value;
+            } else {
+                self.error(
+                    m.at,
+                    format!("maxAttempts {} out of range", m.value),
+                    format!(
+                        "write 1 to {MAX_MAX_ATTEMPTS} (the first start counts as one attempt)"
+                    ),
+                );
+            }
+        }
         policy
     }
 
@@ -823,18 +1157,21 @@ impl Checker<'_> {
                 }
             }
             (None, Some(path)) => {
-                let dir = self.base_dir.join(&path.value);
-                if !dir.is_dir() {
+                if path.value.trim().is_empty() {
                     self.error(
                         path.at,
-                        format!("source path {:?} is not a directory", path.value),
-                        format!("paths are relative to the directory of {}", self.file),
+                        "empty source path",
+                        format!(
+                            "name the source directory, relative to the directory of {}",
+                            self.file
+                        ),
                     );
                     return None;
                 }
                 Source::Path {
-                    dir,
+                    dir: self.base_dir.join(&path.value),
                     raw: path.value.clone(),
+                    at: path.at,
                 }
             }
         };
@@ -842,44 +1179,95 @@ impl Checker<'_> {
             .dockerfile
             .as_ref()
             .map_or_else(|| "Dockerfile".to_string(), |d| d.value.clone());
-        if let Source::Path { dir, raw } = &source_kind {
-            if !dir.join(&dockerfile).is_file() {
-                let at = source.dockerfile.as_ref().map_or_else(
-                    || source.path.as_ref().map_or(spec.name.at, |p| p.at),
-                    |d| d.at,
-                );
-                self.error(
-                    at,
-                    format!(
-                        "image {:?}: Dockerfile {raw}/{dockerfile} does not exist",
-                        spec.name.value
-                    ),
-                    "set source.dockerfile to the Dockerfile's path inside the source directory",
-                );
-                return None;
-            }
-        }
+        let dockerfile_at = source.dockerfile.as_ref().map_or_else(
+            || source.path.as_ref().map_or(spec.name.at, |p| p.at),
+            |d| d.at,
+        );
         let context = source
             .context
             .as_ref()
             .map_or_else(|| ".".to_string(), |c| c.value.clone());
+        let inside = source
+            .dockerfile
+            .iter()
+            .map(|d| (d, "dockerfile"))
+            .chain(source.context.iter().map(|c| (c, "context")))
+            .fold(true, |ok, (value, field)| {
+                self.check_inside_source(value, field) && ok
+            });
+        if !inside {
+            return None;
+        }
         let build_args = spec
             .build_args
             .iter()
             .flatten()
             .map(|(k, v)| (k.clone(), v.value.clone()))
             .collect();
-        let trigger = spec
-            .trigger
-            .as_ref()
-            .and_then(|t| self.trigger(t, project, spec.name.at));
+        let trigger = match &spec.trigger {
+            Some(t) => self.trigger(t, project, spec.name.at),
+            None => {
+                self.warning(
+                    spec.name.at,
+                    format!(
+                        "image {:?} has no trigger: rebuilds are recorded but never started",
+                        spec.name.value
+                    ),
+                    "add a trigger (command, webhook, githubWorkflow, kubernetesJob or kargoPromotion) so the factory can start the build",
+                );
+                None
+            }
+        };
         Some(Build {
             source: source_kind,
             dockerfile,
+            dockerfile_at,
             context,
             build_args,
             trigger,
         })
+    }
+
+    /// Whether `value` (a `source.dockerfile` or `source.context`) is a relative path
+    /// that stays inside the source root; an error at `value` otherwise. Checked on the
+    /// text alone (`a/../b` is fine, `../b` and `/b` are not), as BuildKit refuses a
+    /// Dockerfile or context outside the build's source.
+    fn check_inside_source(&mut self, value: &Located<String>, field: &str) -> bool {
+        let path = value.value.as_str();
+        if path.trim().is_empty() {
+            let hint = if field == "context" {
+                "write . for the source root, or a directory inside it"
+            } else {
+                "name the Dockerfile's path inside the source, e.g. Dockerfile or docker/app.Dockerfile"
+            };
+            self.error(value.at, format!("empty source.{field}"), hint);
+            return false;
+        }
+        if Path::new(path).is_absolute() || path.starts_with('/') || path.starts_with('\\') {
+            self.error(
+                value.at,
+                format!("source.{field} {path:?} is an absolute path"),
+                "write it relative to the source root (the repository or source.path)",
+            );
+            return false;
+        }
+        let mut depth: usize = 0;
+        for part in path.split(['/', '\\']) {
+            match part {
+                "" | "." => {}
+                ".." if depth == 0 => {
+                    self.error(
+                        value.at,
+                        format!("source.{field} {path:?} leaves the source"),
+                        "it is relative to the source root (the repository or source.path) and must stay inside it; move source.path up instead",
+                    );
+                    return false;
+                }
+                ".." => depth -= 1,
+                _ => depth += 1,
+            }
+        }
+        true
     }
 
     fn trigger(&mut self, t: &TriggerSpec, project: &str, at: Position) -> Option<Trigger> {
@@ -948,6 +1336,19 @@ impl Checker<'_> {
                 .flatten()
                 .map(|(k, v)| (k.clone(), v.value.clone()))
                 .collect();
+            if !self.check_workflow(&g.workflow) {
+                return None;
+            }
+            if let Some(r) = &g.reference {
+                if r.value.trim().is_empty() {
+                    self.error(
+                        r.at,
+                        "empty trigger.githubWorkflow.ref",
+                        "name the branch or tag to run the workflow on, or remove ref (default main)",
+                    );
+                    return None;
+                }
+            }
             if inputs.len() > 25 {
                 self.error(
                     g.workflow.at,
@@ -988,6 +1389,36 @@ impl Checker<'_> {
             });
         }
         None
+    }
+}
+
+impl Checker<'_> {
+    /// Whether `workflow` names a workflow as GitHub's `workflow_dispatch` API takes it
+    /// (`POST /repos/{owner}/{repo}/actions/workflows/{workflow_id}/dispatches`): a numeric
+    /// ID, or the file name of a workflow in `.github/workflows` (`.yml` or `.yaml`).
+    fn check_workflow(&mut self, workflow: &Located<String>) -> bool {
+        let w = workflow.value.trim();
+        let problem = if w.is_empty() {
+            Some("empty trigger.githubWorkflow.workflow".to_string())
+        } else if w.contains('/') {
+            Some(format!("workflow {w:?} is a path"))
+        } else if !(w.bytes().all(|b| b.is_ascii_digit())
+            || w.ends_with(".yml")
+            || w.ends_with(".yaml"))
+        {
+            Some(format!(
+                "workflow {w:?} is neither a .yml/.yaml file name nor a numeric ID"
+            ))
+        } else {
+            None
+        };
+        let Some(message) = problem else { return true };
+        self.error(
+            workflow.at,
+            message,
+            "name the workflow file in .github/workflows (e.g. build-image.yml) or its numeric ID",
+        );
+        false
     }
 }
 

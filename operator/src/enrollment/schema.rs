@@ -113,6 +113,10 @@ pub struct RebuildSpec {
     pub cascade_delay: Option<Located<String>>,
     /// Whether eligible rebuilds start on their own (`true`, default) or wait for a person.
     pub auto_rebuild: Option<Located<bool>>,
+    /// How many times one rebuild is started before it is given up, the first start
+    /// included: 1–20. Default `3`.
+    #[schemars(range(min = 1, max = 20))]
+    pub max_attempts: Option<Located<u32>>,
 }
 
 /// Kargo image-subscription settings, with Kargo's own field names.
@@ -174,11 +178,12 @@ pub struct ImageSpec {
 pub struct SourceSpec {
     /// A git repository to clone (mutually exclusive with `path`).
     pub git: Option<GitSourceSpec>,
-    /// A local directory, relative to the directory of `images.yaml`.
+    /// A local directory, relative to the directory of `images.yaml` (not the working
+    /// directory), as Docker Compose resolves `build.context`.
     pub path: Option<Located<String>>,
-    /// The Dockerfile, relative to the source root. Default `Dockerfile`.
+    /// The Dockerfile, relative to the source root and inside it. Default `Dockerfile`.
     pub dockerfile: Option<Located<String>>,
-    /// The build context, relative to the source root. Default `.`.
+    /// The build context, relative to the source root and inside it. Default `.`.
     pub context: Option<Located<String>>,
 }
 

@@ -62,6 +62,27 @@ pub struct Inspection {
     pub stale: Option<bool>,
 }
 
+/// The platform BuildKit writes on the attestation manifests (SBOM, provenance) it adds
+/// to an index: `unknown/unknown`, with the annotation
+/// `vnd.docker.reference.type: attestation-manifest` (BuildKit
+/// `docs/attestations/attestation-storage.md`). They are not images anyone runs.
+pub const ATTESTATION_PLATFORM: &str = "unknown/unknown";
+
+/// Whether an index entry's normalized platform is that of an attestation manifest
+/// ([`ATTESTATION_PLATFORM`]) rather than of a runnable image.
+pub fn is_attestation_platform(platform: &str) -> bool {
+    platform == ATTESTATION_PLATFORM
+}
+
+/// The inspection without the index's attestation manifests in `platforms`, so that
+/// `inspect` lists only the platforms an image can be pulled for.
+pub fn without_attestation_manifests(mut inspection: Inspection) -> Inspection {
+    inspection
+        .platforms
+        .retain(|p| !is_attestation_platform(&p.platform));
+    inspection
+}
+
 /// How staleness was decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum StalenessEvidence {
