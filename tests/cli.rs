@@ -95,7 +95,8 @@ fn dockerfile_json_has_the_documented_shape() {
                 {"reference": "docker.io/library/golang:1.24", "via": "from", "stage": 0},
                 {"reference": "docker.io/library/alpine:3.19", "via": "copy", "stage": 1}
             ],
-            "errors": []
+            "errors": [],
+            "warnings": []
         }])
     );
 }

@@ -74,11 +74,11 @@ fn dockerfile_corpus_every_valid_file_yields_stages() {
         if analysis.stages.is_empty() {
             counts.3 += 1;
             assert!(
-                !analysis.errors.is_empty(),
+                !analysis.problems.is_empty(),
                 "{file}: no stages and no error"
             );
             if !deliberately_invalid(&file, &notes) {
-                failures.push(format!("{file}: {:?}", analysis.errors));
+                failures.push(format!("{file}: {:?}", analysis.messages()));
             }
         } else {
             counts.0 += 1;
@@ -90,7 +90,7 @@ fn dockerfile_corpus_every_valid_file_yields_stages() {
         {
             counts.1 += 1;
         }
-        if !analysis.errors.is_empty() {
+        if !analysis.problems.is_empty() {
             counts.2 += 1;
         }
     }
@@ -112,17 +112,17 @@ fn dockerfile_corpus_deliberately_invalid_fixtures_are_reported() {
         if notes.contains("no-from") {
             assert!(
                 analysis
-                    .errors
+                    .messages()
                     .iter()
                     .any(|e| e.contains("no FROM instruction")),
                 "{file}: {:?}",
-                analysis.errors
+                analysis.messages()
             );
         }
         println!(
             "{file}: {} stages, errors {:?}",
             analysis.stages.len(),
-            analysis.errors
+            analysis.messages()
         );
     }
     // Most "bad" fixtures fail at build time (checksums, missing files, a registry that
@@ -130,11 +130,11 @@ fn dockerfile_corpus_deliberately_invalid_fixtures_are_reported() {
     let copy_self = analyzed("containers__buildah/tests__bud__copy-from__Dockerfile2.bad");
     assert!(
         copy_self
-            .errors
+            .messages()
             .iter()
             .any(|e| e.contains("a stage cannot use itself")),
         "{:?}",
-        copy_self.errors
+        copy_self.messages()
     );
 }
 
@@ -189,7 +189,11 @@ fn dockerfile_corpus_jupyter_recipes_expand_arg_defaults() {
                 || base == "docker.io/jupyter/base-notebook:notebook-6.5.4",
             "{file}: {base}"
         );
-        assert!(analysis.errors.is_empty(), "{file}: {:?}", analysis.errors);
+        assert!(
+            analysis.problems.is_empty(),
+            "{file}: {:?}",
+            analysis.messages()
+        );
     }
 }
 
@@ -327,9 +331,9 @@ fn dockerfile_corpus_eliasj42_backslashes_are_not_continuations() {
     for line in [34, 35] {
         let marker = format!("Dockerfile:{line}: unknown instruction");
         assert!(
-            analysis.errors.iter().any(|e| e.contains(&marker)),
+            analysis.messages().iter().any(|e| e.contains(&marker)),
             "{marker} not in {:?}",
-            analysis.errors
+            analysis.messages()
         );
     }
 }
@@ -344,7 +348,7 @@ fn dockerfile_corpus_agnhost_tolerates_cross_build_copy() {
         }
     );
     assert!(analysis
-        .errors
+        .messages()
         .iter()
         .any(|e| e.contains("CROSS_BUILD_COPY")));
 }
@@ -395,7 +399,7 @@ fn dockerfile_corpus_jupyter_foundation_chain() {
         .0
         .starts_with("docker.io/mambaorg/micromamba:2.8.1@sha256:fb18"));
     assert_eq!((deps[1].1, deps[1].2), (Via::From, 1));
-    assert!(analysis.errors.is_empty(), "{:?}", analysis.errors);
+    assert!(analysis.problems.is_empty(), "{:?}", analysis.messages());
 }
 
 #[test]
@@ -422,7 +426,7 @@ fn dockerfile_corpus_jupyter_chain_children_point_at_their_parent() {
 fn dockerfile_corpus_dump_errors() {
     for (file, _) in manifest() {
         let analysis = analyzed(&file);
-        for error in &analysis.errors {
+        for error in &analysis.messages() {
             println!("{}", error.replace(&corpus().display().to_string(), ""));
         }
         for stage in &analysis.stages {

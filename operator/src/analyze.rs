@@ -393,20 +393,17 @@ impl Model {
                     .hint("a Dockerfile starts its first stage with FROM <image>"),
                 );
             }
-            for message in &a.analysis.errors {
-                let (at, text) = split_location(&a.display, message);
-                let hint = if text.contains("ARG")
-                    || text.contains("unresolved")
-                    || text.contains('$')
-                {
-                    "give the ARG a default in the Dockerfile or a value in the image's buildArgs in images.yaml"
-                } else {
-                    "fix the Dockerfile line"
+            for problem in &a.analysis.problems {
+                // The missing FROM is the error above.
+                if problem.kind == dockerfile::ProblemKind::NoFrom {
+                    continue;
+                }
+                let at = Position {
+                    line: u64::try_from(problem.line).unwrap_or(u64::MAX),
+                    column: u64::from(problem.line > 0),
                 };
-                out.push(
-                    Diagnostic::warning(&a.display, at, format!("image {name:?}: {text}"))
-                        .hint(hint),
-                );
+                let message = format!("image {name:?}: {}", problem.kind);
+                out.push(Diagnostic::warning(&a.display, at, message).hint(problem.hint()));
             }
         }
         for cycle in self.graph.cycles() {
@@ -423,21 +420,6 @@ impl Model {
         }
         out
     }
-}
-
-/// Splits `file:line: message` (as Dockerfile analysis writes it) into a position and
-/// the message.
-fn split_location(file: &str, message: &str) -> (Position, String) {
-    let rest = message.strip_prefix(file).and_then(|r| r.strip_prefix(':'));
-    if let Some(rest) = rest {
-        if let Some((line, text)) = rest.split_once(':') {
-            if let Ok(line) = line.trim().parse::<u64>() {
-                return (Position { line, column: 1 }, text.trim().to_string());
-            }
-        }
-        return (Position::default(), rest.trim().to_string());
-    }
-    (Position::default(), message.to_string())
 }
 
 /// Runs `analyze`: loads the enrollment, reads the sources, builds the graph (keeping

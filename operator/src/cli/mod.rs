@@ -612,12 +612,20 @@ fn run_dockerfile(files: &[PathBuf], build_args: Vec<(String, String)>, output: 
         }
     }
     let text = match output {
-        Output::Json => serde_json::to_string_pretty(&analyses).unwrap_or_default() + "\n",
+        Output::Json => match serde_json::to_string_pretty(&analyses) {
+            Ok(json) => json + "\n",
+            Err(e) => {
+                eprintln!("error: cannot render the analysis as JSON: {e}");
+                return EXIT_ERROR;
+            }
+        },
         Output::Text => dockerfile::render_text(&analyses),
     };
     let code = print(&text);
+    // Warnings (a substitution this analyzer does not evaluate) do not fail the command.
     let findings = analyses.iter().any(|a| {
         a.stages.is_empty()
+            || a.has_errors()
             || a.stages
                 .iter()
                 .any(|s| matches!(s.from, dockerfile::From::Unresolved { .. }))

@@ -9,8 +9,42 @@
 //!
 //! Unlike BuildKit, a variable whose value is not known never silently becomes the empty
 //! string: it is reported in [`Expanded::missing`], so the caller can refuse to guess.
+//!
+//! Expansion is bounded: a word never grows past [`MAX_EXPANDED_BYTES`], so chained
+//! `ARG A2=${A1}${A1}`, `ARG A3=${A2}${A2}`, … cannot double their way to gigabytes.
 
 use std::collections::BTreeMap;
+
+/// The largest expanded word, in bytes (4 KiB).
+///
+/// Where it comes from: the longest valid image reference is well under 1 KiB
+/// (distribution/reference: repository path ≤ 255 characters, tag ≤ 128, a sha512 digest
+/// 135, a registry host ≤ 253), so no expansion that ends in a `FROM` or `--from` can
+/// need more; 4 KiB leaves room for ARGs that hold other text (package lists) while
+/// keeping the memory of an analysis at most this much per declared ARG.
+pub const MAX_EXPANDED_BYTES: usize = 4096;
+
+/// Why a word could not be expanded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SubstitutionError {
+    /// `${NAME` or `${NAME:-word` without the closing `}`.
+    #[error("missing '}}' in variable substitution")]
+    Unterminated,
+    /// `${}` or `${:-x}`: no variable name after `${`.
+    #[error("bad substitution: '${{' must be followed by a variable name")]
+    MissingName,
+    /// A form BuildKit knows but this analyzer does not evaluate (`${NAME#pattern}`,
+    /// `${NAME%pattern}`, `${NAME/a/b}`); `form` is e.g. `${NAME#…}`.
+    #[error("unsupported substitution '{form}' (only :- - :+ + :? ? are evaluated)")]
+    Unsupported {
+        /// The form, with the variable name and operator and `…` for the rest.
+        form: String,
+    },
+    /// The expanded word grew past [`MAX_EXPANDED_BYTES`].
+    #[error("expands past {MAX_EXPANDED_BYTES} bytes")]
+    TooLarge,
+}
 
 /// What is known about one build variable (an `ARG`, a build arg).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,9 +81,14 @@ impl Expanded {
 ///
 /// # Errors
 ///
-/// A message when the word is malformed (`${` without `}`, `${}`), or uses a
-/// substitution form this analyzer does not evaluate (`${VAR#pattern}` and friends).
-pub(crate) fn expand_word(word: &str, escape: char, scope: &Scope) -> Result<Expanded, String> {
+/// [`SubstitutionError`] when the word is malformed (`${` without `}`, `${}`), uses a
+/// substitution form this analyzer does not evaluate (`${VAR#pattern}` and friends), or
+/// expands past [`MAX_EXPANDED_BYTES`].
+pub(crate) fn expand_word(
+    word: &str,
+    escape: char,
+    scope: &Scope,
+) -> Result<Expanded, SubstitutionError> {
     let mut lexer = Lexer {
         chars: word.chars().collect(),
         pos: 0,
@@ -83,37 +122,38 @@ impl Lexer<'_> {
 
     /// Processes until the end of input, or until an unmatched `}` when `in_braces`
     /// (the word part of `${VAR:-word}`), which is consumed.
-    fn process(&mut self, out: &mut Expanded, in_braces: bool) -> Result<(), String> {
+    fn process(&mut self, out: &mut Expanded, in_braces: bool) -> Result<(), SubstitutionError> {
         while let Some(ch) = self.next_char() {
             match ch {
                 '}' if in_braces => return Ok(()),
-                '\'' => self.single_quoted(out),
+                '\'' => self.single_quoted(out)?,
                 '"' => self.double_quoted(out)?,
                 '$' => self.dollar(out)?,
                 c if c == self.escape => match self.next_char() {
-                    Some(escaped) => out.text.push(escaped),
+                    Some(escaped) => push(out, escaped)?,
                     // A trailing escape character stays literal, as in BuildKit.
-                    None => out.text.push(c),
+                    None => push(out, c)?,
                 },
-                c => out.text.push(c),
+                c => push(out, c)?,
             }
         }
         if in_braces {
-            return Err("missing '}' in variable substitution".to_owned());
+            return Err(SubstitutionError::Unterminated);
         }
         Ok(())
     }
 
-    fn single_quoted(&mut self, out: &mut Expanded) {
+    fn single_quoted(&mut self, out: &mut Expanded) -> Result<(), SubstitutionError> {
         while let Some(ch) = self.next_char() {
             if ch == '\'' {
-                return;
+                return Ok(());
             }
-            out.text.push(ch);
+            push(out, ch)?;
         }
+        Ok(())
     }
 
-    fn double_quoted(&mut self, out: &mut Expanded) -> Result<(), String> {
+    fn double_quoted(&mut self, out: &mut Expanded) -> Result<(), SubstitutionError> {
         while let Some(ch) = self.next_char() {
             match ch {
                 '"' => return Ok(()),
@@ -123,17 +163,17 @@ impl Lexer<'_> {
                     // character is kept (BuildKit processDoubleQuote).
                     Some(next) if next == '"' || next == '$' || next == self.escape => {
                         self.pos += 1;
-                        out.text.push(next);
+                        push(out, next)?;
                     }
-                    _ => out.text.push(c),
+                    _ => push(out, c)?,
                 },
-                c => out.text.push(c),
+                c => push(out, c)?,
             }
         }
         Ok(())
     }
 
-    fn dollar(&mut self, out: &mut Expanded) -> Result<(), String> {
+    fn dollar(&mut self, out: &mut Expanded) -> Result<(), SubstitutionError> {
         match self.peek() {
             Some('{') => {
                 self.pos += 1;
@@ -141,13 +181,9 @@ impl Lexer<'_> {
             }
             Some(c) if c.is_ascii_alphabetic() || c == '_' => {
                 let name = self.name();
-                self.substitute_plain(&name, out);
-                Ok(())
+                self.substitute_plain(&name, out)
             }
-            _ => {
-                out.text.push('$');
-                Ok(())
-            }
+            _ => push(out, '$'),
         }
     }
 
@@ -164,38 +200,37 @@ impl Lexer<'_> {
         name
     }
 
-    fn substitute_plain(&self, name: &str, out: &mut Expanded) {
+    fn substitute_plain(&self, name: &str, out: &mut Expanded) -> Result<(), SubstitutionError> {
         match self.lookup(name) {
-            Var::Value(value) => out.text.push_str(&value),
+            Var::Value(value) => push_str(out, &value)?,
             Var::Unset | Var::Unknown => out.missing.push(name.to_owned()),
         }
+        Ok(())
     }
 
     fn lookup(&self, name: &str) -> Var {
         self.scope.get(name).cloned().unwrap_or(Var::Unset)
     }
 
-    fn braced(&mut self, out: &mut Expanded) -> Result<(), String> {
+    fn braced(&mut self, out: &mut Expanded) -> Result<(), SubstitutionError> {
         let name = self.name();
         if name.is_empty() {
-            return Err("bad substitution: '${' must be followed by a variable name".to_owned());
+            return Err(SubstitutionError::MissingName);
         }
         let colon = self.peek() == Some(':');
         if colon {
             self.pos += 1;
         }
         let Some(op) = self.next_char() else {
-            return Err(format!("missing '}}' after ${{{name}"));
+            return Err(SubstitutionError::Unterminated);
         };
         if op == '}' && !colon {
-            self.substitute_plain(&name, out);
-            return Ok(());
+            return self.substitute_plain(&name, out);
         }
         if !matches!(op, '-' | '+' | '?') {
-            return Err(format!(
-                "unsupported substitution '${{{name}{}{op}…}}' (only :- - :+ + :? ? are evaluated)",
-                if colon { ":" } else { "" }
-            ));
+            return Err(SubstitutionError::Unsupported {
+                form: format!("${{{name}{}{op}…}}", if colon { ":" } else { "" }),
+            });
         }
         let mut word = Expanded::default();
         self.process(&mut word, true)?;
@@ -204,11 +239,11 @@ impl Lexer<'_> {
         let is_set = |value: &String| !colon || !value.is_empty();
         match (op, var) {
             (_, Var::Unknown) => out.missing.push(name),
-            ('-', Var::Value(value)) if is_set(&value) => out.text.push_str(&value),
-            ('-', _) => merge(out, word),
-            ('+', Var::Value(value)) if is_set(&value) => merge(out, word),
+            ('-', Var::Value(value)) if is_set(&value) => push_str(out, &value)?,
+            ('-', _) => merge(out, word)?,
+            ('+', Var::Value(value)) if is_set(&value) => merge(out, word)?,
             ('+', _) => {}
-            (_, Var::Value(value)) if is_set(&value) => out.text.push_str(&value),
+            (_, Var::Value(value)) if is_set(&value) => push_str(out, &value)?,
             // `${VAR:?message}` on an unset variable fails the build in BuildKit.
             _ => out.missing.push(name),
         }
@@ -216,9 +251,29 @@ impl Lexer<'_> {
     }
 }
 
-fn merge(out: &mut Expanded, word: Expanded) {
-    out.text.push_str(&word.text);
+/// Appends one character, refusing to grow past [`MAX_EXPANDED_BYTES`].
+fn push(out: &mut Expanded, ch: char) -> Result<(), SubstitutionError> {
+    if out.text.len() + ch.len_utf8() > MAX_EXPANDED_BYTES {
+        return Err(SubstitutionError::TooLarge);
+    }
+    out.text.push(ch);
+    Ok(())
+}
+
+/// Appends a value, refusing to grow past [`MAX_EXPANDED_BYTES`]; checked before the
+/// copy, so a too-large result is never allocated.
+fn push_str(out: &mut Expanded, value: &str) -> Result<(), SubstitutionError> {
+    if out.text.len() + value.len() > MAX_EXPANDED_BYTES {
+        return Err(SubstitutionError::TooLarge);
+    }
+    out.text.push_str(value);
+    Ok(())
+}
+
+fn merge(out: &mut Expanded, word: Expanded) -> Result<(), SubstitutionError> {
+    push_str(out, &word.text)?;
     out.missing.extend(word.missing);
+    Ok(())
 }
 
 #[cfg(test)]
@@ -283,6 +338,21 @@ mod tests {
     #[case::pattern("${SET#v}")]
     fn rejects(#[case] word: &str) {
         assert!(expand_word(word, '\\', &scope()).is_err(), "{word}");
+    }
+
+    #[test]
+    fn stops_at_the_size_limit() {
+        let half = "x".repeat(MAX_EXPANDED_BYTES / 2);
+        let scope: Scope = [("H".to_owned(), Var::Value(half))].into_iter().collect();
+        let exact = expand_word("$H$H", '\\', &scope).unwrap();
+        assert_eq!(exact.text.len(), MAX_EXPANDED_BYTES);
+        for word in ["$H$H$H", "$H${U:-$H$H}", "$H$H!", "'$H'$H$H"] {
+            assert_eq!(
+                expand_word(word, '\\', &scope),
+                Err(SubstitutionError::TooLarge),
+                "{word}"
+            );
+        }
     }
 
     #[test]

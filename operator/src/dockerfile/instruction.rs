@@ -13,6 +13,8 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
+use super::{Problem, ProblemKind};
+
 static DIRECTIVE: LazyLock<Option<Regex>> = LazyLock::new(|| {
     // BuildKit: `^#\s*([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*$`
     Regex::new(r"^#\s*([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*$").ok()
@@ -32,13 +34,6 @@ pub(crate) struct Instruction {
     pub(crate) keyword: String,
     /// Everything after the keyword, leading whitespace removed.
     pub(crate) args: String,
-}
-
-/// Something the scanner noticed, with its 1-based line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Problem {
-    pub(crate) line: usize,
-    pub(crate) message: String,
 }
 
 /// The scanned file.
@@ -111,9 +106,9 @@ fn read_escape_directive(lines: &[&str], problems: &mut Vec<Problem>) -> char {
                 "`" => escape = '`',
                 other => problems.push(Problem {
                     line: number + 1,
-                    message: format!(
-                        "invalid escape directive {other:?}: must be \\ or ` (using \\)"
-                    ),
+                    kind: ProblemKind::InvalidEscapeDirective {
+                        value: other.to_owned(),
+                    },
                 }),
             }
         }
@@ -177,7 +172,7 @@ fn skip_heredocs(
         if !terminated {
             problems.push(Problem {
                 line: instruction.line,
-                message: format!("unterminated heredoc <<{name}: no line {name:?} follows"),
+                kind: ProblemKind::UnterminatedHeredoc { name },
             });
             return index;
         }

@@ -19,21 +19,39 @@
 //! - the automatic platform args (`TARGETARCH`, `BUILDPLATFORM`, …) are known only at
 //!   build time, so they are unset here unless given as build args.
 //!
+//! - a stage name must match `^[a-z][a-z0-9-_.]*$` once lower-cased, and is stored
+//!   lower-cased (`frontend/dockerfile/instructions/parse.go`, `parseBuildStageName`);
+//!   unlike BuildKit, and like Buildah, `AS ${NAME}` is expanded with the global ARGs
+//!   first and the result is checked.
+//!
 //! Where BuildKit would substitute an empty string for an unset variable, the analysis
-//! refuses to guess: the reference becomes [`From::Unresolved`] and an error says which
-//! build arg to pass. Analysis is pure and never panics; only [`analyze_file`] reads.
+//! refuses to guess: the reference becomes [`From::Unresolved`] and a [`Problem`] says
+//! which ARG lacks a value and why. Expansion is bounded by [`MAX_EXPANDED_BYTES`] per
+//! word. Analysis is pure and never panics; only [`analyze_file`] reads.
 
 mod expand;
 mod instruction;
+mod problem;
 mod syntax;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
 
+use regex::Regex;
+
+use crate::enrollment::Severity;
 use crate::reference::Reference;
 use expand::{expand_word, Expanded, Scope, Var};
+pub use expand::{SubstitutionError, MAX_EXPANDED_BYTES};
 use instruction::Instruction;
+pub use problem::{Problem, ProblemKind, ECHO_CHARS};
+
+/// BuildKit's stage-name rule, applied to the lower-cased name
+/// (`frontend/dockerfile/instructions/parse.go`: `validStageName`).
+static STAGE_NAME: LazyLock<Option<Regex>> =
+    LazyLock::new(|| Regex::new(r"^[a-z][a-z0-9\-_.]*$").ok());
 
 /// The args BuildKit defines in the global scope for every build
 /// (Dockerfile reference, "Automatic platform ARGs in the global scope").
@@ -72,9 +90,10 @@ const KNOWN_INSTRUCTIONS: [&str; 18] = [
 
 /// One analyzed Dockerfile.
 ///
-/// Serializes (`serde_json`) to
-/// `{"file": str, "stages": [Stage], "dependencies": [Dependency], "errors": [str]}`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+/// Serializes (`serde_json`) to `{"file": str, "stages": [Stage], "dependencies":
+/// [Dependency], "errors": [str], "warnings": [str]}`, where `errors` and `warnings` are
+/// the [`Analysis::problems`] of each [`Severity`], rendered by [`Analysis::message`].
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Analysis {
     /// The display name given to [`analyze`] (the path for [`analyze_file`]).
     pub file: String,
@@ -84,9 +103,58 @@ pub struct Analysis {
     /// `COPY`/`ADD --from` and `RUN --mount=…,from=` values that name an image rather
     /// than a stage. Stage references never appear here.
     pub dependencies: Vec<Dependency>,
-    /// Problems, each `file:line: message` (`file: message` when no line applies).
-    /// Includes unresolved references, invalid references and ignored instructions.
-    pub errors: Vec<String>,
+    /// Problems in file order (a whole-file problem last): unresolved references,
+    /// invalid references, ignored instructions.
+    pub problems: Vec<Problem>,
+}
+
+impl Analysis {
+    /// `file:line: message` for one problem (`file: message` when it has no line).
+    #[must_use]
+    pub fn message(&self, problem: &Problem) -> String {
+        if problem.line == 0 {
+            format!("{}: {}", self.file, problem.kind)
+        } else {
+            format!("{}:{}: {}", self.file, problem.line, problem.kind)
+        }
+    }
+
+    /// Every problem rendered by [`Analysis::message`], in order.
+    #[must_use]
+    pub fn messages(&self) -> Vec<String> {
+        self.problems.iter().map(|p| self.message(p)).collect()
+    }
+
+    /// The problems of one severity, rendered by [`Analysis::message`].
+    #[must_use]
+    pub fn messages_of(&self, severity: Severity) -> Vec<String> {
+        self.problems
+            .iter()
+            .filter(|p| p.kind.severity() == severity)
+            .map(|p| self.message(p))
+            .collect()
+    }
+
+    /// Whether any problem is a [`Severity::Error`].
+    #[must_use]
+    pub fn has_errors(&self) -> bool {
+        self.problems
+            .iter()
+            .any(|p| p.kind.severity() == Severity::Error)
+    }
+}
+
+impl serde::Serialize for Analysis {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct as _;
+        let mut out = serializer.serialize_struct("Analysis", 5)?;
+        out.serialize_field("file", &self.file)?;
+        out.serialize_field("stages", &self.stages)?;
+        out.serialize_field("dependencies", &self.dependencies)?;
+        out.serialize_field("errors", &self.messages_of(Severity::Error))?;
+        out.serialize_field("warnings", &self.messages_of(Severity::Warning))?;
+        out.end()
+    }
 }
 
 /// One build stage (one `FROM`).
@@ -96,7 +164,8 @@ pub struct Analysis {
 pub struct Stage {
     /// 0-based position among the stages, as used by `COPY --from=<index>`.
     pub index: usize,
-    /// The `AS name` alias, as written.
+    /// The `AS name` alias, lower-cased as BuildKit does (after Buildah-style expansion
+    /// of global ARGs in it).
     pub name: Option<String>,
     /// The raw `--platform=` value, unexpanded (`$BUILDPLATFORM` stays as written).
     pub platform: Option<String>,
@@ -132,7 +201,7 @@ pub enum From {
     /// `FROM scratch`: no base image.
     Scratch,
     /// The base cannot be determined without guessing: it depends on an ARG with no
-    /// value, or it is not a valid reference. [`Analysis::errors`] says why.
+    /// value, or it is not a valid reference. [`Analysis::problems`] says why.
     Unresolved {
         /// The text as written.
         raw: String,
@@ -185,10 +254,12 @@ pub enum DockerfileError {
 /// Analyzes Dockerfile text. `file` is only the display name recorded in the result.
 ///
 /// `build_args` override global ARG defaults (like `docker build --build-arg`), and set
-/// the automatic platform args (`TARGETARCH`, …) when given. Never panics, on any input:
-/// problems go into [`Analysis::errors`] as `file:line: message`; references that cannot
-/// be resolved without guessing become [`From::Unresolved`]. A file without `FROM`
-/// yields no stages and the error "no FROM instruction".
+/// the automatic platform args (`TARGETARCH`, …) when given; a build arg for an ARG the
+/// file does not declare has no effect, as in BuildKit. Never panics, on any input, and
+/// memory stays linear in the input ([`MAX_EXPANDED_BYTES`] per ARG): problems go into
+/// [`Analysis::problems`]; references that cannot be resolved without guessing become
+/// [`From::Unresolved`]. A file without `FROM` yields no stages and
+/// [`ProblemKind::NoFrom`].
 #[must_use]
 pub fn analyze(file: &str, content: &str, build_args: &BTreeMap<String, String>) -> Analysis {
     Analyzer::new(file, content, build_args).run()
@@ -267,10 +338,13 @@ fn render_one(out: &mut String, analysis: &Analysis) {
             );
         }
     }
-    if !analysis.errors.is_empty() {
-        let _ = writeln!(out, "  errors:");
-        for error in &analysis.errors {
-            let _ = writeln!(out, "    {error}");
+    for (severity, title) in [(Severity::Error, "errors"), (Severity::Warning, "warnings")] {
+        let messages = analysis.messages_of(severity);
+        if !messages.is_empty() {
+            let _ = writeln!(out, "  {title}:");
+            for message in messages {
+                let _ = writeln!(out, "    {message}");
+            }
         }
     }
 }
@@ -280,7 +354,10 @@ struct FlagUse {
     /// The instruction as written, for messages (`COPY --from=x`).
     what: String,
     raw: String,
-    expanded: Result<Expanded, String>,
+    expanded: Result<Expanded, SubstitutionError>,
+    /// Why each missing variable of `expanded` has no value, judged with the scope of
+    /// the instruction.
+    missing: Vec<ProblemKind>,
     via: Via,
     stage: usize,
     line: usize,
@@ -301,7 +378,7 @@ struct Analyzer<'a> {
     stage_scope: Scope,
     stages: Vec<Stage>,
     uses: Vec<Use>,
-    errors: Vec<String>,
+    problems: Vec<Problem>,
 }
 
 impl<'a> Analyzer<'a> {
@@ -324,36 +401,92 @@ impl<'a> Analyzer<'a> {
             stage_scope: Scope::new(),
             stages: Vec::new(),
             uses: Vec::new(),
-            errors: Vec::new(),
+            problems: Vec::new(),
         }
     }
 
     fn run(mut self) -> Analysis {
         let scanned = instruction::scan(self.content);
         self.escape = scanned.escape;
-        for problem in &scanned.problems {
-            self.error(problem.line, &problem.message);
-        }
+        self.problems = scanned.problems;
         for instruction in &scanned.instructions {
             self.dispatch(instruction);
         }
-        if self.stages.is_empty() {
-            self.errors.push(format!(
-                "{}: no FROM instruction; a Dockerfile needs at least one FROM",
-                self.file
-            ));
-        }
         let dependencies = self.resolve_uses();
+        // Flag uses are resolved last; keep the problems in file order.
+        self.problems.sort_by_key(|p| p.line);
+        if self.stages.is_empty() {
+            self.problem(0, ProblemKind::NoFrom);
+        }
         Analysis {
             file: self.file.to_owned(),
             stages: self.stages,
             dependencies,
-            errors: self.errors,
+            problems: self.problems,
         }
     }
 
-    fn error(&mut self, line: usize, message: &str) {
-        self.errors.push(format!("{}:{line}: {message}", self.file));
+    fn problem(&mut self, line: usize, kind: ProblemKind) {
+        self.problems.push(Problem { line, kind });
+    }
+
+    /// The problem for a failed expansion in `instruction`.
+    fn substitution_problem(&mut self, line: usize, instruction: String, error: SubstitutionError) {
+        let kind = match error {
+            SubstitutionError::TooLarge => ProblemKind::ExpansionTooLarge { instruction },
+            error => ProblemKind::BadSubstitution { instruction, error },
+        };
+        self.problem(line, kind);
+    }
+
+    /// Why each of `missing` has no value, in `instruction` (inside a stage when
+    /// `in_stage`, else in a `FROM`, where only global ARGs are in scope). One problem
+    /// per variable, in order of first use.
+    fn classify_missing(
+        &self,
+        instruction: &str,
+        missing: &[String],
+        in_stage: bool,
+    ) -> Vec<ProblemKind> {
+        let mut seen: Vec<&str> = Vec::new();
+        let mut out = Vec::new();
+        for name in missing {
+            if seen.contains(&name.as_str()) {
+                continue;
+            }
+            seen.push(name);
+            let instruction = instruction.to_owned();
+            let name = name.clone();
+            let automatic = AUTOMATIC_PLATFORM_ARGS.contains(&name.as_str());
+            let scope = if in_stage {
+                &self.stage_scope
+            } else {
+                &self.globals
+            };
+            let kind = match scope.get(&name) {
+                Some(Var::Unknown) => ProblemKind::UnknownArg { instruction, name },
+                Some(_) if automatic && !self.build_args.contains_key(&name) => {
+                    ProblemKind::PlatformArg { instruction, name }
+                }
+                // `Unset`, or `${NAME:?}` on an empty value.
+                Some(_) => ProblemKind::UnsetArg { instruction, name },
+                None if in_stage && self.globals.contains_key(&name) => {
+                    if automatic && !self.build_args.contains_key(&name) {
+                        ProblemKind::PlatformArg { instruction, name }
+                    } else {
+                        ProblemKind::NotRedeclared { instruction, name }
+                    }
+                }
+                None => ProblemKind::UndeclaredArg {
+                    build_arg_given: self.build_args.contains_key(&name),
+                    instruction,
+                    name,
+                    in_stage,
+                },
+            };
+            out.push(kind);
+        }
+        out
     }
 
     fn dispatch(&mut self, instruction: &Instruction) {
@@ -369,20 +502,14 @@ impl<'a> Analyzer<'a> {
             "arg" => self.declare_args(*line, args, true),
             "copy" | "add" | "run" if in_stage => self.record_flag_uses(*line, keyword, args),
             other if !KNOWN_INSTRUCTIONS.contains(&other) => {
-                let message = format!(
-                    "unknown instruction {:?} ignored (BuildKit would reject the file)",
-                    other.to_ascii_uppercase()
-                );
-                self.error(*line, &message);
+                let keyword = other.to_ascii_uppercase();
+                self.problem(*line, ProblemKind::UnknownInstruction { keyword });
             }
             // ONBUILD triggers run in the builds of child images, not in this one.
             _ if in_stage => {}
             other => {
-                let message = format!(
-                    "{} before the first FROM is ignored (only ARG may come first)",
-                    other.to_ascii_uppercase()
-                );
-                self.error(*line, &message);
+                let keyword = other.to_ascii_uppercase();
+                self.problem(*line, ProblemKind::BeforeFirstFrom { keyword });
             }
         }
     }
@@ -394,7 +521,7 @@ impl<'a> Analyzer<'a> {
     fn declare_args(&mut self, line: usize, args: &str, global: bool) {
         let pairs = match syntax::parse_arg(args) {
             Ok(pairs) => pairs,
-            Err(message) => return self.error(line, &message),
+            Err(kind) => return self.problem(line, kind),
         };
         for pair in pairs {
             let var = if let Some(value) = self.build_args.get(&pair.name) {
@@ -424,8 +551,8 @@ impl<'a> Analyzer<'a> {
                 Some(text) => Var::Value(text.to_owned()),
                 None => Var::Unknown,
             },
-            Err(message) => {
-                self.error(line, &format!("ARG {name}={default}: {message}"));
+            Err(error) => {
+                self.substitution_problem(line, format!("ARG {name}"), error);
                 Var::Unknown
             }
         }
@@ -441,16 +568,16 @@ impl<'a> Analyzer<'a> {
                     if flag.name == "platform" {
                         platform = flag.value;
                     } else {
-                        let message = format!("FROM has unknown flag --{} (ignored)", flag.name);
-                        self.error(line, &message);
+                        let flag = flag.name;
+                        self.problem(line, ProblemKind::UnknownFromFlag { flag });
                     }
                 }
                 let from = self.resolve_base(line, &parsed.image);
-                let name = parsed.alias.map(|alias| self.expand_alias(alias));
+                let name = parsed.alias.map(|alias| self.stage_name(line, alias));
                 (name, platform, from)
             }
-            Err(message) => {
-                self.error(line, &message);
+            Err(kind) => {
+                self.problem(line, kind);
                 let raw = args.to_owned();
                 (None, None, From::Unresolved { raw })
             }
@@ -461,11 +588,11 @@ impl<'a> Analyzer<'a> {
         if let Some(name) = &name {
             if let Some(first) = self.stages.iter().find(|s| names_stage(s, name)) {
                 // BuildKit rejects the file; references keep going to the first stage.
-                let message = format!(
-                    "duplicate stage name {name:?} (first used on line {})",
-                    first.line
-                );
-                self.error(line, &message);
+                let kind = ProblemKind::DuplicateStageName {
+                    name: name.clone(),
+                    first_line: first.line,
+                };
+                self.problem(line, kind);
             }
         }
         self.stages.push(Stage {
@@ -477,35 +604,47 @@ impl<'a> Analyzer<'a> {
         });
     }
 
-    /// Buildah expands global ARGs in `AS ${NAME}` (its `save-stages` fixtures rely on
-    /// it), so later `FROM ${NAME}` / `COPY --from=` can find the stage; when expansion
-    /// cannot resolve the name, the literal text is kept.
-    fn expand_alias(&self, alias: String) -> String {
-        if !alias.contains('$') {
-            return alias;
-        }
-        match expand_word(&alias, self.escape, &self.globals) {
-            Ok(expanded) if expanded.missing.is_empty() && !expanded.text.is_empty() => {
-                expanded.text
+    /// The stage name of `AS alias`: lower-cased as BuildKit does, and checked against
+    /// BuildKit's rule (a problem if it fails; the stage keeps the name so references
+    /// to it still resolve). Buildah expands global ARGs in `AS ${NAME}` (its
+    /// `save-stages` fixtures rely on it), so later `FROM ${NAME}` / `COPY --from=` can
+    /// find the stage; when expansion cannot resolve the name, the literal text is kept
+    /// (and fails the rule).
+    fn stage_name(&mut self, line: usize, alias: String) -> String {
+        let expanded = if alias.contains('$') {
+            match expand_word(&alias, self.escape, &self.globals) {
+                Ok(expanded) if expanded.missing.is_empty() && !expanded.text.is_empty() => {
+                    expanded.text
+                }
+                _ => alias.clone(),
             }
-            _ => alias,
+        } else {
+            alias.clone()
+        };
+        let name = expanded.to_lowercase();
+        let valid = STAGE_NAME.as_ref().is_some_and(|rule| rule.is_match(&name));
+        if !valid {
+            self.problem(line, ProblemKind::InvalidStageName { name: alias });
         }
+        name
     }
 
     fn resolve_base(&mut self, line: usize, raw: &str) -> From {
         let unresolved = || From::Unresolved {
             raw: raw.to_owned(),
         };
+        let instruction = format!("FROM {raw}");
         let expanded = match expand_word(raw, self.escape, &self.globals) {
             Ok(expanded) => expanded,
-            Err(message) => {
-                self.error(line, &format!("FROM {raw}: {message}"));
+            Err(error) => {
+                self.substitution_problem(line, instruction, error);
                 return unresolved();
             }
         };
         if !expanded.missing.is_empty() {
-            let message = format!("FROM {raw}: {}", missing_message(&expanded.missing));
-            self.error(line, &message);
+            for kind in self.classify_missing(&instruction, &expanded.missing, false) {
+                self.problem(line, kind);
+            }
             return unresolved();
         }
         let text = expanded.text;
@@ -524,12 +663,12 @@ impl<'a> Analyzer<'a> {
                 reference,
             },
             Err(error) => {
-                let shown = if text == raw {
-                    format!("FROM {raw}")
-                } else {
-                    format!("FROM {raw} (expanded to {text:?})")
+                let kind = ProblemKind::InvalidReference {
+                    instruction,
+                    expanded: (text != raw).then_some(text),
+                    error,
                 };
-                self.error(line, &format!("{shown}: {error}"));
+                self.problem(line, kind);
                 unresolved()
             }
         }
@@ -556,39 +695,19 @@ impl<'a> Analyzer<'a> {
 
     fn record_flag_use(&mut self, what: String, raw: String, via: Via, stage: usize, line: usize) {
         let expanded = expand_word(&raw, self.escape, &self.stage_scope);
-        let what = match &expanded {
-            Ok(expanded) => self.with_redeclare_hint(what, &expanded.missing),
-            Err(_) => what,
+        let missing = match &expanded {
+            Ok(expanded) => self.classify_missing(&what, &expanded.missing, true),
+            Err(_) => Vec::new(),
         };
         self.uses.push(Use::Flag(FlagUse {
             what,
             raw,
             expanded,
+            missing,
             via,
             stage,
             line,
         }));
-    }
-
-    /// A global ARG is visible inside a stage only once the stage re-declares it
-    /// (`ARG NAME` without default); say so when that is why a value is missing.
-    fn with_redeclare_hint(&self, what: String, missing: &[String]) -> String {
-        let undeclared: Vec<&str> = missing
-            .iter()
-            .filter(|name| {
-                !self.stage_scope.contains_key(*name)
-                    && matches!(self.globals.get(*name), Some(Var::Value(_)))
-            })
-            .map(String::as_str)
-            .collect();
-        if undeclared.is_empty() {
-            return what;
-        }
-        format!(
-            "{what} (global ARG {} must be re-declared with `ARG {}` inside the stage to be visible)",
-            undeclared.join(", "),
-            undeclared.join(" ")
-        )
     }
 
     fn resolve_uses(&mut self) -> Vec<Dependency> {
@@ -626,38 +745,41 @@ impl<'a> Analyzer<'a> {
             what,
             raw,
             expanded,
+            missing,
             via,
             stage,
             line,
         } = flag;
         let expanded = match expanded {
             Ok(expanded) => expanded,
-            Err(message) => {
-                self.error(line, &format!("{what}: {message}"));
+            Err(error) => {
+                self.substitution_problem(line, what, error);
                 return None;
             }
         };
         if !expanded.missing.is_empty() {
-            let message = format!("{what}: {}", missing_message(&expanded.missing));
-            self.error(line, &message);
+            for kind in missing {
+                self.problem(line, kind);
+            }
             return None;
         }
         let text = expanded.text;
         if let Ok(index) = text.parse::<usize>() {
             if index >= self.stages.len() {
-                let message = format!(
-                    "{what}: invalid stage index {index} (the file has {} stages)",
-                    self.stages.len()
-                );
-                self.error(line, &message);
+                let kind = ProblemKind::InvalidStageIndex {
+                    instruction: what,
+                    index,
+                    stages: self.stages.len(),
+                };
+                self.problem(line, kind);
             } else if index == stage {
-                self.error(line, &format!("{what}: a stage cannot use itself"));
+                self.problem(line, ProblemKind::StageUsesItself { instruction: what });
             }
             return None;
         }
         if let Some(target) = self.stages.iter().position(|s| names_stage(s, &text)) {
             if target == stage {
-                self.error(line, &format!("{what}: a stage cannot use itself"));
+                self.problem(line, ProblemKind::StageUsesItself { instruction: what });
             }
             return None;
         }
@@ -672,12 +794,12 @@ impl<'a> Analyzer<'a> {
                 line,
             }),
             Err(error) => {
-                let shown = if text == raw {
-                    what
-                } else {
-                    format!("{what} (expanded to {text:?})")
+                let kind = ProblemKind::InvalidReference {
+                    instruction: what,
+                    expanded: (text != raw).then_some(text),
+                    error,
                 };
-                self.error(line, &format!("{shown}: {error}"));
+                self.problem(line, kind);
                 None
             }
         }
@@ -690,32 +812,6 @@ fn names_stage(stage: &Stage, text: &str) -> bool {
         .name
         .as_deref()
         .is_some_and(|name| name.eq_ignore_ascii_case(text))
-}
-
-fn missing_message(missing: &[String]) -> String {
-    let mut names: Vec<&str> = missing.iter().map(String::as_str).collect();
-    names.dedup();
-    let automatic: Vec<&str> = names
-        .iter()
-        .copied()
-        .filter(|n| AUTOMATIC_PLATFORM_ARGS.contains(n))
-        .collect();
-    let hint = names
-        .iter()
-        .map(|n| format!("--build-arg {n}=…"))
-        .collect::<Vec<_>>()
-        .join(" ");
-    if automatic.len() == names.len() {
-        format!(
-            "depends on the platform arg {} that is only known at build time; unresolved (pass {hint} to resolve)",
-            names.join(", ")
-        )
-    } else {
-        format!(
-            "depends on ARG {} with no value (no default, or a default built from unset args); unresolved (pass {hint} to resolve)",
-            names.join(", ")
-        )
-    }
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@
 use dockerfile_parser::{Dockerfile, Instruction as Parsed};
 
 use super::instruction::split_words;
+use super::ProblemKind;
 
 /// `FROM [--flag=value…] image [AS name]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,9 +39,10 @@ pub(crate) struct ArgPair {
 ///
 /// # Errors
 ///
-/// A message when the arguments are not `image` or `image AS name` after the flags
-/// (BuildKit: "FROM requires either one or three arguments").
-pub(crate) fn parse_from(args: &str) -> Result<FromArgs, String> {
+/// [`ProblemKind::FromWithoutImage`] or [`ProblemKind::FromArity`] when the arguments
+/// are not `image` or `image AS name` after the flags (BuildKit: "FROM requires either
+/// one or three arguments").
+pub(crate) fn parse_from(args: &str) -> Result<FromArgs, ProblemKind> {
     parse_from_with_crate(args).map_or_else(|| scan_from(args), Ok)
 }
 
@@ -48,8 +50,9 @@ pub(crate) fn parse_from(args: &str) -> Result<FromArgs, String> {
 ///
 /// # Errors
 ///
-/// A message when the `ARG` names nothing or a name is not a valid identifier.
-pub(crate) fn parse_arg(args: &str) -> Result<Vec<ArgPair>, String> {
+/// [`ProblemKind::ArgWithoutName`] when the `ARG` names nothing,
+/// [`ProblemKind::InvalidArgName`] when a name is not a valid identifier.
+pub(crate) fn parse_arg(args: &str) -> Result<Vec<ArgPair>, ProblemKind> {
     parse_arg_with_crate(args).map_or_else(|| scan_arg(args), Ok)
 }
 
@@ -99,7 +102,7 @@ pub(crate) fn parse_from_with_crate(args: &str) -> Option<FromArgs> {
     })
 }
 
-pub(crate) fn scan_from(args: &str) -> Result<FromArgs, String> {
+pub(crate) fn scan_from(args: &str) -> Result<FromArgs, ProblemKind> {
     // BuildKit splits FROM on whitespace without quote handling.
     let words: Vec<String> = args.split_whitespace().map(str::to_owned).collect();
     let (flags, rest) = scan_flags(&words);
@@ -114,11 +117,10 @@ pub(crate) fn scan_from(args: &str) -> Result<FromArgs, String> {
             image: image.clone(),
             alias: Some(alias.clone()),
         }),
-        [] => Err("FROM names no image".to_owned()),
-        _ => Err(format!(
-            "FROM requires either one or three arguments (`image` or `image AS name`), got {:?}",
-            rest.join(" ")
-        )),
+        [] => Err(ProblemKind::FromWithoutImage),
+        _ => Err(ProblemKind::FromArity {
+            args: rest.join(" "),
+        }),
     }
 }
 
@@ -137,10 +139,10 @@ fn parse_arg_with_crate(args: &str) -> Option<Vec<ArgPair>> {
     }])
 }
 
-pub(crate) fn scan_arg(args: &str) -> Result<Vec<ArgPair>, String> {
+pub(crate) fn scan_arg(args: &str) -> Result<Vec<ArgPair>, ProblemKind> {
     let words = split_words(args);
     if words.is_empty() {
-        return Err("ARG requires at least one argument".to_owned());
+        return Err(ProblemKind::ArgWithoutName);
     }
     words
         .into_iter()
@@ -157,7 +159,7 @@ pub(crate) fn scan_arg(args: &str) -> Result<Vec<ArgPair>, String> {
             if valid {
                 Ok(ArgPair { name, default })
             } else {
-                Err(format!("ARG has an invalid name {name:?}"))
+                Err(ProblemKind::InvalidArgName { name })
             }
         })
         .collect()

@@ -1,5 +1,7 @@
 use std::collections::BTreeMap;
 
+use std::fmt::Write as _;
+
 use rstest::rstest;
 
 use super::*;
@@ -104,7 +106,7 @@ fn lists_dependencies(#[case] content: &str, #[case] want: &[&str]) {
 #[case::empty("", "Dockerfile: no FROM instruction")]
 #[case::invalid_reference("FROM alpine\nFROM Bad/Name", "Dockerfile:2: FROM Bad/Name")]
 #[case::unset_arg("ARG B\nFROM $B", "Dockerfile:2: FROM $B: depends on ARG B")]
-#[case::platform_arg("FROM x-${TARGETARCH}", "--build-arg TARGETARCH=")]
+#[case::platform_arg("FROM x-${TARGETARCH}", "depends on the platform arg TARGETARCH")]
 #[case::wrong_arity(
     "FROM a b",
     "Dockerfile:1: FROM requires either one or three arguments"
@@ -125,20 +127,218 @@ fn lists_dependencies(#[case] content: &str, #[case] want: &[&str]) {
 )]
 #[case::duplicate_stage(
     "FROM a AS x\nFROM b AS X",
-    "Dockerfile:2: duplicate stage name \"X\" (first used on line 1)"
+    "Dockerfile:2: duplicate stage name \"x\" (first used on line 1)"
 )]
 #[case::global_not_redeclared(
     "ARG T=busybox\nFROM a\nCOPY --from=$T / /",
-    "Dockerfile:3: COPY --from=$T (global ARG T must be re-declared with `ARG T` inside the stage"
+    "Dockerfile:3: COPY --from=$T: global ARG T must be re-declared with `ARG T` inside the stage"
 )]
 #[case::instruction_before_from("LABEL a=b\nFROM a", "Dockerfile:1: LABEL before the first FROM")]
 fn reports_errors_with_location(#[case] content: &str, #[case] want: &str) {
     let analysis = run(content);
     assert!(
-        analysis.errors.iter().any(|e| e.contains(want)),
+        analysis.messages().iter().any(|e| e.contains(want)),
         "{want:?} not in {:?}",
-        analysis.errors
+        analysis.messages()
     );
+}
+
+/// `ARG A1=x`, then `ARG An=${An-1}${An-1}` for n in 2..=lines: An is 2^(n-1) bytes.
+fn arg_bomb(lines: usize) -> String {
+    let mut text = "ARG A1=x\n".to_owned();
+    for n in 2..=lines {
+        let _ = writeln!(text, "ARG A{n}=${{A{p}}}${{A{p}}}", p = n - 1);
+    }
+    let _ = writeln!(text, "FROM alpine:${{A{lines}}}");
+    text
+}
+
+#[test]
+fn arg_expansion_bomb_stops_at_the_limit_with_a_located_error() {
+    let started = std::time::Instant::now();
+    let analysis = run(&arg_bomb(40));
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    // A13 is exactly 4096 bytes; A14 would be 8192.
+    let too_large: Vec<String> = analysis
+        .problems
+        .iter()
+        .filter(|p| matches!(p.kind, ProblemKind::ExpansionTooLarge { .. }))
+        .map(|p| analysis.message(p))
+        .collect();
+    assert_eq!(
+        too_large,
+        ["Dockerfile:14: ARG A14 expands past 4096 bytes"]
+    );
+    assert_eq!(bases(&analysis), ["unresolved:alpine:${A40}"]);
+    // Everything after A14 is unknown, not re-expanded: one more problem, on the FROM.
+    assert_eq!(analysis.problems.len(), 2, "{:?}", analysis.messages());
+    assert!(matches!(
+        &analysis.problems[1],
+        Problem { line: 41, kind: ProblemKind::UnknownArg { name, .. } } if name == "A40"
+    ));
+    let rendered = serde_json::to_string(&analysis).unwrap() + &render_text(&[analysis]);
+    assert!(rendered.len() < 2_000, "{} bytes", rendered.len());
+}
+
+#[test]
+fn a_value_at_the_limit_still_resolves() {
+    let analysis = run(&arg_bomb(13).replace("FROM alpine:${A13}", "FROM alpine${A13:+:1}"));
+    assert_eq!(bases(&analysis), ["image:docker.io/library/alpine:1"]);
+    assert_eq!(analysis.problems, Vec::new());
+}
+
+#[test]
+fn long_values_are_cut_in_messages() {
+    let long = "A".repeat(3_000);
+    let analysis = run(&format!(
+        "ARG V={long}\nFROM $V\nFROM alpine AS 1{long}\nFROM {long} x\n"
+    ));
+    let messages = analysis.messages();
+    assert_eq!(messages.len(), 3, "{messages:?}");
+    for message in &messages {
+        assert!(message.len() < 500, "{} bytes: {message}", message.len());
+        assert!(message.contains('…'), "{message}");
+    }
+}
+
+fn kinds(analysis: &Analysis) -> Vec<(usize, ProblemKind)> {
+    analysis
+        .problems
+        .iter()
+        .map(|p| (p.line, p.kind.clone()))
+        .collect()
+}
+
+#[test]
+fn undeclared_arg_in_from_says_to_declare_it() {
+    let analysis = run("FROM ${BASE}\n");
+    let kind = ProblemKind::UndeclaredArg {
+        instruction: "FROM ${BASE}".to_owned(),
+        name: "BASE".to_owned(),
+        build_arg_given: false,
+        in_stage: false,
+    };
+    assert_eq!(kinds(&analysis), [(1, kind)]);
+    let hint = analysis.problems[0].hint();
+    assert!(
+        hint.starts_with("BASE is not declared; add `ARG BASE=<image>` before the first FROM"),
+        "{hint}"
+    );
+    assert!(!hint.contains("--build-arg"), "{hint}");
+}
+
+#[test]
+fn build_arg_for_an_undeclared_arg_does_not_apply() {
+    // BuildKit substitutes only declared ARGs in FROM (lint UndefinedArgInFrom).
+    let analysis = run_with("FROM ${BASE}\n", &[("BASE", "alpine:3")]);
+    assert_eq!(bases(&analysis), ["unresolved:${BASE}"]);
+    assert!(matches!(
+        &analysis.problems[0].kind,
+        ProblemKind::UndeclaredArg {
+            build_arg_given: true,
+            ..
+        }
+    ));
+    let hint = analysis.problems[0].hint();
+    assert!(hint.contains("add `ARG BASE=<image>`"), "{hint}");
+    assert!(
+        hint.contains("a build arg only sets a declared ARG"),
+        "{hint}"
+    );
+}
+
+#[rstest]
+#[case::unset(
+    "ARG B\nFROM $B",
+    2,
+    "give ARG B a default (`ARG B=<value>`) or a value as a build arg (`--build-arg B=…`"
+)]
+#[case::platform("FROM x-${TARGETARCH}", 1, "TARGETARCH is known only at build time")]
+#[case::not_redeclared(
+    "ARG T=busybox\nFROM a\nCOPY --from=$T / /",
+    3,
+    "add `ARG T` (without a value) inside the stage"
+)]
+#[case::undeclared_in_stage(
+    "FROM a\nCOPY --from=$T / /",
+    2,
+    "T is not declared; add `ARG T=<value>` in the stage"
+)]
+#[case::run_before_from("RUN make\nFROM a", 1, "move RUN after the first FROM")]
+#[case::from_arity("FROM a b", 1, "write `FROM <image>` or `FROM <image> AS <name>`")]
+#[case::self_use(
+    "FROM a\nCOPY --from=0 / /",
+    2,
+    "copy from an earlier stage or an image"
+)]
+#[case::bad_stage_name("FROM a AS 1bad", 1, "a stage name starts with a letter")]
+fn each_kind_has_its_own_hint(#[case] content: &str, #[case] line: usize, #[case] want: &str) {
+    let analysis = run(content);
+    let problem = &analysis.problems[0];
+    assert_eq!(problem.line, line, "{:?}", analysis.messages());
+    assert!(
+        problem.hint().contains(want),
+        "{want:?} not in {:?}",
+        problem.hint()
+    );
+    if !matches!(
+        problem.kind,
+        ProblemKind::UnsetArg { .. } | ProblemKind::PlatformArg { .. }
+    ) {
+        assert!(!problem.hint().contains("build arg"), "{}", problem.hint());
+    }
+}
+
+#[rstest]
+#[case::digit_first("1bad")]
+#[case::slash("platform-arm/v7")]
+#[case::dash_first("-x")]
+#[case::unexpanded("${NOPE}")]
+fn rejects_stage_names_buildkit_rejects(#[case] name: &str) {
+    let analysis = run(&format!("FROM alpine AS {name}\n"));
+    assert_eq!(
+        kinds(&analysis),
+        [(
+            1,
+            ProblemKind::InvalidStageName {
+                name: name.to_owned()
+            }
+        )]
+    );
+    assert!(analysis.has_errors());
+}
+
+#[rstest]
+#[case::plain("build", "build")]
+#[case::mixed_case("BuildA", "builda")]
+#[case::symbols("a.b_c-1", "a.b_c-1")]
+#[case::expanded_global("${S}", "first-stage")]
+fn accepts_and_lowercases_stage_names(#[case] name: &str, #[case] want: &str) {
+    let analysis = run(&format!(
+        "ARG S=first-stage\nFROM alpine AS {name}\nFROM {want}\n"
+    ));
+    assert_eq!(analysis.problems, Vec::new());
+    assert_eq!(analysis.stages[0].name.as_deref(), Some(want));
+    assert_eq!(bases(&analysis)[1], "stage:0");
+}
+
+#[test]
+fn unsupported_substitution_is_only_a_warning() {
+    let analysis = run("ARG V=1.2.3\nARG M=${V%.*}\nFROM alpine\n");
+    assert!(!analysis.has_errors(), "{:?}", analysis.messages());
+    assert_eq!(
+        analysis.messages_of(Severity::Warning),
+        ["Dockerfile:2: ARG M: unsupported substitution '${V%…}' (only :- - :+ + :? ? are evaluated)"]
+    );
+    let json = serde_json::to_value(&analysis).unwrap();
+    assert_eq!(json["errors"], serde_json::json!([]));
+    assert_eq!(json["warnings"].as_array().map(Vec::len), Some(1));
+}
+
+#[test]
+fn stage_using_itself_is_an_error() {
+    let analysis = run("FROM alpine AS a\nCOPY --from=a / /\n");
+    assert!(analysis.has_errors());
 }
 
 #[test]
@@ -146,7 +346,7 @@ fn valid_file_has_no_errors() {
     let analysis = run(
         "# syntax=docker/dockerfile:1\nARG V=1\nFROM alpine:$V AS a\nFROM a\nCOPY --from=A / /\n",
     );
-    assert_eq!(analysis.errors, Vec::<String>::new());
+    assert_eq!(analysis.problems, Vec::new());
 }
 
 #[test]
@@ -154,7 +354,8 @@ fn stage_fields_keep_name_platform_and_line() {
     let analysis =
         run("\n# c\nFROM --platform=$BUILDPLATFORM golang:1.22 AS Build\nRUN x\nFROM scratch\n");
     let first = &analysis.stages[0];
-    assert_eq!(first.name.as_deref(), Some("Build"));
+    // BuildKit lower-cases stage names.
+    assert_eq!(first.name.as_deref(), Some("build"));
     assert_eq!(first.platform.as_deref(), Some("$BUILDPLATFORM"));
     assert_eq!(first.line, 3);
     assert_eq!(analysis.stages[1].line, 5);
@@ -176,11 +377,11 @@ fn windows_escape_file() {
     // The blank line after the directive ends the directive block but `escape` is set.
     assert!(
         analysis
-            .errors
+            .messages()
             .iter()
             .any(|e| e.contains(":9: unknown instruction \"TAR\"")),
         "{:?}",
-        analysis.errors
+        analysis.messages()
     );
 }
 
@@ -208,7 +409,8 @@ FROM ${MISSING}
         r#"{"reference":"docker.io/library/golang:1.22","via":"from","stage":0},"#,
         r#"{"reference":"ghcr.io/acme/tools:1","via":"mount","stage":0},"#,
         r#"{"reference":"gcr.io/distroless/static@sha256:0000000000000000000000000000000000000000000000000000000000000000","via":"copy","stage":2}],"#,
-        r#""errors":["app/Dockerfile:8: FROM ${MISSING}: depends on ARG MISSING with no value (no default, or a default built from unset args); unresolved (pass --build-arg MISSING=… to resolve)"]}]"#,
+        r#""errors":["app/Dockerfile:8: FROM ${MISSING}: ARG MISSING is not declared; unresolved"],"#,
+        r#""warnings":[]}]"#,
     );
     assert_eq!(json, want);
 }
