@@ -120,7 +120,7 @@ fn plan_reports_waves_and_due_times_as_json() {
     let rebuilds = v["rebuilds"].as_array().unwrap();
     let names: Vec<(u64, &str)> = rebuilds
         .iter()
-        .map(|r| (r["wave"].as_u64().unwrap(), r["name"].as_str().unwrap()))
+        .map(|r| (r["wave"].as_u64().unwrap(), r["image"].as_str().unwrap()))
         .collect();
     assert_eq!(
         names,

@@ -5,6 +5,7 @@ mod support;
 
 mod analyze;
 mod cli;
+mod decisions;
 mod dockerfile_cli;
 mod dockerfile_corpus;
 mod inspect;

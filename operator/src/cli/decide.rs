@@ -315,6 +315,13 @@ pub fn describe(d: &Decision) -> String {
 
 /// The engine's limits for `enrollment`: each image's `rebuild.maxAttempts`.
 pub fn engine_config(enrollment: &crate::enrollment::Enrollment) -> EngineConfig {
-    let _ = enrollment;
-    EngineConfig::default()
+    EngineConfig {
+        max_attempts: enrollment.defaults_rebuild.max_attempts,
+        max_attempts_by_image: enrollment
+            .images
+            .iter()
+            .map(|i| (i.name.clone(), i.rebuild.max_attempts))
+            .collect(),
+        ..EngineConfig::default()
+    }
 }

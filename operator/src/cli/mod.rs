@@ -13,7 +13,6 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::SystemTime;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -69,6 +68,7 @@ pub enum Command {
     /// Example: `image-factory validate images.yaml` (or `image-factory validate -f images.yaml`)
     #[command(after_help = PATHS_HELP)]
     Validate {
+        /// The enrollment file.
         #[command(flatten)]
         file: EnrollmentFileArg,
         /// `text` for people, `github` for GitHub Actions annotations on the PR.
@@ -113,6 +113,10 @@ pub enum Command {
         /// images.yaml and the source cache.
         #[command(flatten)]
         input: Input,
+        /// The state folder: the plan starts from its runtime records (blocks, open
+        /// rebuilds).
+        #[arg(long, default_value = "state")]
+        state_dir: PathBuf,
         /// The updated image: REF or REF@DIGEST, e.g. python:3.12-slim@sha256:…
         #[arg(long, value_name = "REF[@DIGEST]")]
         update: String,
@@ -122,6 +126,60 @@ pub enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
+    },
+    /// Skip the remaining hold of an update (a critical CVE): IMAGE (its newest update,
+    /// or, for a managed image, the updates its waiting rebuild is held for) or
+    /// REF@DIGEST. Recorded in the runtime record with who and why.
+    ///
+    /// Example: `image-factory expedite python:3.12-slim@sha256:… --reason CVE-2026-1234`
+    Expedite {
+        /// Image name, or REF[@DIGEST].
+        target: String,
+        /// Why (a CVE id, an incident).
+        #[arg(long)]
+        reason: String,
+        /// Who decides, and where it is recorded.
+        #[command(flatten)]
+        decider: Decider,
+    },
+    /// Mark a base release as bad: REF@DIGEST is never used; the newest matured
+    /// unblocked update is used instead, and rebuilds waiting on it are re-planned.
+    Block {
+        /// REF@DIGEST.
+        target: String,
+        /// Why (what broke).
+        #[arg(long)]
+        reason: String,
+        /// Who decides, and where it is recorded.
+        #[command(flatten)]
+        decider: Decider,
+    },
+    /// Lift a block of REF@DIGEST.
+    Unblock {
+        /// REF@DIGEST.
+        target: String,
+        /// Who decides, and where it is recorded.
+        #[command(flatten)]
+        decider: Decider,
+    },
+    /// Try a Failed rebuild again, with a fresh attempt budget.
+    Retry {
+        /// The rebuild id (`image-factory status` lists them).
+        id: String,
+        /// Why.
+        #[arg(long, default_value = "retry requested")]
+        reason: String,
+        /// Who decides, and where it is recorded.
+        #[command(flatten)]
+        decider: Decider,
+    },
+    /// Let a held rebuild of an `autoRebuild: false` image start.
+    Approve {
+        /// The rebuild id.
+        id: String,
+        /// Who decides, and where it is recorded.
+        #[command(flatten)]
+        decider: Decider,
     },
     /// Read images from their registries: digests (index and per platform), config,
     /// labels, base annotations, layers, and whether each is built on the current digest
@@ -186,6 +244,44 @@ impl Input {
     }
 }
 
+/// Who records a decision, and where.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Decider {
+    /// The enrollment file, relative to the working directory (only `-f`: the
+    /// positional argument is the decision's target).
+    #[arg(
+        short = 'f',
+        long = "file",
+        value_name = "FILE",
+        default_value = "images.yaml"
+    )]
+    pub file: PathBuf,
+    /// Where git sources are cached, relative to the working directory.
+    #[arg(
+        long,
+        env = "IMAGE_FACTORY_CACHE",
+        default_value = ".cache/image-factory"
+    )]
+    pub cache_dir: PathBuf,
+    /// The state folder whose runtime records are changed.
+    #[arg(long, default_value = "state")]
+    pub state_dir: PathBuf,
+    /// Who decides; default git's `user.name <user.email>`, else `$USER`.
+    #[arg(long)]
+    pub by: Option<String>,
+}
+
+impl Decider {
+    fn decide(self, action: decide::Action) -> u8 {
+        let place = decide::Place {
+            file: self.file,
+            cache_dir: self.cache_dir,
+            state_dir: self.state_dir,
+        };
+        decide::run(&place, action, decide::who(self.by), jiff::Timestamp::now())
+    }
+}
+
 /// Finding output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
@@ -236,16 +332,40 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Graph { input, format } => run_graph(&input, format),
         Command::Plan {
             input,
+            state_dir,
             update,
             discovered_at,
             output,
-        } => run_plan(&input, &update, discovered_at.as_deref(), output),
+        } => run_plan(
+            &input,
+            &state_dir,
+            &update,
+            discovered_at.as_deref(),
+            output,
+        ),
         Command::Dockerfile {
             files,
             build_args,
             output,
         } => run_dockerfile(&files, build_args, output),
         Command::Inspect(args) => return run_inspect(args),
+        Command::Expedite {
+            target,
+            reason,
+            decider,
+        } => decider.decide(decide::Action::Expedite { target, reason }),
+        Command::Block {
+            target,
+            reason,
+            decider,
+        } => decider.decide(decide::Action::Block { target, reason }),
+        Command::Unblock { target, decider } => decider.decide(decide::Action::Unblock { target }),
+        Command::Retry {
+            id,
+            reason,
+            decider,
+        } => decider.decide(decide::Action::Retry { id, reason }),
+        Command::Approve { id, decider } => decider.decide(decide::Action::Approve { id }),
     };
     ExitCode::from(code)
 }
@@ -484,7 +604,13 @@ fn run_graph(input: &Input, format: GraphFormat) -> u8 {
     }
 }
 
-fn run_plan(input: &Input, update: &str, discovered_at: Option<&str>, output: Output) -> u8 {
+fn run_plan(
+    input: &Input,
+    state_dir: &std::path::Path,
+    update: &str,
+    discovered_at: Option<&str>,
+    output: Output,
+) -> u8 {
     let reference = match Reference::parse(update) {
         Ok(r) => r,
         Err(e) => {
@@ -493,8 +619,8 @@ fn run_plan(input: &Input, update: &str, discovered_at: Option<&str>, output: Ou
         }
     };
     let at = match discovered_at {
-        None => SystemTime::now(),
-        Some(t) => match humantime::parse_rfc3339_weak(t) {
+        None => jiff::Timestamp::now(),
+        Some(t) => match t.parse::<jiff::Timestamp>() {
             Ok(t) => t,
             Err(e) => {
                 eprintln!("error: --discovered-at {t:?}: {e} (write e.g. 2026-11-22T10:00:00Z)");
@@ -502,13 +628,59 @@ fn run_plan(input: &Input, update: &str, discovered_at: Option<&str>, output: Ou
             }
         },
     };
-    let model = match load_model(input) {
-        Ok(m) => m,
-        Err(code) => return code,
+    let digest = match reference
+        .digest()
+        .map(crate::runtime::Digest::parse)
+        .transpose()
+    {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: --update: {e}");
+            return EXIT_ERROR;
+        }
     };
-    let plan = match model.graph.plan(&reference, at) {
+    let model =
+        match analyze::model_named(input.file(), &input.cache_dir, state_dir, &Bar::default()) {
+            Ok(m) => m,
+            Err(e) => return report_analyze_error(&e, Writes::Nothing),
+        };
+    let Some(node) = model.graph.find(&reference) else {
+        eprintln!(
+            "error: {}",
+            graph::GraphError::UnknownImage {
+                reference: reference.to_string()
+            }
+        );
+        return EXIT_ERROR;
+    };
+    let store = crate::state::FileStore::read_only(state_dir);
+    let runtime = match crate::state::load_runtime(&store, &model.graph) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_ERROR;
+        }
+    };
+    let tag = reference
+        .tag()
+        .or(node.reference.tag())
+        .unwrap_or(crate::reference::DEFAULT_TAG)
+        .to_string();
+    let given = digest.is_some();
+    let update = crate::engine::PlanUpdate {
+        image: node.name.clone(),
+        tag,
+        // A stand-in digest when none was given: what is rebuilt does not depend on it.
+        digest: digest.unwrap_or_else(|| {
+            crate::runtime::Digest::sha256_of(format!("plan {reference}").as_bytes())
+        }),
+        discovered_at: at,
+    };
+    let config = decide::engine_config(&model.enrollment);
+    // The plan is made as of the discovery: due times are discovery + holds.
+    let plan = match crate::engine::plan(&model.graph, &runtime, &config, &update, at) {
         Ok(p) => p,
-        Err(e @ graph::GraphError::Cycle { .. }) => {
+        Err(e @ crate::engine::EngineError::Graph(_)) => {
             eprintln!("error: {e}");
             return EXIT_FINDINGS;
         }
@@ -518,64 +690,76 @@ fn run_plan(input: &Input, update: &str, discovered_at: Option<&str>, output: Ou
         }
     };
     match output {
-        Output::Json => print(&(serde_json::to_string_pretty(&plan).unwrap_or_default() + "\n")),
-        Output::Text => print(&render_plan(&plan)),
+        Output::Json => match serde_json::to_string_pretty(&plan) {
+            Ok(json) => print(&(json + "\n")),
+            Err(e) => {
+                eprintln!("error: cannot render the plan as JSON: {e}");
+                EXIT_ERROR
+            }
+        },
+        Output::Text => print(&render_plan(&plan, given)),
     }
 }
 
-/// The plan as an aligned table: WAVE IMAGE HOLD DUE AFTER.
-pub fn render_plan(plan: &graph::Plan) -> String {
+/// The plan as an aligned table: WAVE IMAGE HOLD DUE AFTER, then the dependents that
+/// pin the base by digest (they are not rebuilt). `digest_given`: whether to show the
+/// update's digest (a plan without one uses a stand-in).
+pub fn render_plan(plan: &crate::engine::Plan, digest_given: bool) -> String {
     let mut out = format!(
         "update {}{} discovered {}\n",
         plan.update,
-        plan.digest
-            .as_deref()
-            .map(|d| format!(" → {d}"))
-            .unwrap_or_default(),
-        humantime::format_rfc3339_seconds(plan.discovered_at)
+        if digest_given {
+            format!(" → {}", plan.digest)
+        } else {
+            String::new()
+        },
+        plan.discovered_at
     );
     if plan.rebuilds.is_empty() {
         out.push_str("no managed image is built on it: nothing to rebuild\n");
-        return out;
-    }
-    let rows: Vec<[String; 5]> = plan
-        .rebuilds
-        .iter()
-        .map(|r| {
-            [
-                r.wave.to_string(),
-                r.name.clone(),
-                humantime::format_duration(r.hold).to_string(),
-                format!(
-                    "{}{}",
-                    humantime::format_rfc3339_seconds(r.due),
-                    if r.auto_rebuild { "" } else { " (manual)" }
-                ),
-                r.after.join(", "),
-            ]
-        })
-        .collect();
-    let header = ["WAVE", "IMAGE", "HOLD", "DUE", "AFTER"].map(str::to_string);
-    let mut widths = header.clone().map(|h| h.len());
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    for row in std::iter::once(&header).chain(&rows) {
-        let line: Vec<String> = row
+    } else {
+        let rows: Vec<[String; 5]> = plan
+            .rebuilds
             .iter()
-            .zip(widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
+            .map(|r| {
+                [
+                    r.wave.to_string(),
+                    r.image.clone(),
+                    humantime::format_duration(r.hold).to_string(),
+                    format!("{}{}", r.due, if r.auto_rebuild { "" } else { " (manual)" }),
+                    r.after.join(", "),
+                ]
+            })
             .collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
+        let header = ["WAVE", "IMAGE", "HOLD", "DUE", "AFTER"].map(str::to_string);
+        let mut widths = header.clone().map(|h| h.len());
+        for row in &rows {
+            for (w, cell) in widths.iter_mut().zip(row) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+        for row in std::iter::once(&header).chain(&rows) {
+            let line: Vec<String> = row
+                .iter()
+                .zip(widths)
+                .map(|(cell, w)| format!("{cell:<w$}"))
+                .collect();
+            out.push_str(line.join("  ").trim_end());
+            out.push('\n');
+        }
+        out.push_str(&format!(
+            "{} rebuild(s) in {} wave(s)\n",
+            plan.rebuilds.len(),
+            plan.rebuilds.iter().map(|r| r.wave).max().unwrap_or(0)
+        ));
     }
-    out.push_str(&format!(
-        "{} rebuild(s) in {} wave(s)\n",
-        plan.rebuilds.len(),
-        plan.rebuilds.iter().map(|r| r.wave).max().unwrap_or(0)
-    ));
+    for p in &plan.pinned {
+        out.push_str(&format!(
+            "not rebuilt: {} pins the base to {}; its rebuild would not pick the update up (unpin the FROM, or build with `image-factory dockerfile --pin`)\n",
+            p.image,
+            p.pins.join(", ")
+        ));
+    }
     out
 }
 

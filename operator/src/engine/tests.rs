@@ -990,8 +990,13 @@ fn plan_agrees_with_the_graph_plan_on_own_delays() {
 fn plan_agrees_with_the_graph_plan_on_the_example_enrollment() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let cache = tempfile::tempdir().unwrap();
-    let model =
-        crate::analyze::model(&root.join("images.yaml"), cache.path(), false, false).unwrap();
+    let model = crate::analyze::model(
+        &root.join("images.yaml"),
+        cache.path(),
+        false,
+        &crate::analyze::NoProgress,
+    )
+    .unwrap();
     let graph = model.graph;
     let mut compared = 0;
     for node in graph.nodes() {

@@ -88,6 +88,12 @@ impl FileStore {
         Ok(Self { dir })
     }
 
+    /// Opens `dir` for reading only: no recovery (a pending journal is left for the
+    /// next writer). For commands that only report (`plan`, `status`).
+    pub fn read_only(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
     /// The state directory.
     pub fn dir(&self) -> &Path {
         &self.dir
