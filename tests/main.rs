@@ -6,6 +6,7 @@ mod support;
 mod analyze;
 mod cli;
 mod dockerfile_corpus;
+mod git_writer;
 mod jupyter_chain;
 mod registry;
 mod warehouses;

@@ -14,6 +14,7 @@ pub mod analyze;
 pub mod cli;
 pub mod dockerfile;
 pub mod enrollment;
+pub mod git;
 pub mod graph;
 pub mod kargo;
 pub mod reference;

@@ -1,5 +1,6 @@
 //! Test harness pieces: paths, the binary, and real components started on 127.0.0.1.
 
+pub mod git_daemon;
 pub mod k8s;
 pub mod registry;
 
