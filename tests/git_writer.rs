@@ -258,16 +258,16 @@ async fn killed_between_commit_and_push_lands_once_after_restart() {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.starts_with("COMMITTED") {
-                let _ = tx.send(line);
+            // The test harness prints `test NAME ... ` before the child's own output.
+            if let Some((_, commit)) = line.split_once("COMMITTED ") {
+                let _ = tx.send(commit.trim().to_string());
             }
         }
     });
-    let line = rx.recv_timeout(Duration::from_secs(30)).expect("the child committed");
+    let committed = rx.recv_timeout(Duration::from_secs(30)).expect("the child committed");
     // SIGKILL: no destructor, no flush.
     let _ = Command::new("kill").args(["-9", &child.id().to_string()]).status();
     let _ = child.wait();
-    let committed = line.trim_start_matches("COMMITTED ").trim().to_string();
     assert_eq!(messages(&bare).len(), 1, "nothing reached the remote before the kill");
 
     // Meanwhile a person pushes, so the restart must re-apply the commit on a new head.

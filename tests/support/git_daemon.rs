@@ -88,7 +88,8 @@ impl GitDaemon {
             let _ = child.wait();
         }
         let deadline = Instant::now() + Duration::from_secs(5);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_ok() && Instant::now() < deadline {
+        while TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            assert!(Instant::now() < deadline, "git daemon on {} did not stop", self.port);
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -96,8 +97,10 @@ impl GitDaemon {
     /// Starts the daemon again on the same port.
     pub fn resume(&mut self) {
         assert!(self.child.is_none(), "daemon already running");
-        let child = Command::new("git")
-            .arg("daemon")
+        // `git daemon` runs `git-daemon` as a child it does not stop when killed, so start
+        // `git-daemon` itself: killing it closes the port.
+        let exec_path = git(&self.base, &["--exec-path"]);
+        let child = Command::new(Path::new(exec_path.trim()).join("git-daemon"))
             .args(["--reuseaddr", "--export-all", "--enable=receive-pack", "--listen=127.0.0.1"])
             .arg(format!("--base-path={}", self.base.display()))
             .arg(format!("--port={}", self.port))
