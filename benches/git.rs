@@ -43,7 +43,10 @@ fn remote(dir: &Path, name: &str) -> Result<PathBuf> {
     std::fs::write(seed.join("images.yaml"), "images: []\n")?;
     git(&seed, &["add", "."])?;
     git(&seed, &["commit", "-q", "-m", "seed"])?;
-    git(&seed, &["push", "-q", bare.to_str().unwrap_or_default(), "main"])?;
+    git(
+        &seed,
+        &["push", "-q", bare.to_str().unwrap_or_default(), "main"],
+    )?;
     Ok(bare)
 }
 
@@ -55,14 +58,21 @@ fn file(i: usize) -> (String, String) {
 }
 
 fn commits(bare: &Path) -> Result<usize> {
-    Ok(git(bare, &["rev-list", "--count", "main"])?.trim().parse::<usize>()? - 1)
+    Ok(git(bare, &["rev-list", "--count", "main"])?
+        .trim()
+        .parse::<usize>()?
+        - 1)
 }
 
 fn writer_burst(dir: &Path) -> Result<(Duration, usize)> {
     let bare = remote(dir, "writer")?;
-    let mut config = Config::new(dir.join("writer-work")).with_remote(Remote::new(bare.display().to_string()));
+    let mut config =
+        Config::new(dir.join("writer-work")).with_remote(Remote::new(bare.display().to_string()));
     config.max_batch = 500;
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     let elapsed = runtime.block_on(async {
         let (writer, task) = Writer::spawn(config);
         // The start round (clone of the seed) is not part of the burst.
@@ -91,7 +101,10 @@ fn writer_burst(dir: &Path) -> Result<(Duration, usize)> {
 fn cli_loop(dir: &Path, count: usize) -> Result<(Duration, usize)> {
     let bare = remote(dir, "cli")?;
     let work = dir.join("cli-work");
-    git(dir, &["clone", "-q", bare.to_str().unwrap_or_default(), "cli-work"])?;
+    git(
+        dir,
+        &["clone", "-q", bare.to_str().unwrap_or_default(), "cli-work"],
+    )?;
     std::fs::create_dir_all(work.join("state/runtime"))?;
     let started = Instant::now();
     for i in 0..count {
@@ -99,7 +112,10 @@ fn cli_loop(dir: &Path, count: usize) -> Result<(Duration, usize)> {
         let path = format!("state/{path}");
         std::fs::write(work.join(&path), content)?;
         git(&work, &["add", &path])?;
-        git(&work, &["commit", "-q", "-m", &format!("hold image-{i:04}")])?;
+        git(
+            &work,
+            &["commit", "-q", "-m", &format!("hold image-{i:04}")],
+        )?;
         git(&work, &["push", "-q", "origin", "main"])?;
     }
     Ok((started.elapsed(), commits(&bare)?))
@@ -108,7 +124,15 @@ fn cli_loop(dir: &Path, count: usize) -> Result<(Duration, usize)> {
 fn cli_once(dir: &Path) -> Result<(Duration, usize)> {
     let bare = remote(dir, "once")?;
     let work = dir.join("once-work");
-    git(dir, &["clone", "-q", bare.to_str().unwrap_or_default(), "once-work"])?;
+    git(
+        dir,
+        &[
+            "clone",
+            "-q",
+            bare.to_str().unwrap_or_default(),
+            "once-work",
+        ],
+    )?;
     std::fs::create_dir_all(work.join("state/runtime"))?;
     let started = Instant::now();
     for i in 0..CHANGES {
@@ -134,18 +158,36 @@ fn main() -> Result<()> {
     let cli_full = cli.mul_f64(CHANGES as f64 / cli_changes as f64);
     println!("git state writer, {CHANGES} changes in a burst to a local bare remote");
     println!("{:<44} {:>10} {:>8}", "", "time", "commits");
-    println!("{:<44} {:>9.3}s {:>8}", "Writer (batch ≤ 500, written + pushed)", writer.as_secs_f64(), writer_commits);
+    println!(
+        "{:<44} {:>9.3}s {:>8}",
+        "Writer (batch ≤ 500, written + pushed)",
+        writer.as_secs_f64(),
+        writer_commits
+    );
     let label = if cli_changes == CHANGES {
         "git CLI add/commit/push per change".to_string()
     } else {
         format!("git CLI add/commit/push per change (×{cli_changes}, extrapolated)")
     };
-    println!("{label:<44} {:>9.3}s {:>8}", cli_full.as_secs_f64(), cli_commits);
-    println!("{:<44} {:>9.3}s {:>8}", "git CLI one add/commit/push of all", once.as_secs_f64(), once_commits);
+    println!(
+        "{label:<44} {:>9.3}s {:>8}",
+        cli_full.as_secs_f64(),
+        cli_commits
+    );
+    println!(
+        "{:<44} {:>9.3}s {:>8}",
+        "git CLI one add/commit/push of all",
+        once.as_secs_f64(),
+        once_commits
+    );
     println!(
         "writer vs CLI loop: {:.0}× faster; target < 2 s: {}",
         cli_full.as_secs_f64() / writer.as_secs_f64().max(1e-9),
-        if writer < Duration::from_secs(2) { "met" } else { "MISSED" }
+        if writer < Duration::from_secs(2) {
+            "met"
+        } else {
+            "MISSED"
+        }
     );
     Ok(())
 }

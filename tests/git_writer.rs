@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use image_factory::git::{
-    self, Change, ChangeSource, Config, Credentials, Event, GitError, HttpsCredentials, Reason, Remote,
-    SecretSource, Writer,
+    self, Change, ChangeSource, Config, Credentials, Event, GitError, HttpsCredentials, Reason,
+    Remote, SecretSource, Writer,
 };
 
 use crate::support::git_daemon::{config_repo, git, git_output, GitDaemon, Unauthorized};
@@ -20,7 +20,9 @@ fn change(i: usize) -> Change {
     let mut files = BTreeMap::new();
     files.insert(
         PathBuf::from(format!("runtime/image-{i}.yaml")),
-        Some(format!("version: 1\nimage: registry.example/team/image-{i}\nattempt: 1\n")),
+        Some(format!(
+            "version: 1\nimage: registry.example/team/image-{i}\nattempt: 1\n"
+        )),
     );
     Change::new(
         files,
@@ -85,15 +87,40 @@ async fn one_batch_is_one_commit_with_parsable_trailers_by_path_and_file_url() {
         assert_eq!(outcome.commits.len(), 1, "{url}");
         let msgs = messages(&bare);
         assert_eq!(msgs.len(), 2, "seed + one batch: {msgs:?}");
-        assert!(msgs[0].starts_with("rebuild image-0 on python:3.12-slim@sha256:ab12… (+2 more, 3 images)"), "{}", msgs[0]);
+        assert!(
+            msgs[0].starts_with(
+                "rebuild image-0 on python:3.12-slim@sha256:ab12… (+2 more, 3 images)"
+            ),
+            "{}",
+            msgs[0]
+        );
         // git itself reads the trailers the writer wrote.
-        let images = git(&bare, &["log", "-1", "--format=%(trailers:key=Image-Factory-Images,valueonly)", "main"]);
-        assert_eq!(images.lines().filter(|l| !l.is_empty()).count(), 3, "{images}");
+        let images = git(
+            &bare,
+            &[
+                "log",
+                "-1",
+                "--format=%(trailers:key=Image-Factory-Images,valueonly)",
+                "main",
+            ],
+        );
+        assert_eq!(
+            images.lines().filter(|l| !l.is_empty()).count(),
+            3,
+            "{images}"
+        );
         let parsed = git::parse_trailers(&msgs[0]);
         assert_eq!(parsed.changes, Some(3));
-        assert_eq!(parsed.rebuilds, vec!["image-0-ab12", "image-1-ab12", "image-2-ab12"]);
+        assert_eq!(
+            parsed.rebuilds,
+            vec!["image-0-ab12", "image-1-ab12", "image-2-ab12"]
+        );
         assert!(show(&bare, "state/runtime/image-2.yaml").contains("image-2"));
-        assert_eq!(show(&bare, "images.yaml"), "images: []\n", "the person's file is kept");
+        assert_eq!(
+            show(&bare, "images.yaml"),
+            "images: []\n",
+            "the person's file is kept"
+        );
 
         // The same content again changes nothing: no commit.
         writer.submit(change(1)).await.unwrap();
@@ -158,9 +185,15 @@ async fn racing_cli_pusher_every_change_lands_once_and_theirs_are_kept() {
             std::fs::create_dir_all(their_dir.join("people")).unwrap();
             std::fs::write(their_dir.join(&file), format!("{n}\n")).unwrap();
             git(&their_dir, &["add", "-A"]);
-            git(&their_dir, &["commit", "-q", "-m", &format!("person edit {n}")]);
+            git(
+                &their_dir,
+                &["commit", "-q", "-m", &format!("person edit {n}")],
+            );
             for _ in 0..20 {
-                if git_output(&their_dir, &["push", "-q", "origin", "main"]).status.success() {
+                if git_output(&their_dir, &["push", "-q", "origin", "main"])
+                    .status
+                    .success()
+                {
                     landed.push(file.clone());
                     break;
                 }
@@ -172,13 +205,22 @@ async fn racing_cli_pusher_every_change_lands_once_and_theirs_are_kept() {
 
     let (writer, task) = Writer::spawn(config(&dir.path().join("work"), &url));
     let mut upstream_seen = false;
+    let mut rebased = 0;
     let mut events = writer.subscribe();
     for i in 0..100 {
         writer.submit(change(i)).await.unwrap();
         let mut tries = 0;
-        while let Err(e) = writer.flush().await {
-            tries += 1;
-            assert!(tries < 5, "batch {i} never landed: {e}");
+        loop {
+            match writer.flush().await {
+                Ok(outcome) => {
+                    rebased += outcome.sync.map_or(0, |s| s.rebased);
+                    break;
+                }
+                Err(e) => {
+                    tries += 1;
+                    assert!(tries < 5, "batch {i} never landed: {e}");
+                }
+            }
         }
         while let Ok(event) = events.try_recv() {
             upstream_seen |= matches!(event, Event::UpstreamChanged { .. });
@@ -191,9 +233,16 @@ async fn racing_cli_pusher_every_change_lands_once_and_theirs_are_kept() {
 
     let touches = touches(&bare);
     for i in 0..100 {
-        assert_eq!(touches.get(&format!("state/runtime/image-{i}.yaml")), Some(&1), "change {i} exactly once");
+        assert_eq!(
+            touches.get(&format!("state/runtime/image-{i}.yaml")),
+            Some(&1),
+            "change {i} exactly once"
+        );
     }
-    let batches: Vec<String> = messages(&bare).iter().filter_map(|m| git::parse_trailers(m).batch).collect();
+    let batches: Vec<String> = messages(&bare)
+        .iter()
+        .filter_map(|m| git::parse_trailers(m).batch)
+        .collect();
     let distinct: BTreeSet<&String> = batches.iter().collect();
     assert_eq!(batches.len(), 100, "one commit per batch");
     assert_eq!(distinct.len(), 100, "no batch twice");
@@ -203,6 +252,10 @@ async fn racing_cli_pusher_every_change_lands_once_and_theirs_are_kept() {
         assert!(tree.lines().any(|l| l == file), "their {file} was kept");
     }
     assert!(upstream_seen, "the writer reported the others' changes");
+    assert!(
+        rebased > 0,
+        "the pushes really raced: some batches were re-applied on a moved head"
+    );
 }
 
 /// The child half of [`killed_between_commit_and_push_lands_once_after_restart`]: runs a
@@ -210,7 +263,10 @@ async fn racing_cli_pusher_every_change_lands_once_and_theirs_are_kept() {
 #[tokio::test]
 #[ignore = "run as a child process by killed_between_commit_and_push_lands_once_after_restart"]
 async fn child_writer_killed_after_commit() {
-    let (Some(work), Some(url)) = (std::env::var_os("IF_CHILD_WORKDIR"), std::env::var_os("IF_CHILD_URL")) else {
+    let (Some(work), Some(url)) = (
+        std::env::var_os("IF_CHILD_WORKDIR"),
+        std::env::var_os("IF_CHILD_URL"),
+    ) else {
         return;
     };
     let mut cfg = config(Path::new(&work), url.to_str().unwrap());
@@ -247,7 +303,13 @@ async fn killed_between_commit_and_push_lands_once_after_restart() {
     daemon.stop();
 
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["git_writer::child_writer_killed_after_commit", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+        .args([
+            "git_writer::child_writer_killed_after_commit",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("IF_CHILD_WORKDIR", &work)
         .env("IF_CHILD_URL", &url)
         .stdout(Stdio::piped())
@@ -257,18 +319,29 @@ async fn killed_between_commit_and_push_lands_once_after_restart() {
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
             // The test harness prints `test NAME ... ` before the child's own output.
             if let Some((_, commit)) = line.split_once("COMMITTED ") {
                 let _ = tx.send(commit.trim().to_string());
             }
         }
     });
-    let committed = rx.recv_timeout(Duration::from_secs(30)).expect("the child committed");
+    let committed = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the child committed");
     // SIGKILL: no destructor, no flush.
-    let _ = Command::new("kill").args(["-9", &child.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-9", &child.id().to_string()])
+        .status();
     let _ = child.wait();
-    assert_eq!(messages(&bare).len(), 1, "nothing reached the remote before the kill");
+    assert_eq!(
+        messages(&bare).len(),
+        1,
+        "nothing reached the remote before the kill"
+    );
 
     // Meanwhile a person pushes, so the restart must re-apply the commit on a new head.
     daemon.resume();
@@ -283,12 +356,23 @@ async fn killed_between_commit_and_push_lands_once_after_restart() {
     writer.shutdown().await.unwrap();
     task.await.unwrap();
     assert!(outcome.commits.is_empty(), "the restart made no new batch");
-    assert_eq!(touches(&bare).get("state/runtime/image-7.yaml"), Some(&1), "landed once");
-    assert_eq!(show(&bare, "images.yaml"), "images: [{name: a}]\n", "their edit kept");
+    assert_eq!(
+        touches(&bare).get("state/runtime/image-7.yaml"),
+        Some(&1),
+        "landed once"
+    );
+    assert_eq!(
+        show(&bare, "images.yaml"),
+        "images: [{name: a}]\n",
+        "their edit kept"
+    );
     let msgs = messages(&bare);
     assert_eq!(msgs.len(), 3, "{msgs:?}");
     let local = git(&work, &["log", "-1", "--format=%B", &committed]);
-    assert_eq!(git::parse_trailers(&msgs[0]).batch, git::parse_trailers(&local).batch);
+    assert_eq!(
+        git::parse_trailers(&msgs[0]).batch,
+        git::parse_trailers(&local).batch
+    );
 
     // A restart that finds its batch already on the remote (copied there by other means)
     // drops the local copy instead of pushing it twice.
@@ -296,11 +380,19 @@ async fn killed_between_commit_and_push_lands_once_after_restart() {
     std::fs::write(work.join("state/runtime/image-8.yaml"), "held: true\n").unwrap();
     let mut cfg = config(&work, &url);
     cfg.remote = Some(Remote::new(url.clone()));
-    let local = git::commit_paths(&work, &[PathBuf::from("state/runtime/image-8.yaml")], &reason, &cfg)
-        .unwrap()
-        .unwrap();
+    let local = git::commit_paths(
+        &work,
+        &[PathBuf::from("state/runtime/image-8.yaml")],
+        &reason,
+        &cfg,
+    )
+    .unwrap()
+    .unwrap();
     git(&theirs, &["pull", "-q", "origin", "main"]);
-    git(&theirs, &["fetch", "-q", work.to_str().unwrap(), &local.to_string()]);
+    git(
+        &theirs,
+        &["fetch", "-q", work.to_str().unwrap(), &local.to_string()],
+    );
     git(&theirs, &["cherry-pick", "FETCH_HEAD"]);
     git(&theirs, &["push", "-q", "origin", "main"]);
     let report = git::push(&work, &cfg).unwrap();
@@ -326,17 +418,27 @@ async fn remote_down_for_a_while_changes_queue_then_land() {
     for i in 1..4 {
         writer.submit(change(i)).await.unwrap();
         let err = writer.flush().await.unwrap_err();
-        assert!(matches!(err, GitError::PushFailed { commits, .. } if commits == i), "{err}");
+        assert!(
+            matches!(err, GitError::PushFailed { commits, .. } if commits == i),
+            "{err}"
+        );
         assert!(err.to_string().contains(&url), "{err}");
     }
-    assert_eq!(messages(&bare).len(), 2, "only the first batch landed while down");
+    assert_eq!(
+        messages(&bare).len(),
+        2,
+        "only the first batch landed while down"
+    );
 
     daemon.resume();
     let outcome = writer.flush().await.unwrap();
     assert_eq!(outcome.sync.unwrap().pushed, 3);
     let touches = touches(&bare);
     for i in 0..4 {
-        assert_eq!(touches.get(&format!("state/runtime/image-{i}.yaml")), Some(&1));
+        assert_eq!(
+            touches.get(&format!("state/runtime/image-{i}.yaml")),
+            Some(&1)
+        );
     }
     writer.shutdown().await.unwrap();
     task.await.unwrap();
@@ -350,7 +452,10 @@ async fn refused_credentials_name_the_remote_never_the_secret_and_lose_nothing()
     let server = Unauthorized::start();
     let token = dir.path().join("token");
     std::fs::write(&token, format!("{FILE_CANARY}\n")).unwrap();
-    let url = format!("http://ci:{URL_CANARY}@127.0.0.1:{}/config.git", server.port);
+    let url = format!(
+        "http://ci:{URL_CANARY}@127.0.0.1:{}/config.git",
+        server.port
+    );
     let work = dir.path().join("work");
     let mut cfg = config(&work, &url);
     if let Some(remote) = cfg.remote.as_mut() {
@@ -368,12 +473,18 @@ async fn refused_credentials_name_the_remote_never_the_secret_and_lose_nothing()
     let err = writer.flush().await.unwrap_err();
     let shown = format!("{err} {err:?}");
     assert!(matches!(err, GitError::Auth { .. }), "{shown}");
-    assert!(shown.contains(&format!("http://127.0.0.1:{}/config.git", server.port)), "{shown}");
+    assert!(
+        shown.contains(&format!("http://127.0.0.1:{}/config.git", server.port)),
+        "{shown}"
+    );
     for canary in [URL_CANARY, FILE_CANARY] {
         assert!(!shown.contains(canary), "secret leaked: {shown}");
     }
     while let Ok(event) = events.try_recv() {
-        assert!(!format!("{event:?}").contains(URL_CANARY) && !format!("{event:?}").contains(FILE_CANARY));
+        assert!(
+            !format!("{event:?}").contains(URL_CANARY)
+                && !format!("{event:?}").contains(FILE_CANARY)
+        );
     }
     writer.shutdown().await.unwrap_err();
     task.await.unwrap();

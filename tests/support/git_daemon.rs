@@ -89,7 +89,11 @@ impl GitDaemon {
         }
         let deadline = Instant::now() + Duration::from_secs(5);
         while TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-            assert!(Instant::now() < deadline, "git daemon on {} did not stop", self.port);
+            assert!(
+                Instant::now() < deadline,
+                "git daemon on {} did not stop",
+                self.port
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -101,7 +105,12 @@ impl GitDaemon {
         // `git-daemon` itself: killing it closes the port.
         let exec_path = git(&self.base, &["--exec-path"]);
         let child = Command::new(Path::new(exec_path.trim()).join("git-daemon"))
-            .args(["--reuseaddr", "--export-all", "--enable=receive-pack", "--listen=127.0.0.1"])
+            .args([
+                "--reuseaddr",
+                "--export-all",
+                "--enable=receive-pack",
+                "--listen=127.0.0.1",
+            ])
             .arg(format!("--base-path={}", self.base.display()))
             .arg(format!("--port={}", self.port))
             .arg(&self.base)
@@ -112,7 +121,11 @@ impl GitDaemon {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "git daemon did not listen on {}", self.port);
+            assert!(
+                Instant::now() < deadline,
+                "git daemon did not listen on {}",
+                self.port
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }

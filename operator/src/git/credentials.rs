@@ -183,7 +183,10 @@ fn percent_decode(s: &str) -> String {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Some(b) = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok()) {
+            if let Some(b) = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
                 out.push(b);
                 i += 3;
                 continue;
@@ -232,7 +235,11 @@ impl Session {
             Some(https) => Some(https.password.load()?),
             None => None,
         };
-        let ssh_passphrase = match credentials.ssh_key.as_ref().and_then(|k| k.passphrase.as_ref()) {
+        let ssh_passphrase = match credentials
+            .ssh_key
+            .as_ref()
+            .and_then(|k| k.passphrase.as_ref())
+        {
             Some(source) => Some(source.load()?),
             None => None,
         };
@@ -418,7 +425,12 @@ pub(crate) enum HostKeyVerdict {
 /// Checks a raw host key of type `kind` (`ssh-ed25519`, …) for host `name` against the
 /// lines of a `known_hosts` file (OpenSSH sshd(8) "SSH_KNOWN_HOSTS FILE FORMAT"; markers
 /// and hashed names are skipped).
-pub(crate) fn check_host_key(known_hosts: &str, name: &str, kind: &str, raw: &[u8]) -> HostKeyVerdict {
+pub(crate) fn check_host_key(
+    known_hosts: &str,
+    name: &str,
+    kind: &str,
+    raw: &[u8],
+) -> HostKeyVerdict {
     let wanted = base64::engine::general_purpose::STANDARD.encode(raw);
     let mut listed = false;
     for line in known_hosts.lines() {
@@ -427,7 +439,9 @@ pub(crate) fn check_host_key(known_hosts: &str, name: &str, kind: &str, raw: &[u
             continue;
         }
         let mut fields = line.split_whitespace();
-        let (Some(hosts), Some(key_type), Some(key)) = (fields.next(), fields.next(), fields.next()) else {
+        let (Some(hosts), Some(key_type), Some(key)) =
+            (fields.next(), fields.next(), fields.next())
+        else {
             continue;
         };
         if !hosts.split(',').any(|h| h == name) || key_type != kind {

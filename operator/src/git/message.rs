@@ -139,14 +139,36 @@ pub fn compose_message(reasons: &[&Reason], batch: &str) -> String {
     let summaries: Vec<String> = reasons
         .iter()
         .map(|r| one_line(&r.summary))
-        .map(|s| if s.is_empty() { "update state".to_string() } else { s })
+        .map(|s| {
+            if s.is_empty() {
+                "update state".to_string()
+            } else {
+                s
+            }
+        })
         .collect();
     let distinct: BTreeSet<&String> = summaries.iter().collect();
-    let images: BTreeSet<String> = reasons.iter().flat_map(|r| r.images.iter().map(|i| one_line(i))).collect();
-    let bases: BTreeSet<String> = reasons.iter().flat_map(|r| r.bases.iter().map(|i| one_line(i))).collect();
-    let rebuilds: BTreeSet<String> = reasons.iter().flat_map(|r| r.rebuilds.iter().map(|i| one_line(i))).collect();
-    let sources: BTreeSet<String> = reasons.iter().filter_map(|r| r.source.as_ref()).map(|s| one_line(&s.to_string())).collect();
-    let first = summaries.first().cloned().unwrap_or_else(|| "update state".into());
+    let images: BTreeSet<String> = reasons
+        .iter()
+        .flat_map(|r| r.images.iter().map(|i| one_line(i)))
+        .collect();
+    let bases: BTreeSet<String> = reasons
+        .iter()
+        .flat_map(|r| r.bases.iter().map(|i| one_line(i)))
+        .collect();
+    let rebuilds: BTreeSet<String> = reasons
+        .iter()
+        .flat_map(|r| r.rebuilds.iter().map(|i| one_line(i)))
+        .collect();
+    let sources: BTreeSet<String> = reasons
+        .iter()
+        .filter_map(|r| r.source.as_ref())
+        .map(|s| one_line(&s.to_string()))
+        .collect();
+    let first = summaries
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "update state".into());
     let mut counts = Vec::new();
     if distinct.len() > 1 {
         counts.push(format!("+{} more", distinct.len() - 1));
@@ -172,7 +194,12 @@ pub fn compose_message(reasons: &[&Reason], batch: &str) -> String {
     }
     message.push('\n');
     message.push_str(&format!("{BATCH}: {batch}\n{CHANGES}: {}\n", reasons.len()));
-    for (key, values) in [(IMAGES, &images), (BASES, &bases), (SOURCE, &sources), (REBUILDS, &rebuilds)] {
+    for (key, values) in [
+        (IMAGES, &images),
+        (BASES, &bases),
+        (SOURCE, &sources),
+        (REBUILDS, &rebuilds),
+    ] {
         for value in values.iter().filter(|v| !v.is_empty()) {
             message.push_str(&format!("{key}: {value}\n"));
         }

@@ -37,8 +37,12 @@ mod tests;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use credentials::{Credentials, HostKeyChecking, HttpsCredentials, Secret, SecretSource, SshKey};
-pub use message::{compose_message, parse_trailers, ChangeSource, Reason, Trailers, TRAILER_PREFIX};
+pub use credentials::{
+    Credentials, HostKeyChecking, HttpsCredentials, Secret, SecretSource, SshKey,
+};
+pub use message::{
+    compose_message, parse_trailers, ChangeSource, Reason, Trailers, TRAILER_PREFIX,
+};
 pub use repo::SyncReport;
 pub use sign::SigningKey;
 pub use writer::{Change, Event, Outcome, Writer, WriterHandle};
@@ -58,7 +62,9 @@ pub enum GitError {
         message: String,
     },
     /// A change names a path outside the state directory (absolute, or with `..`).
-    #[error("state change path {path} is outside the state directory: use a relative path without `..`")]
+    #[error(
+        "state change path {path} is outside the state directory: use a relative path without `..`"
+    )]
     OutsideState {
         /// The offending path.
         path: PathBuf,

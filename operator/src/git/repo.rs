@@ -83,7 +83,8 @@ impl WorkingCopy {
             let repo = Repository::init(root).map_err(open_err(root))?;
             if let Some(remote) = &config.remote {
                 // For people looking at the copy; the writer itself uses the URL directly.
-                repo.remote(&remote.name, &remote.url).map_err(open_err(root))?;
+                repo.remote(&remote.name, &remote.url)
+                    .map_err(open_err(root))?;
                 repo.set_head(&format!("refs/heads/{}", remote.branch))
                     .map_err(open_err(root))?;
             }
@@ -116,7 +117,10 @@ impl WorkingCopy {
             state_dir: config.state_dir.clone(),
             remote: config.remote.clone(),
             author: config.author.clone(),
-            committer: config.committer.clone().unwrap_or_else(|| config.author.clone()),
+            committer: config
+                .committer
+                .clone()
+                .unwrap_or_else(|| config.author.clone()),
             signing: config.signing.clone(),
             push_attempts: config.push_attempts.max(1),
             backoff: config.backoff,
@@ -143,13 +147,16 @@ impl WorkingCopy {
     }
 
     fn tracking(&self) -> Option<Oid> {
-        self.tracking_ref().and_then(|r| self.repo.refname_to_id(&r).ok())
+        self.tracking_ref()
+            .and_then(|r| self.repo.refname_to_id(&r).ok())
     }
 
     /// Local commits not on the remote branch (as last fetched).
     pub fn ahead(&self) -> usize {
         let Some(head) = self.head() else { return 0 };
-        self.commits_between(head, self.tracking()).map(|c| c.len()).unwrap_or(0)
+        self.commits_between(head, self.tracking())
+            .map(|c| c.len())
+            .unwrap_or(0)
     }
 
     /// Commits reachable from `tip` and not from `hide`, oldest first.
@@ -207,13 +214,22 @@ impl WorkingCopy {
     /// # Errors
     ///
     /// [`GitError::Commit`], [`GitError::Sign`].
-    pub fn commit_paths(&self, paths: &[PathBuf], reason: &Reason) -> Result<Option<Oid>, GitError> {
+    pub fn commit_paths(
+        &self,
+        paths: &[PathBuf],
+        reason: &Reason,
+    ) -> Result<Option<Oid>, GitError> {
         let mut index = self.repo.index().map_err(self.commit_err())?;
-        let specs: Vec<String> = paths.iter().map(|p| p.to_string_lossy().into_owned()).collect();
+        let specs: Vec<String> = paths
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect();
         index
             .add_all(specs.iter(), git2::IndexAddOption::DEFAULT, None)
             .map_err(self.commit_err())?;
-        index.update_all(specs.iter(), None).map_err(self.commit_err())?;
+        index
+            .update_all(specs.iter(), None)
+            .map_err(self.commit_err())?;
         index.write().map_err(self.commit_err())?;
         self.commit_index(&mut index, &compose_message(&[reason], &new_batch_id()))
     }
@@ -228,7 +244,11 @@ impl WorkingCopy {
         git2::Signature::now(&identity.name, &identity.email)
     }
 
-    fn commit_index(&self, index: &mut git2::Index, message: &str) -> Result<Option<Oid>, GitError> {
+    fn commit_index(
+        &self,
+        index: &mut git2::Index,
+        message: &str,
+    ) -> Result<Option<Oid>, GitError> {
         let tree_id = index.write_tree().map_err(self.commit_err())?;
         let parent = match self.head() {
             Some(oid) => Some(self.repo.find_commit(oid).map_err(self.commit_err())?),
@@ -277,14 +297,20 @@ impl WorkingCopy {
 
     /// Points `HEAD` (its branch, or `HEAD` itself when detached) at `oid`.
     fn move_head(&self, oid: Oid) -> Result<(), GitError> {
-        let head = self.repo.find_reference("HEAD").map_err(self.commit_err())?;
+        let head = self
+            .repo
+            .find_reference("HEAD")
+            .map_err(self.commit_err())?;
         match head.symbolic_target().map_err(self.commit_err())? {
             Some(branch) => {
                 self.repo
                     .reference(branch, oid, true, "image-factory: commit state")
                     .map_err(self.commit_err())?;
             }
-            None => self.repo.set_head_detached(oid).map_err(self.commit_err())?,
+            None => self
+                .repo
+                .set_head_detached(oid)
+                .map_err(self.commit_err())?,
         }
         Ok(())
     }
@@ -373,16 +399,20 @@ impl WorkingCopy {
         let session = session.borrow();
         match failure {
             PushFailure::HostKey(host, reason) => GitError::HostKey { host, reason },
-            PushFailure::Auth(m) | PushFailure::Rejected(m) | PushFailure::Transient(m) => GitError::Auth {
-                remote: display_url(&remote.url),
-                message: session.scrub(&m),
-            },
+            PushFailure::Auth(m) | PushFailure::Rejected(m) | PushFailure::Transient(m) => {
+                GitError::Auth {
+                    remote: display_url(&remote.url),
+                    message: session.scrub(&m),
+                }
+            }
         }
     }
 
     fn callbacks<'a>(session: &'a RefCell<Session>) -> git2::RemoteCallbacks<'a> {
         let mut callbacks = git2::RemoteCallbacks::new();
-        callbacks.credentials(move |url, user, allowed| session.borrow_mut().credential(url, user, allowed));
+        callbacks.credentials(move |url, user, allowed| {
+            session.borrow_mut().credential(url, user, allowed)
+        });
         callbacks.certificate_check(move |cert, host| session.borrow_mut().certificate(cert, host));
         callbacks
     }
@@ -397,7 +427,10 @@ impl WorkingCopy {
         match e.code() {
             ErrorCode::NotFastForward | ErrorCode::Modified => PushFailure::Rejected(message),
             ErrorCode::Auth => PushFailure::Auth(message),
-            _ if lower.contains("401") || lower.contains("403") || lower.contains("authentication") => {
+            _ if lower.contains("401")
+                || lower.contains("403")
+                || lower.contains("authentication") =>
+            {
                 PushFailure::Auth(message)
             }
             _ => PushFailure::Transient(message),
@@ -405,7 +438,9 @@ impl WorkingCopy {
     }
 
     fn fetch(&self, remote: &Remote, session: &RefCell<Session>) -> Result<(), PushFailure> {
-        let Some(tracking) = self.tracking_ref() else { return Ok(()) };
+        let Some(tracking) = self.tracking_ref() else {
+            return Ok(());
+        };
         session.borrow_mut().reset_attempts();
         let mut anonymous = self
             .repo
@@ -456,12 +491,18 @@ impl WorkingCopy {
         if let Some(status) = rejected.into_inner() {
             return Err(PushFailure::Rejected(session.borrow().scrub(&status)));
         }
-        let Some(path) = local_path else { return Ok(()) };
-        let head = self.head().ok_or_else(|| PushFailure::Transient("nothing to push".into()))?;
+        let Some(path) = local_path else {
+            return Ok(());
+        };
+        let head = self
+            .head()
+            .ok_or_else(|| PushFailure::Transient("nothing to push".into()))?;
         let target_repo = Repository::open(&path).map_err(|e| Self::classify(session, &e))?;
         let expected = self.tracking();
         let swap = match expected {
-            Some(old) => target_repo.reference_matching(&target, head, true, old, "image-factory: push"),
+            Some(old) => {
+                target_repo.reference_matching(&target, head, true, old, "image-factory: push")
+            }
             None => target_repo.reference(&target, head, false, "image-factory: push"),
         };
         if let Ok(mut r) = target_repo.find_reference(&incoming) {
@@ -469,8 +510,15 @@ impl WorkingCopy {
         }
         match swap {
             Ok(_) => Ok(()),
-            Err(e) if matches!(e.code(), ErrorCode::Modified | ErrorCode::Exists | ErrorCode::Locked) => {
-                Err(PushFailure::Rejected(format!("{target} moved on the remote")))
+            Err(e)
+                if matches!(
+                    e.code(),
+                    ErrorCode::Modified | ErrorCode::Exists | ErrorCode::Locked
+                ) =>
+            {
+                Err(PushFailure::Rejected(format!(
+                    "{target} moved on the remote"
+                )))
             }
             Err(e) => Err(Self::classify(session, &e)),
         }
@@ -479,7 +527,9 @@ impl WorkingCopy {
     /// Records the files others changed on the remote between `before` and the fetched
     /// tracking ref.
     fn note_upstream(&self, before: Option<Oid>, report: &mut SyncReport) -> Result<(), GitError> {
-        let (Some(before), Some(after)) = (before, self.tracking()) else { return Ok(()) };
+        let (Some(before), Some(after)) = (before, self.tracking()) else {
+            return Ok(());
+        };
         if before == after {
             return Ok(());
         }
@@ -513,7 +563,9 @@ impl WorkingCopy {
     /// Brings `HEAD` on top of the fetched remote branch: fast-forward when behind,
     /// re-apply our commits when diverged.
     fn integrate(&mut self, report: &mut SyncReport) -> Result<(), GitError> {
-        let Some(tracking) = self.tracking() else { return Ok(()) };
+        let Some(tracking) = self.tracking() else {
+            return Ok(());
+        };
         let Some(head) = self.head() else {
             return self.checkout_and_move(None, tracking);
         };
@@ -552,13 +604,24 @@ impl WorkingCopy {
     /// Re-applies each local commit of `head` not on `base` on top of `base`: its files'
     /// content (state files are machine-owned, so the newest rendering wins), skipping
     /// commits whose batch already landed and commits that would change nothing.
-    fn rebase_onto(&mut self, head: Oid, base: Oid, report: &mut SyncReport) -> Result<(), GitError> {
-        let ours = self.commits_between(head, Some(base)).map_err(self.commit_err())?;
-        let theirs = self.commits_between(base, Some(head)).map_err(self.commit_err())?;
+    fn rebase_onto(
+        &mut self,
+        head: Oid,
+        base: Oid,
+        report: &mut SyncReport,
+    ) -> Result<(), GitError> {
+        let ours = self
+            .commits_between(head, Some(base))
+            .map_err(self.commit_err())?;
+        let theirs = self
+            .commits_between(base, Some(head))
+            .map_err(self.commit_err())?;
         let mut landed = HashSet::new();
         for oid in theirs {
             let commit = self.repo.find_commit(oid).map_err(self.commit_err())?;
-            if let Some(batch) = parse_trailers(&String::from_utf8_lossy(commit.message_bytes())).batch {
+            if let Some(batch) =
+                parse_trailers(&String::from_utf8_lossy(commit.message_bytes())).batch
+            {
                 landed.insert(batch);
             }
         }
@@ -566,7 +629,10 @@ impl WorkingCopy {
         for oid in ours {
             let commit = self.repo.find_commit(oid).map_err(self.commit_err())?;
             let message = String::from_utf8_lossy(commit.message_bytes()).into_owned();
-            if parse_trailers(&message).batch.is_some_and(|b| landed.contains(&b)) {
+            if parse_trailers(&message)
+                .batch
+                .is_some_and(|b| landed.contains(&b))
+            {
                 report.duplicates_skipped += 1;
                 continue;
             }
@@ -576,7 +642,8 @@ impl WorkingCopy {
             }
             let tree = self.repo.find_tree(tree).map_err(self.commit_err())?;
             let committer = Self::signature(&self.committer).map_err(self.commit_err())?;
-            let new = self.create_commit(&commit.author(), &committer, &message, &tree, &[&parent])?;
+            let new =
+                self.create_commit(&commit.author(), &committer, &message, &tree, &[&parent])?;
             parent = self.repo.find_commit(new).map_err(self.commit_err())?;
             report.rebased += 1;
         }
@@ -585,7 +652,11 @@ impl WorkingCopy {
 
     /// The tree of `parent` with the files `commit` changed set to their content in
     /// `commit` (or removed).
-    fn reapply(&self, commit: &git2::Commit<'_>, parent: &git2::Commit<'_>) -> Result<Oid, GitError> {
+    fn reapply(
+        &self,
+        commit: &git2::Commit<'_>,
+        parent: &git2::Commit<'_>,
+    ) -> Result<Oid, GitError> {
         let err = self.commit_err();
         let tree = commit.tree().map_err(&err)?;
         let previous = match commit.parent(0) {
@@ -597,7 +668,9 @@ impl WorkingCopy {
             .diff_tree_to_tree(previous.as_ref(), Some(&tree), None)
             .map_err(&err)?;
         let mut index = git2::Index::new().map_err(&err)?;
-        index.read_tree(&parent.tree().map_err(&err)?).map_err(&err)?;
+        index
+            .read_tree(&parent.tree().map_err(&err)?)
+            .map_err(&err)?;
         for delta in diff.deltas() {
             if delta.status() == git2::Delta::Deleted {
                 if let Some(path) = delta.old_file().path() {
@@ -607,7 +680,9 @@ impl WorkingCopy {
                 }
                 continue;
             }
-            let Some(path) = delta.new_file().path() else { continue };
+            let Some(path) = delta.new_file().path() else {
+                continue;
+            };
             let entry = tree.get_path(path).map_err(&err)?;
             let bytes = path.to_string_lossy().into_owned().into_bytes();
             index

@@ -46,7 +46,9 @@ impl SigningKey {
             .wait_with_output()
             .map_err(|e| fail(format!("ssh-keygen failed: {e}")))?;
         if !out.status.success() {
-            return Err(fail(String::from_utf8_lossy(&out.stderr).trim().to_string()));
+            return Err(fail(
+                String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            ));
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }

@@ -3,7 +3,9 @@ use std::process::Command;
 
 use rstest::rstest;
 
-use super::credentials::{check_host_key, display_url, known_hosts_name, scrub, url_secrets, HostKeyVerdict};
+use super::credentials::{
+    check_host_key, display_url, known_hosts_name, scrub, url_secrets, HostKeyVerdict,
+};
 use super::*;
 
 fn git(dir: &Path, args: &[&str]) -> String {
@@ -18,7 +20,11 @@ fn git(dir: &Path, args: &[&str]) -> String {
         .env("HOME", dir)
         .output()
         .unwrap();
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -53,7 +59,11 @@ fn subject(#[case] changes: &[(&str, &[&str])], #[case] expected: &str) {
 fn long_subject_is_cut_with_an_ellipsis() {
     let long = "rebuild ".to_string() + &"x".repeat(300);
     let r = reason(&long, &["a", "b"]);
-    let subject = compose_message(&[&r], "1").lines().next().unwrap().to_string();
+    let subject = compose_message(&[&r], "1")
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
     assert_eq!(subject.chars().count(), 100);
     assert!(subject.ends_with("… (2 images)"), "{subject}");
 }
@@ -81,16 +91,29 @@ fn trailers_round_trip_and_agree_with_git_interpret_trailers() {
     let parsed = parse_trailers(&message);
     assert_eq!(parsed.batch.as_deref(), Some("0123456789abcdef"));
     assert_eq!(parsed.changes, Some(2));
-    assert_eq!(parsed.images, ["registry.example/jupyter", "registry.example/platform-python"]);
-    assert_eq!(parsed.bases, ["docker.io/library/python:3.12-slim@sha256:ab12"]);
+    assert_eq!(
+        parsed.images,
+        [
+            "registry.example/jupyter",
+            "registry.example/platform-python"
+        ]
+    );
+    assert_eq!(
+        parsed.bases,
+        ["docker.io/library/python:3.12-slim@sha256:ab12"]
+    );
     assert_eq!(parsed.rebuilds, ["platform-python-ab12"]);
     assert_eq!(parsed.sources.len(), 2);
-    assert!(message.contains("- rebuild platform-python on python:3.12-slim@sha256:ab12… [sha256:ab12]\n"));
+    assert!(message
+        .contains("- rebuild platform-python on python:3.12-slim@sha256:ab12… [sha256:ab12]\n"));
 
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("msg");
     std::fs::write(&file, &message).unwrap();
-    let git_view = git(dir.path(), &["interpret-trailers", "--parse", file.to_str().unwrap()]);
+    let git_view = git(
+        dir.path(),
+        &["interpret-trailers", "--parse", file.to_str().unwrap()],
+    );
     let ours: Vec<String> = git_view
         .lines()
         .filter(|l| l.starts_with(TRAILER_PREFIX))
@@ -142,11 +165,17 @@ fn secret_sources_trim_and_never_print() {
     let secret = SecretSource::File(file).load().unwrap();
     assert_eq!(secret.expose(), "CANARY123");
     assert_eq!(format!("{secret:?} {secret}"), "*** ***");
-    let missing = SecretSource::File(dir.path().join("absent")).load().unwrap_err();
+    let missing = SecretSource::File(dir.path().join("absent"))
+        .load()
+        .unwrap_err();
     assert!(missing.to_string().contains("absent"), "{missing}");
     let empty = dir.path().join("empty");
     std::fs::write(&empty, "\n").unwrap();
-    assert!(SecretSource::File(empty).load().unwrap_err().to_string().contains("empty"));
+    assert!(SecretSource::File(empty)
+        .load()
+        .unwrap_err()
+        .to_string()
+        .contains("empty"));
 }
 
 #[test]
@@ -155,12 +184,27 @@ fn known_hosts_lines_decide_host_keys() {
     let other = [9u8, 9];
     let b64 = "AQIDBA==";
     let file = format!("# comment\n|1|hashed|entry ssh-ed25519 {b64}\ngit.example,10.0.0.1 ssh-ed25519 {b64}\n[git.example]:2222 ssh-rsa AAAA\n");
-    assert_eq!(check_host_key(&file, "git.example", "ssh-ed25519", &raw), HostKeyVerdict::Match);
-    assert_eq!(check_host_key(&file, "10.0.0.1", "ssh-ed25519", &raw), HostKeyVerdict::Match);
-    assert_eq!(check_host_key(&file, "git.example", "ssh-ed25519", &other), HostKeyVerdict::Mismatch);
-    assert_eq!(check_host_key(&file, "elsewhere", "ssh-ed25519", &raw), HostKeyVerdict::Unknown);
+    assert_eq!(
+        check_host_key(&file, "git.example", "ssh-ed25519", &raw),
+        HostKeyVerdict::Match
+    );
+    assert_eq!(
+        check_host_key(&file, "10.0.0.1", "ssh-ed25519", &raw),
+        HostKeyVerdict::Match
+    );
+    assert_eq!(
+        check_host_key(&file, "git.example", "ssh-ed25519", &other),
+        HostKeyVerdict::Mismatch
+    );
+    assert_eq!(
+        check_host_key(&file, "elsewhere", "ssh-ed25519", &raw),
+        HostKeyVerdict::Unknown
+    );
     assert_eq!(known_hosts_name("git.example", 2222), "[git.example]:2222");
-    assert_eq!(check_host_key(&file, "[git.example]:2222", "ssh-rsa", &raw), HostKeyVerdict::Mismatch);
+    assert_eq!(
+        check_host_key(&file, "[git.example]:2222", "ssh-rsa", &raw),
+        HostKeyVerdict::Mismatch
+    );
 }
 
 fn seeded_clone(dir: &Path) -> (PathBuf, PathBuf) {
@@ -186,10 +230,18 @@ fn commit_paths_commits_changes_and_skips_an_unchanged_tree() {
     let paths = [PathBuf::from("state")];
     let oid = commit_paths(&work, &paths, &Reason::new("analyze"), &config).unwrap();
     assert!(oid.is_some());
-    assert_eq!(git(&work, &["log", "-1", "--format=%an <%ae>"]).trim(), "Image Factory <image-factory@localhost>");
-    assert_eq!(commit_paths(&work, &paths, &Reason::new("analyze"), &config).unwrap(), None);
+    assert_eq!(
+        git(&work, &["log", "-1", "--format=%an <%ae>"]).trim(),
+        "Image Factory <image-factory@localhost>"
+    );
+    assert_eq!(
+        commit_paths(&work, &paths, &Reason::new("analyze"), &config).unwrap(),
+        None
+    );
     std::fs::remove_file(work.join("state/a.yaml")).unwrap();
-    assert!(commit_paths(&work, &paths, &Reason::new("prune"), &config).unwrap().is_some());
+    assert!(commit_paths(&work, &paths, &Reason::new("prune"), &config)
+        .unwrap()
+        .is_some());
     assert_eq!(git(&work, &["ls-files", "state"]), "");
 }
 
@@ -201,39 +253,78 @@ fn push_reapplies_local_commits_on_a_moved_remote_and_reports_upstream_files() {
     // Our commit, not pushed yet.
     std::fs::create_dir_all(work.join("state")).unwrap();
     std::fs::write(work.join("state/a.yaml"), "a: 2\n").unwrap();
-    commit_paths(&work, &[PathBuf::from("state")], &Reason::new("ours"), &config).unwrap();
+    commit_paths(
+        &work,
+        &[PathBuf::from("state")],
+        &Reason::new("ours"),
+        &config,
+    )
+    .unwrap();
     // First sync learns the remote head.
     push(&work, &config).unwrap();
     // A person edits images.yaml and a state file we later rewrite.
     let other = dir.path().join("other");
-    git(dir.path(), &["clone", "-q", bare.to_str().unwrap(), "other"]);
+    git(
+        dir.path(),
+        &["clone", "-q", bare.to_str().unwrap(), "other"],
+    );
     std::fs::write(other.join("images.yaml"), "images: [{name: x}]\n").unwrap();
     std::fs::write(other.join("state/a.yaml"), "a: hand-edited\n").unwrap();
     git(&other, &["commit", "-q", "-am", "person"]);
     git(&other, &["push", "-q", "origin", "main"]);
     std::fs::write(work.join("state/a.yaml"), "a: 3\n").unwrap();
-    commit_paths(&work, &[PathBuf::from("state")], &Reason::new("ours again"), &config).unwrap();
+    commit_paths(
+        &work,
+        &[PathBuf::from("state")],
+        &Reason::new("ours again"),
+        &config,
+    )
+    .unwrap();
 
     let report = push(&work, &config).unwrap();
     assert_eq!(report.rebased, 1);
     assert_eq!(report.pushed, 1);
-    assert_eq!(report.upstream_changed, [PathBuf::from("images.yaml"), PathBuf::from("state/a.yaml")]);
-    assert_eq!(git(&bare, &["show", "main:state/a.yaml"]), "a: 3\n", "the machine's rendering wins");
-    assert_eq!(git(&bare, &["show", "main:images.yaml"]), "images: [{name: x}]\n", "the person's edit is kept");
-    assert_eq!(std::fs::read_to_string(work.join("images.yaml")).unwrap(), "images: [{name: x}]\n");
-    assert_eq!(git(&work, &["status", "--porcelain"]), "", "the working tree matches HEAD");
+    assert_eq!(
+        report.upstream_changed,
+        [PathBuf::from("images.yaml"), PathBuf::from("state/a.yaml")]
+    );
+    assert_eq!(
+        git(&bare, &["show", "main:state/a.yaml"]),
+        "a: 3\n",
+        "the machine's rendering wins"
+    );
+    assert_eq!(
+        git(&bare, &["show", "main:images.yaml"]),
+        "images: [{name: x}]\n",
+        "the person's edit is kept"
+    );
+    assert_eq!(
+        std::fs::read_to_string(work.join("images.yaml")).unwrap(),
+        "images: [{name: x}]\n"
+    );
+    assert_eq!(
+        git(&work, &["status", "--porcelain"]),
+        "",
+        "the working tree matches HEAD"
+    );
 }
 
 #[test]
 fn paths_outside_the_state_directory_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let (writer, task) = Writer::spawn(Config::new(dir.path().join("work")));
         for bad in ["../escape.yaml", "/etc/passwd"] {
             let mut files = std::collections::BTreeMap::new();
             files.insert(PathBuf::from(bad), Some("x".to_string()));
-            let err = writer.submit(Change::new(files, Reason::new("bad"))).await.unwrap_err();
+            let err = writer
+                .submit(Change::new(files, Reason::new("bad")))
+                .await
+                .unwrap_err();
             assert!(matches!(err, GitError::OutsideState { .. }), "{err}");
         }
         let outcome = writer.shutdown().await.unwrap();
@@ -257,9 +348,14 @@ fn signed_commits_verify_with_git() {
     let mut config = Config::new(&work);
     config.signing = Some(SigningKey::Ssh(key.clone()));
     std::fs::write(work.join("signed.yaml"), "x: 1\n").unwrap();
-    commit_paths(&work, &[PathBuf::from("signed.yaml")], &Reason::new("signed"), &config)
-        .unwrap()
-        .unwrap();
+    commit_paths(
+        &work,
+        &[PathBuf::from("signed.yaml")],
+        &Reason::new("signed"),
+        &config,
+    )
+    .unwrap()
+    .unwrap();
     let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
     let allowed = dir.path().join("allowed");
     std::fs::write(&allowed, format!("image-factory@localhost {public}")).unwrap();

@@ -202,7 +202,9 @@ impl Writer {
                 Some(Command::Flush(reply)) => {
                     deadline = None;
                     let result = self.round().await;
-                    retry_at = result.is_err().then(|| Instant::now() + self.config.retry_interval);
+                    retry_at = result
+                        .is_err()
+                        .then(|| Instant::now() + self.config.retry_interval);
                     let _ = reply.send(result);
                 }
                 Some(Command::Shutdown(reply)) => {
@@ -230,7 +232,9 @@ impl Writer {
         let pending = std::mem::take(&mut self.pending);
         let config = self.config.clone();
         let events = self.events.clone();
-        let joined = tokio::task::spawn_blocking(move || blocking_round(copy, pending, &config, &events)).await;
+        let joined =
+            tokio::task::spawn_blocking(move || blocking_round(copy, pending, &config, &events))
+                .await;
         let (copy, left, result) = match joined {
             Ok(parts) => parts,
             // The blocking round panicked: the working copy is reopened next time.
@@ -243,7 +247,9 @@ impl Writer {
         self.pending = left;
         if let Err(e) = &result {
             tracing::warn!(error = %e, queued = self.pending.len(), "git round failed; changes stay queued");
-            let _ = self.events.send(Event::Failed { error: e.to_string() });
+            let _ = self.events.send(Event::Failed {
+                error: e.to_string(),
+            });
         }
         result
     }
