@@ -9,6 +9,7 @@ mod decisions;
 mod dockerfile_cli;
 mod dockerfile_corpus;
 mod inspect;
+mod git_writer;
 mod jupyter_chain;
 mod registry;
 mod sources;

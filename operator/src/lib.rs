@@ -18,6 +18,7 @@ pub mod cli;
 pub mod dockerfile;
 pub mod engine;
 pub mod enrollment;
+pub mod git;
 pub mod graph;
 pub mod kargo;
 pub mod reference;
@@ -50,6 +51,9 @@ pub enum Error {
     /// A state file could not be read or written.
     #[error(transparent)]
     State(#[from] state::StateError),
+    /// Committing or pushing state failed.
+    #[error(transparent)]
+    Git(#[from] git::GitError),
     /// A registry request failed.
     #[error(transparent)]
     Registry(#[from] registry::RegistryError),

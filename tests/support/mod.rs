@@ -1,6 +1,7 @@
 //! Test harness pieces: paths, the binary, and real components started on 127.0.0.1.
 
 pub mod git;
+pub mod git_daemon;
 pub mod k8s;
 pub mod registry;
 
