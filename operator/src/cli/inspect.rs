@@ -42,7 +42,7 @@ pub struct InspectArgs {
 #[serde(untagged)]
 pub enum Entry {
     /// The image was read.
-    Inspected(Inspection),
+    Inspected(Box<Inspection>),
     /// The reference could not be read: `{"reference", "role", "error"}`.
     Failed {
         /// The normalized reference.
@@ -114,7 +114,7 @@ pub async fn run(args: InspectArgs) -> Result<ExitCode, RegistryError> {
                     debug!(image = %inspection.reference, base = %base.reference, stale, ?evidence, "staleness decided");
                     inspection.stale = Some(stale);
                 }
-                entries.push(Entry::Inspected(inspection));
+                entries.push(Entry::Inspected(Box::new(inspection)));
             }
             Err(e) => {
                 failed = true;
@@ -133,7 +133,7 @@ pub async fn run(args: InspectArgs) -> Result<ExitCode, RegistryError> {
             let inspected: Vec<Inspection> = entries
                 .into_iter()
                 .filter_map(|e| match e {
-                    Entry::Inspected(i) => Some(i),
+                    Entry::Inspected(i) => Some(*i),
                     Entry::Failed { .. } => None,
                 })
                 .collect();

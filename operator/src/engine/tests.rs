@@ -533,7 +533,7 @@ fn a_succeeded_rebuild_cascades_after_the_dependents_cascade_delay() {
     assert_eq!(e.next_wakeup(), Some(at(7 * DAY + 3 * HOUR)));
     let app = only_trigger(&e.tick(at(7 * DAY + 3 * HOUR)));
     assert_eq!(pinned_digest(&app, "base").unwrap(), digest(10).to_string());
-    assert_eq!(app.cause.parents, [base.id.clone()]);
+    assert_eq!(app.cause.parents, std::slice::from_ref(&base.id));
     let history = &e.runtime("base").unwrap().updates;
     assert_eq!(history[0].source, UpdateSource::Rebuild { id: base.id });
 }
@@ -777,7 +777,7 @@ fn a_dependent_pinning_the_base_by_digest_is_flagged_not_rebuilt() {
         .managed("app", "", &[&format!("python@{pin}")]);
     let mut e = w.engine();
     let out = e.apply(update("python", 1, t0()), t0());
-    assert!(out.iter().any(|d| matches!(d, Decision::PinnedDependent { image, pins, .. } if image == "app" && pins == &[pin.clone()])), "{out:#?}");
+    assert!(out.iter().any(|d| matches!(d, Decision::PinnedDependent { image, pins, .. } if image == "app" && pins == std::slice::from_ref(&pin))), "{out:#?}");
     assert!(triggers(&out).is_empty());
     assert!(e.runtime("app").unwrap().rebuilds.is_empty());
 }
