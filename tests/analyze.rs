@@ -1,19 +1,9 @@
 //! `image-factory analyze` end to end on real files and real git repositories.
 
 use std::path::Path;
-use std::process::Command;
 
-use crate::support::{copy_tree, image_factory, repo_root, snapshot};
-
-/// A copy of the repository's example (images.yaml, examples/, state/) in a temp dir.
-fn example() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let root = repo_root();
-    std::fs::copy(root.join("images.yaml"), dir.path().join("images.yaml")).unwrap();
-    copy_tree(&root.join("examples"), &dir.path().join("examples"));
-    copy_tree(&root.join("state"), &dir.path().join("state"));
-    dir
-}
+use crate::support::git::git;
+use crate::support::{example, image_factory, snapshot};
 
 fn analyze(dir: &Path, extra: &[&str]) -> (i32, String, String) {
     let mut args = vec!["analyze"];
@@ -369,28 +359,6 @@ fn a_cycle_is_named_and_nothing_is_written() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1));
     assert!(err.contains("images.yaml:41:11: error: dependency cycle: platform-base → platform-python → python-web → platform-base"), "{err}");
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args([
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@example.com",
-            "-c",
-            "init.defaultBranch=main",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 #[test]

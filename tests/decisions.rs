@@ -3,16 +3,7 @@
 
 use std::path::Path;
 
-use crate::support::{copy_tree, image_factory, repo_root, snapshot};
-
-fn example() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let root = repo_root();
-    std::fs::copy(root.join("images.yaml"), dir.path().join("images.yaml")).unwrap();
-    copy_tree(&root.join("examples"), &dir.path().join("examples"));
-    copy_tree(&root.join("state"), &dir.path().join("state"));
-    dir
-}
+use crate::support::{example, image_factory, repo_root, snapshot};
 
 fn run(dir: &Path, args: &[&str]) -> (i32, String, String) {
     let out = image_factory(dir, args);

@@ -392,6 +392,25 @@ impl fmt::Display for Reference {
     }
 }
 
+/// `text` as lower-case ASCII letters, digits and `-`: every other character becomes
+/// `-`, runs of `-` collapse to one, and there is no leading `-` (a trailing one may
+/// remain; callers trim after truncating). The basis of DNS-label names for discovered
+/// images and rebuild ids (Kubernetes object names, RFC 1123 labels).
+pub fn slug(text: &str) -> String {
+    let mut slug = String::with_capacity(text.len());
+    for c in text.chars() {
+        let c = if c.is_ascii_alphanumeric() {
+            c.to_ascii_lowercase()
+        } else {
+            '-'
+        };
+        if !(c == '-' && (slug.is_empty() || slug.ends_with('-'))) {
+            slug.push(c);
+        }
+    }
+    slug
+}
+
 impl FromStr for Reference {
     type Err = ReferenceError;
 

@@ -204,17 +204,7 @@ impl RebuildId {
             hasher.update(p.as_bytes());
         }
         let hash = hex_of(&hasher.finalize());
-        let mut slug = String::with_capacity(name.len());
-        for c in name.chars() {
-            let c = if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '-'
-            };
-            if !(c == '-' && (slug.is_empty() || slug.ends_with('-'))) {
-                slug.push(c);
-            }
-        }
+        let mut slug = crate::reference::slug(name);
         slug.truncate(REBUILD_ID_MAX - 11);
         let slug = slug.trim_end_matches('-');
         if slug.is_empty() {

@@ -77,3 +77,13 @@ pub fn snapshot(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
     }
     out
 }
+
+/// A copy of the repository's example (images.yaml, examples/, state/) in a temp dir.
+pub fn example() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let root = repo_root();
+    std::fs::copy(root.join("images.yaml"), dir.path().join("images.yaml")).unwrap();
+    copy_tree(&root.join("examples"), &dir.path().join("examples"));
+    copy_tree(&root.join("state"), &dir.path().join("state"));
+    dir
+}

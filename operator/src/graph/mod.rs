@@ -480,18 +480,9 @@ fn base_name(reference: &Reference) -> String {
         Some((name, digest)) => format!("{name}-sha256-{}", &digest[..digest.len().min(12)]),
         None => short.to_string(),
     };
-    let mut slug = String::with_capacity(short.len());
-    for c in short.chars() {
-        let c = if c.is_ascii_alphanumeric() {
-            c.to_ascii_lowercase()
-        } else {
-            '-'
-        };
-        if !(c == '-' && (slug.is_empty() || slug.ends_with('-'))) {
-            slug.push(c);
-        }
-    }
-    let slug = slug.trim_end_matches('-').to_string();
+    let slug = crate::reference::slug(&short)
+        .trim_end_matches('-')
+        .to_string();
     if slug.len() > 63 {
         slug[..54].trim_end_matches('-').to_string()
     } else {
