@@ -26,6 +26,7 @@ pub mod registry;
 pub mod runtime;
 pub mod source;
 pub mod state;
+pub mod trigger;
 
 /// Any error of the crate, wrapping each module's own enum (the source is kept).
 #[derive(Debug, thiserror::Error)]

@@ -30,7 +30,8 @@ use regex::Regex;
 
 pub use diagnostic::{Diagnostic, Severity};
 use schema::{
-    EnrollmentFile, ImageSpec, Located, Position, RebuildSpec, TriggerSpec, WarehouseSpec,
+    EnrollmentFile, ImageSpec, Located, Position, ProgramSpec, RebuildSpec, TriggerSpec,
+    WarehouseSpec,
 };
 
 use crate::reference::Reference;
@@ -195,31 +196,93 @@ pub enum Source {
     },
 }
 
-/// A validated trigger backend (started in a later phase; parsed and checked now).
+/// A program the factory runs (a `command` trigger, a `test`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Program {
+    /// Executed directly: program, then arguments.
+    Args(Vec<String>),
+    /// Run as `/bin/sh -c LINE`.
+    Shell(String),
+}
+
+/// A program with its time limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Command {
+    /// What to run.
+    pub program: Program,
+    /// Longest run before the child is killed and the run counts as failed.
+    pub timeout: Duration,
+}
+
+/// Where a secret is read from when it is needed (never when `images.yaml` is loaded,
+/// and never stored or logged).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretRef {
+    /// An environment variable of the factory's process (`env:NAME`, or a bare `NAME`).
+    Env(String),
+    /// A file, whole, without one trailing newline (`file:PATH`; a relative path is
+    /// resolved against the directory of `images.yaml`).
+    File(PathBuf),
+}
+
+impl std::fmt::Display for SecretRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Env(name) => write!(f, "env:{name}"),
+            Self::File(path) => write!(f, "file:{}", path.display()),
+        }
+    }
+}
+
+/// How the `githubWorkflow` trigger authenticates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GithubAuth {
+    /// A personal access or fine-grained token (`Authorization: Bearer`).
+    Token(SecretRef),
+    /// A GitHub App installation: a JWT signed with the App's key is exchanged for an
+    /// installation token (valid one hour, refreshed before it expires).
+    App {
+        /// The App's ID (the JWT's `iss`).
+        app_id: u64,
+        /// The installation whose token is requested.
+        installation_id: u64,
+        /// The App's PEM private key (RS256).
+        private_key: SecretRef,
+    },
+}
+
+/// A validated trigger backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Trigger {
-    /// Run a program with arguments.
-    Command {
-        /// Program and arguments.
-        args: Vec<String>,
-    },
-    /// POST to a URL.
+    /// Run a local program; see [`Command`].
+    Command(Command),
+    /// POST a signed JSON payload to a URL.
     Webhook {
-        /// Target URL.
+        /// Target URL (`https://`, or `http://` to loopback).
         url: String,
-        /// Secret or variable holding the token.
-        token_secret: Option<String>,
+        /// Bearer token, if any.
+        token_secret: Option<SecretRef>,
+        /// HMAC-SHA256 key for `X-Image-Factory-Signature`, if any.
+        signing_secret: Option<SecretRef>,
+        /// Longest wait for the build to finish.
+        timeout: Duration,
     },
     /// GitHub `workflow_dispatch`.
     GithubWorkflow {
         /// `owner/repo`.
         repository: String,
-        /// Workflow file or ID.
+        /// Workflow file name or numeric ID.
         workflow: String,
-        /// Git ref.
+        /// Git ref the workflow runs on.
         reference: String,
-        /// Inputs.
+        /// Inputs from `images.yaml` (the factory adds `rebuild_id` and `bases`).
         inputs: BTreeMap<String, String>,
+        /// Credentials.
+        auth: GithubAuth,
+        /// REST API root without a trailing `/` (`https://api.github.com`).
+        api_url: String,
+        /// Longest wait for the run to finish.
+        timeout: Duration,
     },
     /// A Kubernetes Job from a ConfigMap template.
     KubernetesJob {
@@ -253,6 +316,8 @@ pub struct Build {
     pub build_args: BTreeMap<String, String>,
     /// Trigger backend, if configured.
     pub trigger: Option<Trigger>,
+    /// Check run against each new digest after its completion is verified.
+    pub test: Option<Command>,
 }
 
 /// One validated enrollment.
@@ -874,6 +939,14 @@ impl Checker<'_> {
                         "add a source, or remove trigger",
                     );
                 }
+                if let Some(test) = &spec.test {
+                    let at = program_position(test).unwrap_or(spec.name.at);
+                    self.error(
+                        at,
+                        "test only applies to managed images",
+                        "add a source, or remove test",
+                    );
+                }
                 None
             }
         };
@@ -1218,6 +1291,10 @@ impl Checker<'_> {
                 None
             }
         };
+        let test = match &spec.test {
+            Some(t) => Some(self.command(t, "test", TEST_TIMEOUT, spec.name.at)?),
+            None => None,
+        };
         Some(Build {
             source: source_kind,
             dockerfile,
@@ -1225,6 +1302,7 @@ impl Checker<'_> {
             context,
             build_args,
             trigger,
+            test,
         })
     }
 
@@ -1291,17 +1369,9 @@ impl Checker<'_> {
             return None;
         }
         if let Some(c) = &t.command {
-            if c.args.is_empty() || c.args[0].value.trim().is_empty() {
-                self.error(
-                    at,
-                    "trigger.command.args is empty",
-                    "name the program to run and its arguments",
-                );
-                return None;
-            }
-            return Some(Trigger::Command {
-                args: c.args.iter().map(|a| a.value.clone()).collect(),
-            });
+            return self
+                .command(c, "trigger.command", TRIGGER_TIMEOUT, at)
+                .map(Trigger::Command);
         }
         if let Some(w) = &t.webhook {
             let url = w.url.value.as_str();
@@ -1316,9 +1386,14 @@ impl Checker<'_> {
                 );
                 return None;
             }
+            let token_secret = w.token_secret.as_ref().map(|s| self.secret(s));
+            let signing_secret = w.signing_secret.as_ref().map(|s| self.secret(s));
+            let timeout = self.timeout(w.timeout.as_ref(), "trigger.webhook.timeout", TRIGGER_TIMEOUT)?;
             return Some(Trigger::Webhook {
                 url: url.to_string(),
-                token_secret: w.token_secret.as_ref().map(|s| s.value.clone()),
+                token_secret: token_secret.flatten_all()?,
+                signing_secret: signing_secret.flatten_all()?,
+                timeout,
             });
         }
         if let Some(g) = &t.github_workflow {
@@ -1349,14 +1424,66 @@ impl Checker<'_> {
                     return None;
                 }
             }
-            if inputs.len() > 25 {
+            if let Some(k) = inputs.keys().find(|k| RESERVED_INPUTS.contains(&k.as_str())) {
                 self.error(
                     g.workflow.at,
-                    format!("{} workflow inputs", inputs.len()),
+                    format!("workflow input {k:?} is set by the factory"),
+                    "rename the input: the factory passes rebuild_id and bases itself",
+                );
+                return None;
+            }
+            if inputs.len() + RESERVED_INPUTS.len() > 25 {
+                self.error(
+                    g.workflow.at,
+                    format!(
+                        "{} workflow inputs (+{} the factory adds)",
+                        inputs.len(),
+                        RESERVED_INPUTS.len()
+                    ),
                     "GitHub accepts at most 25 workflow_dispatch inputs",
                 );
                 return None;
             }
+            let auth = match (&g.app, &g.token_secret) {
+                (Some(_), Some(token)) => {
+                    self.error(
+                        token.at,
+                        "trigger.githubWorkflow sets both tokenSecret and app",
+                        "authenticate either with a token or as a GitHub App, not both",
+                    );
+                    return None;
+                }
+                (Some(app), None) => GithubAuth::App {
+                    app_id: app.app_id.value,
+                    installation_id: app.installation_id.value,
+                    private_key: self.secret(&app.private_key_secret)?,
+                },
+                (None, Some(token)) => GithubAuth::Token(self.secret(token)?),
+                (None, None) => GithubAuth::Token(SecretRef::Env("GITHUB_TOKEN".into())),
+            };
+            let api_url = match &g.api_url {
+                None => "https://api.github.com".to_string(),
+                Some(u) if u.value.starts_with("https://")
+                    || ["http://127.", "http://localhost", "http://[::1]"]
+                        .iter()
+                        .any(|p| u.value.starts_with(p)) =>
+                {
+                    u.value.trim_end_matches('/').to_string()
+                }
+                Some(u) => {
+                    self.error(
+                        u.at,
+                        format!("apiUrl {:?} is not https", u.value),
+                        "use https://api.github.com or https://HOST/api/v3 (plain http only to loopback)",
+                    );
+                    return None;
+                }
+            };
+            let timeout = self.timeout(
+                g.timeout.as_ref(),
+                "trigger.githubWorkflow.timeout",
+                GITHUB_TIMEOUT,
+            )?;
             return Some(Trigger::GithubWorkflow {
                 repository: g.repository.value.clone(),
                 workflow: g.workflow.value.clone(),
@@ -1365,6 +1492,9 @@ impl Checker<'_> {
                     .as_ref()
                     .map_or_else(|| "main".to_string(), |r| r.value.clone()),
                 inputs,
+                auth,
+                api_url,
+                timeout,
             });
         }
         if let Some(j) = &t.kubernetes_job {
@@ -1392,7 +1522,114 @@ impl Checker<'_> {
     }
 }
 
+fn program_position(p: &ProgramSpec) -> Option<Position> {
+    p.args
+        .as_ref()
+        .and_then(|a| a.first().map(|a| a.at))
+        .or_else(|| p.shell.as_ref().map(|s| s.at))
+        .or_else(|| p.timeout.as_ref().map(|t| t.at))
+}
+
 impl Checker<'_> {
+    /// A validated [`Command`] from `args` or `shell` (exactly one) and `timeout`.
+    fn command(
+        &mut self,
+        p: &ProgramSpec,
+        field: &str,
+        default_timeout: Duration,
+        at: Position,
+    ) -> Option<Command> {
+        let at = program_position(p).unwrap_or(at);
+        let program = match (&p.args, &p.shell) {
+            (Some(args), None) => {
+                if args.is_empty() || args[0].value.trim().is_empty() {
+                    self.error(
+                        at,
+                        format!("{field}.args is empty"),
+                        "name the program to run and its arguments",
+                    );
+                    return None;
+                }
+                Program::Args(args.iter().map(|a| a.value.clone()).collect())
+            }
+            (None, Some(line)) if !line.value.trim().is_empty() => {
+                Program::Shell(line.value.clone())
+            }
+            (None, Some(line)) => {
+                self.error(
+                    line.at,
+                    format!("{field}.shell is empty"),
+                    "write the command line to run",
+                );
+                return None;
+            }
+            (Some(_), Some(line)) => {
+                self.error(
+                    line.at,
+                    format!("{field} sets both args and shell"),
+                    "use args (run directly) or shell (run by /bin/sh -c), not both",
+                );
+                return None;
+            }
+            (None, None) => {
+                self.error(
+                    at,
+                    format!("{field} has neither args nor shell"),
+                    "set args: [program, arg…] or shell: \"command line\"",
+                );
+                return None;
+            }
+        };
+        let timeout = self.timeout(p.timeout.as_ref(), &format!("{field}.timeout"), default_timeout)?;
+        Some(Command { program, timeout })
+    }
+
+    /// A positive duration, or `default` when absent.
+    fn timeout(
+        &mut self,
+        value: Option<&Located<String>>,
+        field: &str,
+        default: Duration,
+    ) -> Option<Duration> {
+        let Some(value) = value else {
+            return Some(default);
+        };
+        let d = self.duration(value, field)?;
+        if d.is_zero() {
+            self.error(
+                value.at,
+                format!("{field} is zero"),
+                "give the run time to finish, e.g. 30m or 2h",
+            );
+            return None;
+        }
+        Some(d)
+    }
+
+    /// A [`SecretRef`] from `env:NAME`, `file:PATH` or a bare variable name.
+    fn secret(&mut self, value: &Located<String>) -> Option<SecretRef> {
+        let v = value.value.trim();
+        if let Some(path) = v.strip_prefix("file:") {
+            if !path.is_empty() {
+                return Some(SecretRef::File(self.base_dir.join(path)));
+            }
+        } else {
+            let name = v.strip_prefix("env:").unwrap_or(v);
+            if !name.is_empty()
+                && !name.starts_with(|c: char| c.is_ascii_digit())
+                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            {
+                return Some(SecretRef::Env(name.to_string()));
+            }
+        }
+        self.error(
+            value.at,
+            format!("invalid secret reference {:?}", value.value),
+            "write env:NAME (an environment variable), file:PATH, or a bare variable name; never the secret itself",
+        );
+        None
+    }
+
     /// Whether `workflow` names a workflow as GitHub's `workflow_dispatch` API takes it
     /// (`POST /repos/{owner}/{repo}/actions/workflows/{workflow_id}/dispatches`): a numeric
     /// ID, or the file name of a workflow in `.github/workflows` (`.yml` or `.yaml`).
@@ -1429,10 +1666,35 @@ fn has_explicit_tag(raw: &str) -> bool {
         .is_some_and(|last| last.contains(':'))
 }
 
+/// Default `timeout` of a `command` or `webhook` trigger.
+const TRIGGER_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Default `timeout` of a `githubWorkflow` trigger (queueing included).
+const GITHUB_TIMEOUT: Duration = Duration::from_secs(2 * 3600);
+/// Default `timeout` of a `test`.
+const TEST_TIMEOUT: Duration = Duration::from_secs(600);
+/// `workflow_dispatch` inputs the factory sets on every run.
+pub const RESERVED_INPUTS: [&str; 2] = ["rebuild_id", "bases"];
+
+/// `Option<Option<T>>` from a present-but-invalid field: `None` stops, `Some(None)` is
+/// an absent field.
+trait FlattenAll<T> {
+    fn flatten_all(self) -> Option<Option<T>>;
+}
+
+impl<T> FlattenAll<T> for Option<Option<T>> {
+    fn flatten_all(self) -> Option<Option<T>> {
+        match self {
+            None => Some(None),
+            Some(None) => None,
+            Some(Some(v)) => Some(Some(v)),
+        }
+    }
+}
+
 fn trigger_position(t: &TriggerSpec) -> Option<Position> {
     t.command
         .as_ref()
-        .and_then(|c| c.args.first().map(|a| a.at))
+        .and_then(program_position)
         .or_else(|| t.webhook.as_ref().map(|w| w.url.at))
         .or_else(|| t.github_workflow.as_ref().map(|g| g.repository.at))
         .or_else(|| t.kubernetes_job.as_ref().map(|j| j.namespace.at))

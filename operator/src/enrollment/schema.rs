@@ -167,6 +167,9 @@ pub struct ImageSpec {
     pub trigger: Option<TriggerSpec>,
     /// Rebuild policy overrides.
     pub rebuild: Option<RebuildSpec>,
+    /// A check run against each new digest once its completion is verified (managed
+    /// images only). A failing test fails the rebuild; its dependents are not rebuilt.
+    pub test: Option<ProgramSpec>,
     /// Warehouse settings (external images; for managed images, only where this image
     /// is also a base of others it is watched through its own rebuilds instead).
     pub warehouse: Option<WarehouseSpec>,
@@ -215,13 +218,22 @@ pub struct TriggerSpec {
     pub kargo_promotion: Option<KargoPromotionTriggerSpec>,
 }
 
-/// `trigger.command`.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+/// A program to run: `args` (executed directly, no shell) or `shell` (a string for
+/// `/bin/sh -c`), exactly one. Used by `trigger.command` and `test`.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct CommandTriggerSpec {
+pub struct ProgramSpec {
     /// Program and arguments, not passed through a shell.
-    pub args: Vec<Located<String>>,
+    pub args: Option<Vec<Located<String>>>,
+    /// A shell command line, run as `/bin/sh -c LINE`.
+    pub shell: Option<Located<String>>,
+    /// Longest run before the program is killed and the run counts as failed, as a
+    /// human duration. Default `1h` for a trigger, `10m` for a test.
+    pub timeout: Option<Located<String>>,
 }
+
+/// `trigger.command`: see [`ProgramSpec`].
+pub type CommandTriggerSpec = ProgramSpec;
 
 /// `trigger.webhook`.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -229,8 +241,15 @@ pub struct CommandTriggerSpec {
 pub struct WebhookTriggerSpec {
     /// `https://` URL (plain `http://` only to loopback).
     pub url: Located<String>,
-    /// Name of the Secret or environment variable holding the bearer token.
+    /// Where the bearer token is: `env:NAME`, `file:PATH`, or a bare environment
+    /// variable name. Sent as `Authorization: Bearer …`.
     pub token_secret: Option<Located<String>>,
+    /// Where the HMAC-SHA256 key for `X-Image-Factory-Signature` is (same forms as
+    /// `tokenSecret`). Without it the payload is not signed.
+    pub signing_secret: Option<Located<String>>,
+    /// Longest wait for the build to finish (status polling, or the new digest in the
+    /// registry), as a human duration. Default `1h`.
+    pub timeout: Option<Located<String>>,
 }
 
 /// `trigger.githubWorkflow`.
@@ -245,8 +264,32 @@ pub struct GithubWorkflowTriggerSpec {
     #[serde(rename = "ref")]
     #[schemars(rename = "ref")]
     pub reference: Option<Located<String>>,
-    /// Workflow inputs (string values; at most 25 inputs, GitHub's limit).
+    /// Workflow inputs (string values; at most 25 inputs, GitHub's limit, counting the
+    /// `rebuild_id` and `bases` inputs the factory adds).
     pub inputs: Option<BTreeMap<String, Located<String>>>,
+    /// Where a token is (`env:NAME`, `file:PATH` or a bare variable name). Default
+    /// `env:GITHUB_TOKEN` when `app` is not set.
+    pub token_secret: Option<Located<String>>,
+    /// Authenticate as a GitHub App installation instead of with a token.
+    pub app: Option<GithubAppSpec>,
+    /// REST API root. Default `https://api.github.com`; set it for GitHub Enterprise
+    /// Server (`https://HOST/api/v3`).
+    pub api_url: Option<Located<String>>,
+    /// Longest wait for the workflow run to finish, as a human duration. Default `2h`.
+    pub timeout: Option<Located<String>>,
+}
+
+/// `trigger.githubWorkflow.app`: a GitHub App installation.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct GithubAppSpec {
+    /// The App's ID.
+    pub app_id: Located<u64>,
+    /// The installation's ID on the repository's owner.
+    pub installation_id: Located<u64>,
+    /// Where the App's PEM private key is (`env:NAME`, `file:PATH` or a bare variable
+    /// name).
+    pub private_key_secret: Located<String>,
 }
 
 /// `trigger.kubernetesJob`.
