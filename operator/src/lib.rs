@@ -15,6 +15,7 @@
 
 pub mod analyze;
 pub mod cli;
+pub mod completion;
 pub mod dockerfile;
 pub mod engine;
 pub mod enrollment;

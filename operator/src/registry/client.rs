@@ -427,13 +427,39 @@ impl RegistryClient {
         url: &str,
         accept: Option<&str>,
     ) -> Result<Fetched, RegistryError> {
-        let scope = format!("repository:{repository}:pull");
+        self.request_with(host, repository, kind, method, url, accept, None)
+            .await
+    }
+
+    /// [`Self::request`] with a body (`Content-Type`, bytes); a request with a body asks
+    /// for a `pull,push` token.
+    #[allow(clippy::too_many_arguments)]
+    async fn request_with(
+        &self,
+        host: &Host,
+        repository: &str,
+        kind: Kind,
+        method: Method,
+        url: &str,
+        accept: Option<&str>,
+        body: Option<(&str, &[u8])>,
+    ) -> Result<Fetched, RegistryError> {
+        let scope = if body.is_some() {
+            format!("repository:{repository}:pull,push")
+        } else {
+            format!("repository:{repository}:pull")
+        };
         for round in 0..2 {
             let authorization = self.authorization(host, &scope).await?;
             let build = || {
                 let mut rb = host.http.request(method.clone(), url);
                 if let Some(accept) = accept {
                     rb = rb.header(ACCEPT, accept);
+                }
+                if let Some((content_type, bytes)) = body {
+                    rb = rb
+                        .header(reqwest::header::CONTENT_TYPE, content_type)
+                        .body(bytes.to_vec());
                 }
                 if let Some(value) = &authorization {
                     rb = rb.header(AUTHORIZATION, value);
@@ -817,6 +843,77 @@ impl RegistryClient {
         let bytes = Arc::new(bytes);
         self.inner.content.put(digest, bytes.clone());
         Ok(bytes)
+    }
+
+    /// The manifest (or index) `digest` of `reference`'s repository, as stored: its bytes
+    /// (verified against the digest) and media type (from the document's `mediaType`).
+    ///
+    /// # Errors
+    /// [`RegistryError::NotFound`], [`RegistryError::DigestMismatch`], transport and
+    /// auth errors.
+    pub async fn manifest(
+        &self,
+        reference: &Reference,
+        digest: &str,
+    ) -> Result<(Arc<Vec<u8>>, String), RegistryError> {
+        let bytes = self.content(reference, digest, Kind::ManifestGet).await?;
+        let media_type = sniff_media_type(&bytes);
+        Ok((bytes, media_type))
+    }
+
+    /// Points `reference`'s tag at the manifest `digest` already in its repository: the
+    /// manifest is read by digest and `PUT` to `/v2/<repository>/manifests/<tag>`
+    /// unchanged, so the tag's digest becomes exactly `digest` (OCI distribution spec
+    /// "Pushing Manifests"; a push token, `pull,push`, is requested).
+    ///
+    /// # Errors
+    /// Those of [`Self::manifest`]; [`RegistryError::Unauthorized`] without push rights;
+    /// [`RegistryError::UnexpectedStatus`] when the registry refuses the manifest;
+    /// [`RegistryError::DigestMismatch`] when it stored other bytes than sent.
+    pub async fn tag_manifest(
+        &self,
+        reference: &Reference,
+        digest: &str,
+    ) -> Result<(), RegistryError> {
+        let tag = reference.tag().unwrap_or("latest");
+        let (bytes, media_type) = self.manifest(reference, digest).await?;
+        let host = self.host(reference.registry())?;
+        let url = format!(
+            "{}/v2/{}/manifests/{}",
+            host.base,
+            reference.repository(),
+            tag
+        );
+        let f = self
+            .request_with(
+                &host,
+                reference.repository(),
+                Kind::ManifestGet,
+                Method::PUT,
+                &url,
+                None,
+                Some((media_type.as_str(), bytes.as_slice())),
+            )
+            .await?;
+        if !f.status.is_success() {
+            return Err(RegistryError::UnexpectedStatus {
+                registry: host.name.clone(),
+                method: "PUT".to_owned(),
+                path: format!("/v2/{}/manifests/{tag}", reference.repository()),
+                status: f.status.as_u16(),
+            });
+        }
+        if let Some(stored) = f.header("docker-content-digest") {
+            if stored.trim() != digest {
+                return Err(RegistryError::DigestMismatch {
+                    registry: host.name.clone(),
+                    expected: digest.to_owned(),
+                    actual: stored.trim().to_owned(),
+                });
+            }
+        }
+        self.inner.tags.clear();
+        Ok(())
     }
 
     /// Resolves a reference: the digest it points at (one `HEAD`), and for an index its
