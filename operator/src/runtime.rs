@@ -629,6 +629,22 @@ pub struct ImageRuntime {
     /// Rebuilds of this image, oldest first.
     #[serde(default)]
     pub rebuilds: Vec<Rebuild>,
+    /// Tags pointed back at an earlier digest (`image-factory rollback`), oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rollbacks: Vec<Rollback>,
+}
+
+/// The image's tag was pointed back at an earlier digest, without a rebuild.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Rollback {
+    /// The digest the tag had.
+    pub from: Digest,
+    /// The digest it points at now.
+    pub to: Digest,
+    /// Who, why, when.
+    #[serde(flatten)]
+    pub mark: Mark,
 }
 
 #[derive(Deserialize)]
@@ -648,7 +664,20 @@ impl ImageRuntime {
             updates: Vec::new(),
             blocks: Vec::new(),
             rebuilds: Vec::new(),
+            rollbacks: Vec::new(),
         }
+    }
+
+    /// The digest a rollback returns to: the newest digest a Succeeded rebuild produced
+    /// that is not the current one (`None` when the record knows no such digest).
+    pub fn previous_good(&self) -> Option<&Digest> {
+        let current = self.current.as_ref().map(|c| &c.digest);
+        self.rebuilds
+            .iter()
+            .rev()
+            .filter(|r| r.phase == Phase::Succeeded)
+            .filter_map(|r| r.digest.as_ref())
+            .find(|d| Some(*d) != current)
     }
 
     /// Reads a runtime file; `file` names it in errors.

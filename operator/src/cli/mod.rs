@@ -18,6 +18,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 pub mod decide;
 pub mod inspect;
+pub mod rollback;
 
 use crate::analyze::{self, AnalyzeError};
 use crate::dockerfile;
@@ -177,6 +178,27 @@ pub enum Command {
     Approve {
         /// The rebuild id.
         id: String,
+        /// Who decides, and where it is recorded.
+        #[command(flatten)]
+        decider: Decider,
+    },
+    /// Point a managed image's tag back at an earlier good digest (no rebuild): the
+    /// previous digest a Succeeded rebuild produced, or `--to`. Recorded in its runtime
+    /// record with who and why.
+    ///
+    /// Example: `image-factory rollback app --reason "500s after the 3.12.8 rebuild"`
+    Rollback {
+        /// Graph name of the managed image.
+        image: String,
+        /// The digest to return to (`sha256:…`); default the previous good one.
+        #[arg(long)]
+        to: Option<String>,
+        /// Why.
+        #[arg(long)]
+        reason: String,
+        /// Registry settings file (mirrors, timeouts, retries), as for `inspect`.
+        #[arg(long, value_name = "FILE", env = "IMAGE_FACTORY_REGISTRY_SETTINGS")]
+        registry_settings: Option<PathBuf>,
         /// Who decides, and where it is recorded.
         #[command(flatten)]
         decider: Decider,
@@ -366,6 +388,34 @@ pub fn run(cli: Cli) -> ExitCode {
             decider,
         } => decider.decide(decide::Action::Retry { id, reason }),
         Command::Approve { id, decider } => decider.decide(decide::Action::Approve { id }),
+        Command::Rollback {
+            image,
+            to,
+            reason,
+            registry_settings,
+            decider,
+        } => {
+            let settings = match registry_settings.as_deref().map(crate::registry::ClientSettings::from_file) {
+                None => crate::registry::ClientSettings::default(),
+                Some(Ok(s)) => s,
+                Some(Err(e)) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(EXIT_ERROR);
+                }
+            };
+            let place = decide::Place {
+                file: decider.file,
+                cache_dir: decider.cache_dir,
+                state_dir: decider.state_dir,
+            };
+            let request = rollback::Request {
+                image,
+                to,
+                by: decide::who(decider.by),
+                reason,
+            };
+            rollback::run(&place, request, settings)
+        }
     };
     ExitCode::from(code)
 }
