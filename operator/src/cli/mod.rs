@@ -95,6 +95,14 @@ pub enum Command {
         /// Compute and report, but write nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Commit what changed under the state folder to the git repository holding it
+        /// (found by walking up from it; identity from git's user.name/user.email).
+        #[arg(long, conflicts_with = "dry_run")]
+        commit: bool,
+        /// Commit, then push the current branch to its remote (default `origin`), rebasing
+        /// on a concurrent push of other state files.
+        #[arg(long, conflicts_with = "dry_run")]
+        push: bool,
     },
     /// Print the dependency graph.
     #[command(after_help = PATHS_HELP)]
@@ -350,7 +358,16 @@ pub fn run(cli: Cli) -> ExitCode {
             state_dir,
             prune,
             dry_run,
-        } => run_analyze(&input, state_dir, prune, dry_run),
+            commit,
+            push,
+        } => {
+            let git = match (commit, push) {
+                (_, true) => GitMode::Push,
+                (true, false) => GitMode::Commit,
+                (false, false) => GitMode::None,
+            };
+            run_analyze(&input, state_dir, prune, dry_run, git)
+        }
         Command::Graph { input, format } => run_graph(&input, format),
         Command::Plan {
             input,
@@ -527,7 +544,87 @@ fn report_analyze_error(e: &AnalyzeError, writes: Writes) -> u8 {
     }
 }
 
-fn run_analyze(input: &Input, state_dir: PathBuf, prune: bool, dry_run: bool) -> u8 {
+/// What `analyze` does with git after writing state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GitMode {
+    None,
+    Commit,
+    Push,
+}
+
+/// Commits (and pushes) the state folder after `analyze`; returns the lines to print.
+fn commit_analysis(
+    state_dir: &std::path::Path,
+    report: &analyze::Report,
+    mode: GitMode,
+) -> Result<Vec<String>, crate::git::GitError> {
+    let found = crate::git::discover(state_dir)?;
+    let mut images: Vec<String> = report
+        .write
+        .written
+        .iter()
+        .chain(&report.write.removed)
+        .filter_map(|p| {
+            let p = p.to_string_lossy();
+            let name = p.strip_prefix("images/")?.strip_suffix(".yaml")?;
+            Some(name.to_string())
+        })
+        .collect();
+    images.sort();
+    images.dedup();
+    let reason = crate::git::Reason {
+        summary: format!(
+            "analyze: {} file(s) written, {} removed",
+            report.write.written.len(),
+            report.write.removed.len()
+        ),
+        images,
+        source: Some(crate::git::ChangeSource::Analyze),
+        ..crate::git::Reason::default()
+    };
+    let mut lines = Vec::new();
+    match crate::git::commit_paths(&found.root, std::slice::from_ref(&found.state_dir), &reason, &found.config)? {
+        Some(oid) => lines.push(format!("committed {} ({})", &oid.to_string()[..12], reason.summary)),
+        None => lines.push("git: nothing to commit".to_string()),
+    }
+    if mode == GitMode::Push {
+        let sync = crate::git::push(&found.root, &found.config)?;
+        let remote = found
+            .config
+            .remote
+            .as_ref()
+            .map(|r| format!("{} {}", crate::git::display_url(&r.url), r.branch))
+            .unwrap_or_default();
+        lines.push(format!(
+            "pushed {} commit(s) to {remote}{}",
+            sync.pushed,
+            if sync.rebased > 0 {
+                format!(" (rebased {} on newer remote commits)", sync.rebased)
+            } else {
+                String::new()
+            }
+        ));
+        if !sync.upstream_changed.is_empty() {
+            lines.push(format!(
+                "changed upstream: {}",
+                sync.upstream_changed
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+    }
+    Ok(lines)
+}
+
+fn run_analyze(
+    input: &Input,
+    state_dir: PathBuf,
+    prune: bool,
+    dry_run: bool,
+    git: GitMode,
+) -> u8 {
     let options = analyze::Options {
         enrollment: input.file().to_path_buf(),
         state_dir: state_dir.clone(),
@@ -590,6 +687,21 @@ fn run_analyze(input: &Input, state_dir: PathBuf, prune: bool, dry_run: bool) ->
             report.migrated,
             state_dir.join(crate::state::RUNTIME_DIR).display()
         ));
+    }
+    if git != GitMode::None {
+        match commit_analysis(&state_dir, &report, git) {
+            Ok(lines) => {
+                for line in lines {
+                    out.push_str(&line);
+                    out.push('\n');
+                }
+            }
+            Err(e) => {
+                print(&out);
+                eprintln!("error: {e}");
+                return EXIT_ERROR;
+            }
+        }
     }
     print(&out)
 }

@@ -38,7 +38,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use credentials::{
-    Credentials, HostKeyChecking, HttpsCredentials, Secret, SecretSource, SshKey,
+    display_url, Credentials, HostKeyChecking, HttpsCredentials, Secret, SecretSource, SshKey,
 };
 pub use message::{
     compose_message, parse_trailers, ChangeSource, Reason, Trailers, TRAILER_PREFIX,
@@ -257,6 +257,87 @@ impl Config {
         self.remote = Some(remote);
         self
     }
+}
+
+/// The repository a state directory lives in, for `analyze --commit [--push]`.
+#[derive(Debug, Clone)]
+pub struct Discovered {
+    /// The working tree's root.
+    pub root: PathBuf,
+    /// The state directory relative to `root`.
+    pub state_dir: PathBuf,
+    /// Identity from git's `user.name` / `user.email` (else the default), the current
+    /// branch's upstream remote (else `origin`) as the remote, with user info in its URL
+    /// or git's credential helper (`credential.helper`) as credentials.
+    pub config: Config,
+}
+
+/// Finds the repository holding `state_dir` (which must exist) by walking up as `git`
+/// does, and the settings to commit and push there.
+///
+/// # Errors
+///
+/// [`GitError::Open`] when `state_dir` is in no git working tree (or a bare one), or the
+/// paths cannot be resolved.
+pub fn discover(state_dir: &Path) -> Result<Discovered, GitError> {
+    let open = |message: String| GitError::Open {
+        path: state_dir.to_path_buf(),
+        message,
+    };
+    let abs = std::fs::canonicalize(state_dir).map_err(|e| open(e.to_string()))?;
+    let repo = git2::Repository::discover(&abs).map_err(|e| {
+        open(format!(
+            "{}; run `git init` there, or leave out --commit",
+            e.message()
+        ))
+    })?;
+    let root = repo
+        .workdir()
+        .ok_or_else(|| open("a bare repository has no working tree".into()))?;
+    let root = std::fs::canonicalize(root).map_err(|e| open(e.to_string()))?;
+    let rel = abs
+        .strip_prefix(&root)
+        .map_err(|_| open("the state directory is outside the working tree".into()))?
+        .to_path_buf();
+    let mut config = Config::new(root.clone());
+    config.state_dir = if rel.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        rel.clone()
+    };
+    if let Ok(git) = repo.config() {
+        if let (Ok(name), Ok(email)) = (git.get_string("user.name"), git.get_string("user.email")) {
+            config.author = Identity { name, email };
+        }
+    }
+    let branch = repo
+        .head()
+        .ok()
+        .and_then(|h| h.shorthand().ok().map(str::to_string))
+        .unwrap_or_else(|| "main".to_string());
+    let remote_name = repo
+        .config()
+        .ok()
+        .and_then(|c| c.get_string(&format!("branch.{branch}.remote")).ok())
+        .unwrap_or_else(|| "origin".to_string());
+    if let Ok(remote) = repo.find_remote(&remote_name) {
+        if let Ok(url) = remote.url() {
+            config.remote = Some(Remote {
+                url: url.to_string(),
+                name: remote_name.clone(),
+                branch,
+                credentials: Credentials {
+                    credential_helper: true,
+                    ..Credentials::default()
+                },
+            });
+        }
+    }
+    Ok(Discovered {
+        root,
+        state_dir: rel,
+        config,
+    })
 }
 
 /// Stages `paths` (relative to `repo_dir`, files or folders; a missing one stages its

@@ -5,8 +5,8 @@
 //! source root when the source is checked out here. `args` are executed directly;
 //! `shell` goes through `/bin/sh -c`. Its exit status is the trigger's result; the last
 //! [`LOG_TAIL_BYTES`] of stdout and stderr (interleaved as read) are kept for the
-//! record. On timeout or cancellation the child is killed (`SIGKILL`) and the run
-//! fails with that reason.
+//! record. The child leads its own process group; on timeout or cancellation the whole
+//! group is killed (`SIGKILL`) and the run fails with that reason.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -83,7 +83,8 @@ pub async fn run_program(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .kill_on_drop(true);
+        .kill_on_drop(true)
+        .process_group(0);
     if let Some(dir) = cwd {
         cmd.current_dir(dir);
     }
@@ -113,6 +114,9 @@ pub async fn run_program(
         () = ctx.cancel.cancelled() => Ended::Cancelled,
     };
     if !matches!(ended, Ended::Exited(_)) {
+        if let Some(pid) = child.id() {
+            kill_group(pid).await;
+        }
         let _ = child.kill().await;
     }
     for reader in readers {
@@ -151,6 +155,20 @@ pub async fn run_program(
             "{what} command {program:?} was cancelled and killed"
         ))
         .with_log(log_tail)),
+    }
+}
+
+/// `SIGKILL` to the child's process group (it leads its own, see `process_group(0)`),
+/// so what a shell started dies with it. Uses `kill(1)`: the crate forbids `unsafe`.
+async fn kill_group(pid: u32) {
+    let status = tokio::process::Command::new("kill")
+        .args(["-KILL", "--", &format!("-{pid}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .await;
+    if let Err(e) = status {
+        tracing::debug!(pid, error = %e, "kill of the process group failed");
     }
 }
 
