@@ -591,3 +591,92 @@ fn a_breached_size_limit_is_explained_with_the_limit() {
     );
     assert!(d.hint.as_deref().unwrap().contains("100,000"), "{d}");
 }
+
+fn managed_with(extra: &str) -> String {
+    format!("version: 1\nimages:\n  - name: app\n    image: ghcr.io/acme/app:1\n    source: {{path: app}}\n{extra}")
+}
+
+fn build_of(text: &str, dir: &Path) -> Build {
+    let e = checked(text, dir).unwrap();
+    e.images[0].build.clone().unwrap()
+}
+
+#[test]
+fn command_triggers_and_tests_take_args_or_shell_with_timeouts() {
+    let dir = dir_with_dockerfile();
+    let b = build_of(
+        &managed_with("    trigger: {command: {shell: 'make image', timeout: 20m}}\n    test: {args: [./smoke.sh]}\n"),
+        dir.path(),
+    );
+    assert_eq!(
+        b.trigger,
+        Some(Trigger::Command(Command {
+            program: Program::Shell("make image".into()),
+            timeout: Duration::from_secs(1200),
+        }))
+    );
+    let test = b.test.unwrap();
+    assert_eq!(test.program, Program::Args(vec!["./smoke.sh".into()]));
+    assert_eq!(test.timeout, Duration::from_secs(600), "default test timeout");
+}
+
+#[rstest::rstest]
+#[case::both("    trigger: {command: {args: [make], shell: make}}\n", "trigger.command sets both args and shell")]
+#[case::neither("    trigger: {command: {timeout: 1h}}\n", "trigger.command has neither args nor shell")]
+#[case::zero_timeout("    trigger: {command: {args: [make], timeout: 0s}}\n", "trigger.command.timeout is zero")]
+#[case::bad_secret("    trigger: {webhook: {url: 'https://ci.example.com/h', signingSecret: 'not a name!'}}\n", "invalid secret reference")]
+#[case::token_and_app(
+    "    trigger: {githubWorkflow: {repository: acme/x, workflow: b.yml, tokenSecret: GH, app: {appId: 1, installationId: 2, privateKeySecret: 'file:key.pem'}}}\n",
+    "sets both tokenSecret and app"
+)]
+#[case::reserved_input(
+    "    trigger: {githubWorkflow: {repository: acme/x, workflow: b.yml, inputs: {rebuild_id: x}}}\n",
+    "workflow input \"rebuild_id\" is set by the factory"
+)]
+#[case::plain_http_api("    trigger: {githubWorkflow: {repository: acme/x, workflow: b.yml, apiUrl: 'http://github.example.com'}}\n", "apiUrl")]
+#[case::empty_test_shell("    trigger: {command: {args: [make]}}\n    test: {shell: ''}\n", "test.shell is empty")]
+fn bad_trigger_settings_are_errors(#[case] extra: &str, #[case] wanted: &str) {
+    let dir = dir_with_dockerfile();
+    let errs = errors(&managed_with(extra), dir.path());
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].contains(wanted), "{errs:?}");
+}
+
+#[test]
+fn secrets_are_references_resolved_against_the_file() {
+    let dir = dir_with_dockerfile();
+    let b = build_of(
+        &managed_with("    trigger: {githubWorkflow: {repository: acme/x, workflow: b.yml, app: {appId: 7, installationId: 9, privateKeySecret: 'file:keys/app.pem'}}}\n"),
+        dir.path(),
+    );
+    let Some(Trigger::GithubWorkflow { auth, api_url, timeout, .. }) = b.trigger else {
+        panic!("{:?}", b.trigger)
+    };
+    assert_eq!(
+        auth,
+        GithubAuth::App {
+            app_id: 7,
+            installation_id: 9,
+            private_key: SecretRef::File(dir.path().join("keys/app.pem")),
+        }
+    );
+    assert_eq!(api_url, "https://api.github.com");
+    assert_eq!(timeout, Duration::from_secs(7200));
+    let b = build_of(
+        &managed_with("    trigger: {webhook: {url: 'https://ci.example.com/h', tokenSecret: CI_TOKEN, signingSecret: 'env:CI_HMAC'}}\n"),
+        dir.path(),
+    );
+    let Some(Trigger::Webhook { token_secret, signing_secret, .. }) = b.trigger else {
+        panic!()
+    };
+    assert_eq!(token_secret, Some(SecretRef::Env("CI_TOKEN".into())));
+    assert_eq!(signing_secret, Some(SecretRef::Env("CI_HMAC".into())));
+}
+
+#[test]
+fn a_test_on_an_external_image_is_an_error() {
+    let dir = dir_with_dockerfile();
+    let text = "version: 1\nimages:\n  - name: python\n    image: python:3.12\n    test: {args: [true]}\n";
+    let errs = errors(text, dir.path());
+    assert_eq!(errs, ["images.yaml:5:19: test only applies to managed images"]);
+}
