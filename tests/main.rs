@@ -11,6 +11,7 @@ mod dockerfile_corpus;
 mod git_writer;
 mod inspect;
 mod jupyter_chain;
+mod rebuilds;
 mod registry;
 mod sources;
 mod warehouses;

@@ -55,7 +55,7 @@ impl Engine {
 
     /// The first update of base `b` that `x` is not built on yet: after the digest its
     /// last successful rebuild pinned, else after the time `x` was last built or seen.
-    fn pending_start(&self, x: usize, b: usize, success: Option<&Rebuild>) -> usize {
+    pub(super) fn pending_start(&self, x: usize, b: usize, success: Option<&Rebuild>) -> usize {
         let base = &self.runtime[b];
         let name = &self.nodes[b].name;
         let built_on = success

@@ -378,8 +378,9 @@ struct BaseLink {
 /// Why an image is not planned now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Shadow {
-    /// An ancestor has an open rebuild that will cascade into it.
-    Pending { ancestor: usize },
+    /// An ancestor has an open rebuild that will cascade into it (`in_flight`: it is
+    /// Triggered or Running, or waits for one that is).
+    Pending { ancestor: usize, in_flight: bool },
     /// An ancestor's rebuild failed.
     Failed { ancestor: usize, id: RebuildId },
 }
@@ -388,9 +389,11 @@ enum Shadow {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Signal {
     open: bool,
+    in_flight: bool,
+    updates: usize,
     failed: Option<RebuildId>,
     shadow_failed: Option<RebuildId>,
-    shadow_pending: bool,
+    shadow_pending: Option<bool>,
 }
 
 /// The engine: the graph, every image's runtime records, and what is due when.

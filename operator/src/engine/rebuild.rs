@@ -41,6 +41,8 @@ impl Engine {
         let last = latest(&self.runtime[i]);
         Signal {
             open: last.is_some_and(Rebuild::is_open),
+            in_flight: last.is_some_and(|r| r.phase.is_in_flight()),
+            updates: self.runtime[i].updates.len(),
             failed: last
                 .filter(|r| r.phase == Phase::Failed)
                 .map(|r| r.id.clone()),
@@ -48,27 +50,41 @@ impl Engine {
                 Some(Shadow::Failed { id, .. }) => Some(id.clone()),
                 _ => None,
             },
-            shadow_pending: matches!(self.shadow[i], Some(Shadow::Pending { .. })),
+            shadow_pending: match self.shadow[i] {
+                Some(Shadow::Pending { in_flight, .. }) => Some(in_flight),
+                _ => None,
+            },
         }
     }
 
     /// Whether an ancestor keeps image `i` from being planned: a failed rebuild holds
-    /// its subtree back; an open one will cascade into it, so it waits for the last.
+    /// its subtree back; an open one will cascade into it, so it waits for the last —
+    /// unless `i` already has a new digest of that parent to pick up and the parent's
+    /// rebuild is only Waiting (held for a newer base): then `i` goes ahead on the
+    /// parent's new digest, or a base that changes more often than its hold would keep
+    /// every grandchild waiting forever. A rebuild in flight is always waited for.
     fn compute_shadow(&self, i: usize) -> Option<Shadow> {
         let mut pending = None;
+        let success = self.runtime[i].last_success();
         for link in self.nodes[i].bases.iter().filter(|l| l.pins.is_empty()) {
             let p = link.node;
             if !self.nodes[p].managed {
                 continue;
             }
+            let fresh = self.pending_start(i, p, success) < self.runtime[p].updates.len();
             match &self.shadow[p] {
                 Some(failed @ Shadow::Failed { .. }) => return Some(failed.clone()),
-                Some(Shadow::Pending { ancestor }) => {
-                    pending.get_or_insert(Shadow::Pending {
+                Some(Shadow::Pending {
+                    ancestor,
+                    in_flight,
+                }) if *in_flight || !fresh => {
+                    let shadow = Shadow::Pending {
                         ancestor: *ancestor,
-                    });
+                        in_flight: *in_flight,
+                    };
+                    merge(&mut pending, shadow);
                 }
-                None => {}
+                _ => {}
             }
             if let Some(r) = latest(&self.runtime[p]) {
                 if r.phase == Phase::Failed {
@@ -77,8 +93,15 @@ impl Engine {
                         id: r.id.clone(),
                     });
                 }
-                if r.is_open() {
-                    pending.get_or_insert(Shadow::Pending { ancestor: p });
+                let in_flight = r.phase.is_in_flight();
+                if in_flight || (r.is_open() && !fresh) {
+                    merge(
+                        &mut pending,
+                        Shadow::Pending {
+                            ancestor: p,
+                            in_flight,
+                        },
+                    );
                 }
             }
         }
@@ -618,5 +641,23 @@ impl Engine {
         });
         self.changed.insert(i);
         self.dirty.insert(i);
+    }
+}
+
+/// Keeps the first pending shadow, but one in flight wins over one that only waits (so
+/// a descendant that has a fresh digest of the waiting one still waits for the build).
+fn merge(pending: &mut Option<Shadow>, new: Shadow) {
+    let replace = match (&*pending, &new) {
+        (None, _) => true,
+        (
+            Some(Shadow::Pending {
+                in_flight: false, ..
+            }),
+            Shadow::Pending { in_flight: true, .. },
+        ) => true,
+        _ => false,
+    };
+    if replace {
+        *pending = Some(new);
     }
 }

@@ -1094,3 +1094,25 @@ fn plan_says_what_each_rebuild_is_built_on_and_flags_pinned_dependents() {
         .to_string()
         .contains("ruby is not in the dependency graph"));
 }
+
+#[test]
+fn a_grandchild_is_rebuilt_on_its_parents_new_digest_while_the_parent_waits_for_a_newer_base() {
+    let mut e = World::new()
+        .external("python", "python:3.12", "{delay: 7d}")
+        .managed("app", "", &["python"])
+        .managed("tool", "", &["app"])
+        .engine();
+    e.apply(update("python", 1, t0()), t0());
+    e.apply(update("python", 2, at(6 * DAY)), at(6 * DAY));
+    let t = only_trigger(&e.tick(at(7 * DAY)));
+    assert_eq!(t.image, "app");
+    assert_eq!(pinned_digest(&t, "python").unwrap(), digest(1).to_string());
+    // app is done on update 1 and waits (until day 13) for update 2: tool must not wait
+    // for that, or a base changing more often than its hold starves every grandchild.
+    let out = e.apply(success(&t.id, 100), at(7 * DAY));
+    let next = only_trigger(&out);
+    assert_eq!(next.image, "tool");
+    assert_eq!(pinned_digest(&next, "app").unwrap(), digest(100).to_string());
+    let app = e.runtime("app").unwrap();
+    assert_eq!(app.open_rebuild().unwrap().phase, Phase::Waiting);
+}
