@@ -340,7 +340,7 @@ impl GithubBackend {
                     }
                     continue;
                 }
-                StatusCode::UNAUTHORIZED => Err(self.bad_credentials(&message)),
+                StatusCode::UNAUTHORIZED => Err(self.bad_credentials(&message).await),
                 StatusCode::NOT_FOUND => Err(Failure::permanent(format!(
                     "workflow {} in {} not found (404): check trigger.githubWorkflow.repository \
                      and .workflow (a file in .github/workflows on the default branch, or its \
@@ -399,7 +399,7 @@ impl GithubBackend {
                     }
                 }
                 StatusCode::UNAUTHORIZED => {
-                    return Err(self.bad_credentials(&reply.message(&bearer)))
+                    return Err(self.bad_credentials(&reply.message(&bearer)).await)
                 }
                 status => return Err(unexpected(&what, status, &reply.message(&bearer))),
             }
@@ -419,7 +419,7 @@ impl GithubBackend {
             .await?;
         match reply.status {
             StatusCode::OK => reply.json(&bearer, &what),
-            StatusCode::UNAUTHORIZED => Err(self.bad_credentials(&reply.message(&bearer))),
+            StatusCode::UNAUTHORIZED => Err(self.bad_credentials(&reply.message(&bearer)).await),
             status => Err(unexpected(&what, status, &reply.message(&bearer))),
         }
     }
@@ -505,7 +505,10 @@ impl GithubBackend {
         }
     }
 
-    fn bad_credentials(&self, message: &str) -> Failure {
+    /// The failure for a 401; forgets a cached installation token, so the next run asks
+    /// for a new one instead of repeating a revoked one.
+    async fn bad_credentials(&self, message: &str) -> Failure {
+        *self.installation_token.lock().await = None;
         let fix = match &self.auth {
             GithubAuth::Token(reference) => {
                 format!("check that {reference} holds a valid, unexpired token")
