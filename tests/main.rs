@@ -9,6 +9,7 @@ mod decisions;
 mod dockerfile_cli;
 mod dockerfile_corpus;
 mod git_writer;
+mod github_trigger;
 mod inspect;
 mod jupyter_chain;
 mod rebuilds;
