@@ -4,6 +4,7 @@
 mod support;
 
 mod analyze;
+mod analyze_commit;
 mod cli;
 mod decisions;
 mod dockerfile_cli;
