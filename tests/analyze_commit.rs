@@ -15,13 +15,20 @@ fn analyze_commits_the_changed_state_and_pushes_it() {
     git(d, &["config", "user.email", "bot@example.com"]);
     git(d, &["add", "-A"]);
     git(d, &["commit", "-q", "-m", "initial"]);
-    git(d, &["remote", "add", "origin", remote.path().to_str().unwrap()]);
+    git(
+        d,
+        &["remote", "add", "origin", remote.path().to_str().unwrap()],
+    );
     git(d, &["push", "-q", "-u", "origin", "main"]);
 
     // Nothing changed: no commit.
     let out = image_factory(d, &["analyze", "--commit"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("git: nothing to commit"), "{stdout}");
     assert_eq!(git(d, &["rev-list", "--count", "HEAD"]), "1");
 
@@ -35,18 +42,35 @@ fn analyze_commits_the_changed_state_and_pushes_it() {
     );
     assert_ne!(moved, text);
     std::fs::write(&dockerfile, moved).unwrap();
-    std::fs::write(d.join("images.yaml"), std::fs::read_to_string(d.join("images.yaml")).unwrap() + "\n").unwrap();
+    std::fs::write(
+        d.join("images.yaml"),
+        std::fs::read_to_string(d.join("images.yaml")).unwrap() + "\n",
+    )
+    .unwrap();
     let out = image_factory(d, &["analyze", "--push"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("committed ") && stdout.contains("pushed 1 commit(s)"), "{stdout}");
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("committed ") && stdout.contains("pushed 1 commit(s)"),
+        "{stdout}"
+    );
     let files = git(d, &["show", "--name-only", "--format=", "HEAD"]);
     assert!(files.lines().all(|f| f.starts_with("state/")), "{files}");
     assert!(files.contains("state/images/reports.yaml"), "{files}");
     let message = git(d, &["log", "-1", "--format=%B"]);
     assert!(message.starts_with("analyze: "), "{message}");
-    assert!(message.contains("Image-Factory-Images: reports"), "{message}");
-    assert_eq!(git(d, &["log", "-1", "--format=%an <%ae>"]), "Platform Bot <bot@example.com>");
+    assert!(
+        message.contains("Image-Factory-Images: reports"),
+        "{message}"
+    );
+    assert_eq!(
+        git(d, &["log", "-1", "--format=%an <%ae>"]),
+        "Platform Bot <bot@example.com>"
+    );
     assert_eq!(
         git(remote.path(), &["rev-parse", "main"]),
         git(d, &["rev-parse", "HEAD"])

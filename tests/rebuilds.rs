@@ -42,7 +42,10 @@ fn run(cmd: &mut Command) {
 
 /// Pushes a one-layer umoci image with `content` to `repo:1`; returns its digest.
 fn push_base(r: &TestRegistry, scratch: &Path, repo: &str, content: &str) -> Digest {
-    let tag = format!("t{}", content.len() + content.bytes().map(u32::from).sum::<u32>() as usize);
+    let tag = format!(
+        "t{}",
+        content.len() + content.bytes().map(u32::from).sum::<u32>() as usize
+    );
     let layout = Layout::build(
         scratch,
         &tag,
@@ -153,7 +156,12 @@ fn initial_build(r: &TestRegistry, fleet: &Fleet, name: &str, base: &str) -> Dig
 }
 
 fn enrolled<'a>(model: &'a analyze::Model, name: &str) -> &'a Image {
-    model.enrollment.images.iter().find(|i| i.name == name).unwrap()
+    model
+        .enrollment
+        .images
+        .iter()
+        .find(|i| i.name == name)
+        .unwrap()
 }
 
 fn request_for(fleet: &Fleet, model: &analyze::Model, t: &Trigger) -> Request {
@@ -265,7 +273,14 @@ fn scenario(ns: &str, app_trigger: &str, app_extra: &str) -> (Scenario, Engine, 
     engine.apply(update("base", &c, t6), t6);
     let due = t0 + SignedDuration::from_hours(24 * 7) + SignedDuration::from_mins(1);
     let fired = triggers(&engine.tick(due));
-    let digests = [("a", a), ("b", b), ("c", c), ("app0", app0), ("tool0", tool0)].into();
+    let digests = [
+        ("a", a),
+        ("b", b),
+        ("c", c),
+        ("app0", app0),
+        ("tool0", tool0),
+    ]
+    .into();
     (
         Scenario {
             fleet,
@@ -281,35 +296,59 @@ fn scenario(ns: &str, app_trigger: &str, app_extra: &str) -> (Scenario, Engine, 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_three_level_chain_is_rebuilt_on_the_matured_base_and_verified_by_annotation() {
-    let (s, mut engine, fired) = tokio::task::block_in_place(|| {
-        scenario("chain", &default_app_trigger(), "")
-    });
+    let (s, mut engine, fired) =
+        tokio::task::block_in_place(|| scenario("chain", &default_app_trigger(), ""));
     let d = &s.digests;
     assert_eq!(fired.len(), 1, "{fired:?}");
     let t = &fired[0];
     assert_eq!(t.image, "app");
     assert_eq!(t.bases.len(), 1);
-    assert_eq!(t.bases[0].digest(), Some(d["b"].as_str()), "pinned to the matured B, not C");
+    assert_eq!(
+        t.bases[0].digest(),
+        Some(d["b"].as_str()),
+        "pinned to the matured B, not C"
+    );
 
     let done = attempt(&s.fleet, &s.model, t, &d["app0"]).await;
-    let Outcome::Success { digest: app1, base_digests } = &done.outcome else {
+    let Outcome::Success {
+        digest: app1,
+        base_digests,
+    } = &done.outcome
+    else {
         panic!("{:?}\n{:?}", done.outcome, done.log_tail)
     };
-    assert_eq!(base_digests, &vec![d["b"].clone()], "built on B although the tag points at C");
+    assert_eq!(
+        base_digests,
+        &vec![d["b"].clone()],
+        "built on B although the tag points at C"
+    );
     let verified = done.verified.unwrap();
     assert_eq!(
         verified.evidence.values().collect::<Vec<_>>(),
         [&completion::Evidence::BaseDigestAnnotation]
     );
     // The registry agrees: app:1 is the new digest, annotated with B.
-    let app_ref = Reference::parse(&format!("{}/{}:1", registry().host, s.fleet.repo("app"))).unwrap();
+    let app_ref =
+        Reference::parse(&format!("{}/{}:1", registry().host, s.fleet.repo("app"))).unwrap();
     let inspected = client().inspect(&app_ref, None).await.unwrap();
     assert_eq!(inspected.digest, app1.as_str());
     assert_eq!(inspected.base.digest.as_deref(), Some(d["b"].as_str()));
 
     let now = s.t0 + SignedDuration::from_hours(24 * 7 + 1);
-    engine.apply(Event::Running { id: t.id.clone(), trigger: "test".into() }, now);
-    let decisions = engine.apply(Event::Outcome { id: t.id.clone(), outcome: done.outcome.clone() }, now);
+    engine.apply(
+        Event::Running {
+            id: t.id.clone(),
+            trigger: "test".into(),
+        },
+        now,
+    );
+    let decisions = engine.apply(
+        Event::Outcome {
+            id: t.id.clone(),
+            outcome: done.outcome.clone(),
+        },
+        now,
+    );
     let next = triggers(&decisions);
     assert_eq!(next.len(), 1, "cascade to tool: {decisions:?}");
     assert_eq!(next[0].image, "tool");
@@ -374,13 +413,28 @@ async fn a_failing_test_fails_the_rebuild_and_stops_the_cascade() {
     let Outcome::Failure { reason } = &done.outcome else {
         panic!("{:?}", done.outcome)
     };
-    assert!(reason.starts_with("test command") && reason.contains("status 4"), "{reason}");
+    assert!(
+        reason.starts_with("test command") && reason.contains("status 4"),
+        "{reason}"
+    );
     let tail = done.log_tail.unwrap();
     let pinned = format!("{}/{}:1@sha256:", registry().host, s.fleet.repo("app"));
     assert!(tail.contains(&format!("smoke test of {pinned}")), "{tail}");
     let now = s.t0 + SignedDuration::from_hours(24 * 8);
-    engine.apply(Event::Running { id: t.id.clone(), trigger: "test".into() }, now);
-    let decisions = engine.apply(Event::Outcome { id: t.id.clone(), outcome: done.outcome }, now);
+    engine.apply(
+        Event::Running {
+            id: t.id.clone(),
+            trigger: "test".into(),
+        },
+        now,
+    );
+    let decisions = engine.apply(
+        Event::Outcome {
+            id: t.id.clone(),
+            outcome: done.outcome,
+        },
+        now,
+    );
     assert!(
         triggers(&decisions).iter().all(|t| t.image != "tool"),
         "tool must not be rebuilt on an app that failed its test: {decisions:?}"
@@ -395,7 +449,10 @@ async fn success_without_a_push_is_a_failure() {
     let Outcome::Failure { reason } = &done.outcome else {
         panic!("{:?}", done.outcome)
     };
-    assert!(reason.contains("still points at") && reason.contains(s.digests["app0"].as_str()), "{reason}");
+    assert!(
+        reason.contains("still points at") && reason.contains(s.digests["app0"].as_str()),
+        "{reason}"
+    );
 }
 
 fn state_dir(fleet: &Fleet) -> PathBuf {
@@ -404,17 +461,28 @@ fn state_dir(fleet: &Fleet) -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollback_points_the_tag_back_at_the_previous_good_digest_and_records_it() {
-    let (s, mut engine, fired) = tokio::task::block_in_place(|| {
-        scenario("rollback", &default_app_trigger(), "")
-    });
+    let (s, mut engine, fired) =
+        tokio::task::block_in_place(|| scenario("rollback", &default_app_trigger(), ""));
     let t = &fired[0];
     let done = attempt(&s.fleet, &s.model, t, &s.digests["app0"]).await;
     let Outcome::Success { digest: app1, .. } = done.outcome.clone() else {
         panic!("{:?}", done.outcome)
     };
     let now = s.t0 + SignedDuration::from_hours(24 * 7 + 1);
-    engine.apply(Event::Running { id: t.id.clone(), trigger: "test".into() }, now);
-    engine.apply(Event::Outcome { id: t.id.clone(), outcome: done.outcome }, now);
+    engine.apply(
+        Event::Running {
+            id: t.id.clone(),
+            trigger: "test".into(),
+        },
+        now,
+    );
+    engine.apply(
+        Event::Outcome {
+            id: t.id.clone(),
+            outcome: done.outcome,
+        },
+        now,
+    );
     // Record the runtime as `run` would, with an earlier succeeded rebuild (app0).
     let mut record = engine.runtime("app").unwrap().clone();
     let mut earlier = record.rebuilds[0].clone();
@@ -441,8 +509,14 @@ async fn rollback_points_the_tag_back_at_the_previous_good_digest_and_records_it
     let line = image_factory::cli::rollback::rollback(&place, &request, &client(), now)
         .await
         .unwrap();
-    assert!(line.contains(app1.as_str()) && line.contains(s.digests["app0"].as_str()), "{line}");
-    assert_eq!(digest_of(registry(), &s.fleet.repo("app")), s.digests["app0"]);
+    assert!(
+        line.contains(app1.as_str()) && line.contains(s.digests["app0"].as_str()),
+        "{line}"
+    );
+    assert_eq!(
+        digest_of(registry(), &s.fleet.repo("app")),
+        s.digests["app0"]
+    );
     let store = image_factory::state::FileStore::open(&state_dir(&s.fleet)).unwrap();
     let records = image_factory::state::load_runtime(&store, &s.model.graph).unwrap();
     let app = &records["app"];

@@ -212,7 +212,11 @@ async fn check_platform(
             .await
             .map_err(|e| format!("pinned base {base_ref} cannot be inspected: {e}"))?;
         let prefix = inspected.layers.len() >= base.layers.len()
-            && inspected.layers.iter().zip(&base.layers).all(|(a, b)| a == b);
+            && inspected
+                .layers
+                .iter()
+                .zip(&base.layers)
+                .all(|(a, b)| a == b);
         if prefix {
             return Ok((Evidence::LayerPrefix, Some(resolved.digest.clone())));
         }
@@ -317,7 +321,10 @@ pub async fn attempt(
             Ok(r) => log_tail = r.log_tail.or(log_tail),
             Err(f) => {
                 let f = Failure {
-                    reason: format!("{} (image {}@{})", f.reason, request.reference, verified.digest),
+                    reason: format!(
+                        "{} (image {}@{})",
+                        f.reason, request.reference, verified.digest
+                    ),
                     ..f
                 };
                 return failed(f, Some(verified));

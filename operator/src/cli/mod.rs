@@ -412,7 +412,10 @@ pub fn run(cli: Cli) -> ExitCode {
             registry_settings,
             decider,
         } => {
-            let settings = match registry_settings.as_deref().map(crate::registry::ClientSettings::from_file) {
+            let settings = match registry_settings
+                .as_deref()
+                .map(crate::registry::ClientSettings::from_file)
+            {
                 None => crate::registry::ClientSettings::default(),
                 Some(Ok(s)) => s,
                 Some(Err(e)) => {
@@ -583,8 +586,17 @@ fn commit_analysis(
         ..crate::git::Reason::default()
     };
     let mut lines = Vec::new();
-    match crate::git::commit_paths(&found.root, std::slice::from_ref(&found.state_dir), &reason, &found.config)? {
-        Some(oid) => lines.push(format!("committed {} ({})", &oid.to_string()[..12], reason.summary)),
+    match crate::git::commit_paths(
+        &found.root,
+        std::slice::from_ref(&found.state_dir),
+        &reason,
+        &found.config,
+    )? {
+        Some(oid) => lines.push(format!(
+            "committed {} ({})",
+            &oid.to_string()[..12],
+            reason.summary
+        )),
         None => lines.push("git: nothing to commit".to_string()),
     }
     if mode == GitMode::Push {
@@ -618,13 +630,7 @@ fn commit_analysis(
     Ok(lines)
 }
 
-fn run_analyze(
-    input: &Input,
-    state_dir: PathBuf,
-    prune: bool,
-    dry_run: bool,
-    git: GitMode,
-) -> u8 {
+fn run_analyze(input: &Input, state_dir: PathBuf, prune: bool, dry_run: bool, git: GitMode) -> u8 {
     let options = analyze::Options {
         enrollment: input.file().to_path_buf(),
         state_dir: state_dir.clone(),

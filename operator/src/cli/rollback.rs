@@ -183,7 +183,11 @@ pub async fn rollback(
         given: now_at.digest.clone(),
     })?;
     client.tag_manifest(reference, to.as_str()).await?;
-    for tag in image.tags.iter().filter(|t| Some(t.as_str()) != reference.tag()) {
+    for tag in image
+        .tags
+        .iter()
+        .filter(|t| Some(t.as_str()) != reference.tag())
+    {
         client
             .tag_manifest(&reference.with_tag(tag.as_str()), to.as_str())
             .await?;

@@ -653,7 +653,9 @@ fn merge(pending: &mut Option<Shadow>, new: Shadow) {
             Some(Shadow::Pending {
                 in_flight: false, ..
             }),
-            Shadow::Pending { in_flight: true, .. },
+            Shadow::Pending {
+                in_flight: true, ..
+            },
         ) => true,
         _ => false,
     };

@@ -1112,7 +1112,10 @@ fn a_grandchild_is_rebuilt_on_its_parents_new_digest_while_the_parent_waits_for_
     let out = e.apply(success(&t.id, 100), at(7 * DAY));
     let next = only_trigger(&out);
     assert_eq!(next.image, "tool");
-    assert_eq!(pinned_digest(&next, "app").unwrap(), digest(100).to_string());
+    assert_eq!(
+        pinned_digest(&next, "app").unwrap(),
+        digest(100).to_string()
+    );
     let app = e.runtime("app").unwrap();
     assert_eq!(app.open_rebuild().unwrap().phase, Phase::Waiting);
 }

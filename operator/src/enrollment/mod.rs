@@ -1388,7 +1388,11 @@ impl Checker<'_> {
             }
             let token_secret = w.token_secret.as_ref().map(|s| self.secret(s));
             let signing_secret = w.signing_secret.as_ref().map(|s| self.secret(s));
-            let timeout = self.timeout(w.timeout.as_ref(), "trigger.webhook.timeout", TRIGGER_TIMEOUT)?;
+            let timeout = self.timeout(
+                w.timeout.as_ref(),
+                "trigger.webhook.timeout",
+                TRIGGER_TIMEOUT,
+            )?;
             return Some(Trigger::Webhook {
                 url: url.to_string(),
                 token_secret: token_secret.flatten_all()?,
@@ -1424,7 +1428,10 @@ impl Checker<'_> {
                     return None;
                 }
             }
-            if let Some(k) = inputs.keys().find(|k| RESERVED_INPUTS.contains(&k.as_str())) {
+            if let Some(k) = inputs
+                .keys()
+                .find(|k| RESERVED_INPUTS.contains(&k.as_str()))
+            {
                 self.error(
                     g.workflow.at,
                     format!("workflow input {k:?} is set by the factory"),
@@ -1463,10 +1470,11 @@ impl Checker<'_> {
             };
             let api_url = match &g.api_url {
                 None => "https://api.github.com".to_string(),
-                Some(u) if u.value.starts_with("https://")
-                    || ["http://127.", "http://localhost", "http://[::1]"]
-                        .iter()
-                        .any(|p| u.value.starts_with(p)) =>
+                Some(u)
+                    if u.value.starts_with("https://")
+                        || ["http://127.", "http://localhost", "http://[::1]"]
+                            .iter()
+                            .any(|p| u.value.starts_with(p)) =>
                 {
                     u.value.trim_end_matches('/').to_string()
                 }
@@ -1580,7 +1588,11 @@ impl Checker<'_> {
                 return None;
             }
         };
-        let timeout = self.timeout(p.timeout.as_ref(), &format!("{field}.timeout"), default_timeout)?;
+        let timeout = self.timeout(
+            p.timeout.as_ref(),
+            &format!("{field}.timeout"),
+            default_timeout,
+        )?;
         Some(Command { program, timeout })
     }
 

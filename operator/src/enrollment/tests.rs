@@ -617,14 +617,30 @@ fn command_triggers_and_tests_take_args_or_shell_with_timeouts() {
     );
     let test = b.test.unwrap();
     assert_eq!(test.program, Program::Args(vec!["./smoke.sh".into()]));
-    assert_eq!(test.timeout, Duration::from_secs(600), "default test timeout");
+    assert_eq!(
+        test.timeout,
+        Duration::from_secs(600),
+        "default test timeout"
+    );
 }
 
 #[rstest::rstest]
-#[case::both("    trigger: {command: {args: [make], shell: make}}\n", "trigger.command sets both args and shell")]
-#[case::neither("    trigger: {command: {timeout: 1h}}\n", "trigger.command has neither args nor shell")]
-#[case::zero_timeout("    trigger: {command: {args: [make], timeout: 0s}}\n", "trigger.command.timeout is zero")]
-#[case::bad_secret("    trigger: {webhook: {url: 'https://ci.example.com/h', signingSecret: 'not a name!'}}\n", "invalid secret reference")]
+#[case::both(
+    "    trigger: {command: {args: [make], shell: make}}\n",
+    "trigger.command sets both args and shell"
+)]
+#[case::neither(
+    "    trigger: {command: {timeout: 1h}}\n",
+    "trigger.command has neither args nor shell"
+)]
+#[case::zero_timeout(
+    "    trigger: {command: {args: [make], timeout: 0s}}\n",
+    "trigger.command.timeout is zero"
+)]
+#[case::bad_secret(
+    "    trigger: {webhook: {url: 'https://ci.example.com/h', signingSecret: 'not a name!'}}\n",
+    "invalid secret reference"
+)]
 #[case::token_and_app(
     "    trigger: {githubWorkflow: {repository: acme/x, workflow: b.yml, tokenSecret: GH, app: {appId: 1, installationId: 2, privateKeySecret: 'file:key.pem'}}}\n",
     "sets both tokenSecret and app"
@@ -634,7 +650,10 @@ fn command_triggers_and_tests_take_args_or_shell_with_timeouts() {
     "workflow input \"rebuild_id\" is set by the factory"
 )]
 #[case::plain_http_api("    trigger: {githubWorkflow: {repository: acme/x, workflow: b.yml, apiUrl: 'http://github.example.com'}}\n", "apiUrl")]
-#[case::empty_test_shell("    trigger: {command: {args: [make]}}\n    test: {shell: ''}\n", "test.shell is empty")]
+#[case::empty_test_shell(
+    "    trigger: {command: {args: [make]}}\n    test: {shell: ''}\n",
+    "test.shell is empty"
+)]
 fn bad_trigger_settings_are_errors(#[case] extra: &str, #[case] wanted: &str) {
     let dir = dir_with_dockerfile();
     let errs = errors(&managed_with(extra), dir.path());
@@ -649,7 +668,13 @@ fn secrets_are_references_resolved_against_the_file() {
         &managed_with("    trigger: {githubWorkflow: {repository: acme/x, workflow: b.yml, app: {appId: 7, installationId: 9, privateKeySecret: 'file:keys/app.pem'}}}\n"),
         dir.path(),
     );
-    let Some(Trigger::GithubWorkflow { auth, api_url, timeout, .. }) = b.trigger else {
+    let Some(Trigger::GithubWorkflow {
+        auth,
+        api_url,
+        timeout,
+        ..
+    }) = b.trigger
+    else {
         panic!("{:?}", b.trigger)
     };
     assert_eq!(
@@ -666,7 +691,12 @@ fn secrets_are_references_resolved_against_the_file() {
         &managed_with("    trigger: {webhook: {url: 'https://ci.example.com/h', tokenSecret: CI_TOKEN, signingSecret: 'env:CI_HMAC'}}\n"),
         dir.path(),
     );
-    let Some(Trigger::Webhook { token_secret, signing_secret, .. }) = b.trigger else {
+    let Some(Trigger::Webhook {
+        token_secret,
+        signing_secret,
+        ..
+    }) = b.trigger
+    else {
         panic!()
     };
     assert_eq!(token_secret, Some(SecretRef::Env("CI_TOKEN".into())));
@@ -676,7 +706,11 @@ fn secrets_are_references_resolved_against_the_file() {
 #[test]
 fn a_test_on_an_external_image_is_an_error() {
     let dir = dir_with_dockerfile();
-    let text = "version: 1\nimages:\n  - name: python\n    image: python:3.12\n    test: {args: [true]}\n";
+    let text =
+        "version: 1\nimages:\n  - name: python\n    image: python:3.12\n    test: {args: [true]}\n";
     let errs = errors(text, dir.path());
-    assert_eq!(errs, ["images.yaml:5:19: test only applies to managed images"]);
+    assert_eq!(
+        errs,
+        ["images.yaml:5:19: test only applies to managed images"]
+    );
 }

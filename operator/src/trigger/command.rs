@@ -94,7 +94,9 @@ pub async fn run_program(
             std::io::ErrorKind::PermissionDenied => ": is it executable?",
             _ => "",
         };
-        Failure::permanent(format!("{what} command {program:?} cannot start: {e}{hint}"))
+        Failure::permanent(format!(
+            "{what} command {program:?} cannot start: {e}{hint}"
+        ))
     })?;
     let pid = child.id().map_or_else(String::new, |p| format!("pid {p}"));
     ctx.started(format!("{program} {pid}").trim().to_string());
@@ -142,10 +144,10 @@ pub async fn run_program(
             };
             Err(Failure::permanent(format!("{what} command {program:?} {how}")).with_log(log_tail))
         }
-        Ended::Exited(Err(e)) => {
-            Err(Failure::transient(format!("{what} command {program:?}: wait failed: {e}"))
-                .with_log(log_tail))
-        }
+        Ended::Exited(Err(e)) => Err(Failure::transient(format!(
+            "{what} command {program:?}: wait failed: {e}"
+        ))
+        .with_log(log_tail)),
         Ended::TimedOut => Err(Failure::transient(format!(
             "{what} command {program:?} timed out after {} and was killed",
             humantime::format_duration(command.timeout)

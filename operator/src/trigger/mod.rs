@@ -150,10 +150,16 @@ impl Request {
     pub fn env(&self) -> Vec<(String, String)> {
         let mut env = vec![
             ("IMAGE_FACTORY_IMAGE".to_string(), self.image.clone()),
-            ("IMAGE_FACTORY_REFERENCE".to_string(), self.reference.clone()),
+            (
+                "IMAGE_FACTORY_REFERENCE".to_string(),
+                self.reference.clone(),
+            ),
             ("IMAGE_FACTORY_TAGS".to_string(), self.tags.join(" ")),
             ("IMAGE_FACTORY_REBUILD_ID".to_string(), self.id.to_string()),
-            ("IMAGE_FACTORY_ATTEMPT".to_string(), self.attempt.to_string()),
+            (
+                "IMAGE_FACTORY_ATTEMPT".to_string(),
+                self.attempt.to_string(),
+            ),
             (
                 "IMAGE_FACTORY_IDEMPOTENCY_KEY".to_string(),
                 self.idempotency_key(),

@@ -32,7 +32,10 @@ fn request() -> Request {
         attempt: 2,
         image: "app".into(),
         reference: "ghcr.io/acme/app:1".into(),
-        tags: vec!["ghcr.io/acme/app:1".into(), "ghcr.io/acme/app:latest".into()],
+        tags: vec![
+            "ghcr.io/acme/app:1".into(),
+            "ghcr.io/acme/app:latest".into(),
+        ],
         bases: vec![base],
         build_args: [("PY".to_string(), "3.12".to_string())].into(),
         source: SourceInfo {
@@ -76,13 +79,22 @@ fn env_carries_the_pins_and_the_rebuild() {
     );
     let bases: serde_json::Value = serde_json::from_str(&env["IMAGE_FACTORY_BASES"]).unwrap();
     assert_eq!(bases[0]["image"], "python-3-12");
-    assert!(bases[0]["pinned"].as_str().unwrap().ends_with(&digest('a').to_string()));
-    assert!(!env.contains_key("IMAGE_FACTORY_DOCKERFILE"), "no local source");
+    assert!(bases[0]["pinned"]
+        .as_str()
+        .unwrap()
+        .ends_with(&digest('a').to_string()));
+    assert!(
+        !env.contains_key("IMAGE_FACTORY_DOCKERFILE"),
+        "no local source"
+    );
 }
 
 #[test]
 fn base_variables_are_shell_names() {
-    assert_eq!(base_variable("gcr-io.distroless"), "IMAGE_FACTORY_BASE_GCR_IO_DISTROLESS");
+    assert_eq!(
+        base_variable("gcr-io.distroless"),
+        "IMAGE_FACTORY_BASE_GCR_IO_DISTROLESS"
+    );
     assert_eq!(base_variable("python"), "IMAGE_FACTORY_BASE_PYTHON");
 }
 
@@ -135,7 +147,10 @@ fn secret_references_read_env_and_files() {
     let s = Secret::read(&SecretRef::File(file)).unwrap();
     assert_eq!(s.expose(), CANARY);
     let missing = Secret::read(&SecretRef::Env("IMAGE_FACTORY_TEST_UNSET_VAR".into())).unwrap_err();
-    assert!(missing.reason.contains("IMAGE_FACTORY_TEST_UNSET_VAR"), "{missing}");
+    assert!(
+        missing.reason.contains("IMAGE_FACTORY_TEST_UNSET_VAR"),
+        "{missing}"
+    );
 }
 
 #[tokio::test]
@@ -147,24 +162,38 @@ async fn command_success_keeps_the_output_tail_and_sees_the_pins() {
     let r = request();
     let report = backend.run(&r, &Context::detached()).await.unwrap();
     let log = report.log_tail.unwrap();
-    assert!(log.contains("building ghcr.io/acme/app:1 on docker.io/library/python:3.12-slim@sha256:aaaa"), "{log}");
+    assert!(
+        log.contains(
+            "building ghcr.io/acme/app:1 on docker.io/library/python:3.12-slim@sha256:aaaa"
+        ),
+        "{log}"
+    );
     assert!(log.contains("oops"));
 }
 
 #[tokio::test]
 async fn command_runs_argv_without_a_shell() {
     let backend = CommandBackend::new(Command {
-        program: Program::Args(vec!["echo".into(), "$IMAGE_FACTORY_IMAGE; no expansion".into()]),
+        program: Program::Args(vec![
+            "echo".into(),
+            "$IMAGE_FACTORY_IMAGE; no expansion".into(),
+        ]),
         timeout: Duration::from_secs(10),
     });
     let report = backend.run(&request(), &Context::detached()).await.unwrap();
-    assert_eq!(report.log_tail.unwrap().trim(), "$IMAGE_FACTORY_IMAGE; no expansion");
+    assert_eq!(
+        report.log_tail.unwrap().trim(),
+        "$IMAGE_FACTORY_IMAGE; no expansion"
+    );
 }
 
 #[tokio::test]
 async fn command_exit_status_is_the_result() {
     let backend = CommandBackend::new(shell("echo compile error; exit 3", Duration::from_secs(10)));
-    let f = backend.run(&request(), &Context::detached()).await.unwrap_err();
+    let f = backend
+        .run(&request(), &Context::detached())
+        .await
+        .unwrap_err();
     assert!(f.reason.contains("exited with status 3"), "{f}");
     assert!(!f.transient);
     assert!(f.log_tail.unwrap().contains("compile error"));
@@ -176,8 +205,14 @@ async fn command_not_found_says_so() {
         program: Program::Args(vec!["image-factory-no-such-builder".into()]),
         timeout: Duration::from_secs(10),
     });
-    let f = backend.run(&request(), &Context::detached()).await.unwrap_err();
-    assert!(f.reason.contains("cannot start") && f.reason.contains("PATH"), "{f}");
+    let f = backend
+        .run(&request(), &Context::detached())
+        .await
+        .unwrap_err();
+    assert!(
+        f.reason.contains("cannot start") && f.reason.contains("PATH"),
+        "{f}"
+    );
 }
 
 #[tokio::test]
@@ -189,8 +224,15 @@ async fn command_timeout_kills_the_child() {
         Duration::from_millis(500),
     ));
     let started = Instant::now();
-    let f = backend.run(&request(), &Context::detached()).await.unwrap_err();
-    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    let f = backend
+        .run(&request(), &Context::detached())
+        .await
+        .unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
     assert!(f.reason.contains("timed out after 500ms"), "{f}");
     assert!(f.transient);
     assert!(f.log_tail.unwrap().contains("started"));
@@ -276,7 +318,12 @@ async fn webhook_retries_a_500_with_the_same_idempotency_key_and_a_valid_signatu
     let received = server.received_requests().await.unwrap();
     assert_eq!(received.len(), 2);
     for req in &received {
-        let sig = req.headers.get("X-Image-Factory-Signature").unwrap().to_str().unwrap();
+        let sig = req
+            .headers
+            .get("X-Image-Factory-Signature")
+            .unwrap()
+            .to_str()
+            .unwrap();
         assert_eq!(sig, sign(&Secret::new("shared-key"), &req.body).unwrap());
         assert_eq!(
             req.headers.get("Authorization").unwrap().to_str().unwrap(),
@@ -305,8 +352,9 @@ async fn webhook_follows_the_status_url_to_failure_with_its_log() {
     Mock::given(method("POST"))
         .and(path("/hook"))
         .respond_with(
-            ResponseTemplate::new(202)
-                .set_body_json(serde_json::json!({"statusUrl": format!("{}/status/1", server.uri())})),
+            ResponseTemplate::new(202).set_body_json(
+                serde_json::json!({"statusUrl": format!("{}/status/1", server.uri())}),
+            ),
         )
         .mount(&server)
         .await;
@@ -330,8 +378,13 @@ async fn webhook_follows_the_status_url_to_failure_with_its_log() {
         .await;
     let token = secret_env("IF_TEST_WEBHOOK_TOKEN_2", CANARY);
     let backend = fast(
-        WebhookBackend::new(format!("{}/hook", server.uri()), Some(token), None, Duration::from_secs(10))
-            .unwrap(),
+        WebhookBackend::new(
+            format!("{}/hook", server.uri()),
+            Some(token),
+            None,
+            Duration::from_secs(10),
+        )
+        .unwrap(),
     );
     let (tx, mut rx) = mpsc::unbounded_channel();
     let ctx = Context::new(CancellationToken::new(), Some(tx));
@@ -340,7 +393,10 @@ async fn webhook_follows_the_status_url_to_failure_with_its_log() {
     assert_eq!(polls.load(Ordering::SeqCst), 3);
     assert!(rx.recv().await.unwrap().ends_with("/status/1"));
     let log = f.log_tail.unwrap();
-    assert!(!log.contains(CANARY) && log.contains("***"), "secret echoed: {log}");
+    assert!(
+        !log.contains(CANARY) && log.contains("***"),
+        "secret echoed: {log}"
+    );
 }
 
 #[tokio::test]
@@ -353,10 +409,18 @@ async fn webhook_4xx_fails_at_once_without_the_secret() {
         .await;
     let token = secret_env("IF_TEST_WEBHOOK_TOKEN_3", CANARY);
     let backend = fast(
-        WebhookBackend::new(format!("{}/hook", server.uri()), Some(token), None, Duration::from_secs(10))
-            .unwrap(),
+        WebhookBackend::new(
+            format!("{}/hook", server.uri()),
+            Some(token),
+            None,
+            Duration::from_secs(10),
+        )
+        .unwrap(),
     );
-    let f = backend.run(&request(), &Context::detached()).await.unwrap_err();
+    let f = backend
+        .run(&request(), &Context::detached())
+        .await
+        .unwrap_err();
     assert!(f.reason.contains("HTTP 403"), "{f}");
     assert!(!format!("{f:?}").contains(CANARY), "{f:?}");
 }
@@ -370,20 +434,42 @@ async fn webhook_gives_up_after_bounded_retries() {
         .mount(&server)
         .await;
     let backend = fast(
-        WebhookBackend::new(format!("{}/hook", server.uri()), None, None, Duration::from_secs(30)).unwrap(),
+        WebhookBackend::new(
+            format!("{}/hook", server.uri()),
+            None,
+            None,
+            Duration::from_secs(30),
+        )
+        .unwrap(),
     );
-    let f = backend.run(&request(), &Context::detached()).await.unwrap_err();
+    let f = backend
+        .run(&request(), &Context::detached())
+        .await
+        .unwrap_err();
     assert!(f.transient);
     assert!(f.reason.contains("HTTP 503"), "{f}");
 }
 
 #[tokio::test]
 async fn webhook_unreachable_is_transient() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let backend = fast(
-        WebhookBackend::new(format!("http://127.0.0.1:{port}/hook"), None, None, Duration::from_secs(5)).unwrap(),
+        WebhookBackend::new(
+            format!("http://127.0.0.1:{port}/hook"),
+            None,
+            None,
+            Duration::from_secs(5),
+        )
+        .unwrap(),
     );
-    let f = backend.run(&request(), &Context::detached()).await.unwrap_err();
+    let f = backend
+        .run(&request(), &Context::detached())
+        .await
+        .unwrap_err();
     assert!(f.transient, "{f}");
     assert!(f.reason.contains("not delivered"), "{f}");
 }

@@ -102,7 +102,9 @@ impl WebhookBackend {
         let token = self.token_secret.as_ref().map(Secret::read).transpose()?;
         let signing = self.signing_secret.as_ref().map(Secret::read).transpose()?;
         let redact = |text: &str| {
-            let text = token.as_ref().map_or_else(|| text.to_string(), |t| t.redact(text));
+            let text = token
+                .as_ref()
+                .map_or_else(|| text.to_string(), |t| t.redact(text));
             signing.as_ref().map_or(text.clone(), |s| s.redact(&text))
         };
         let body = serde_json::to_vec(&request.payload())
@@ -225,7 +227,9 @@ impl WebhookBackend {
                                 _ => {}
                             }
                         }
-                        Err(e) => tracing::debug!(url = %status_url, error = %e, "status not understood"),
+                        Err(e) => {
+                            tracing::debug!(url = %status_url, error = %e, "status not understood")
+                        }
                     }
                 } else if !retryable(resp.status()) {
                     return Err(Failure::permanent(format!(
