@@ -242,7 +242,6 @@ fn observe(image: &str, digest: &Digest) -> Event {
 struct Scenario {
     fleet: Fleet,
     model: analyze::Model,
-    engine_runtime: BTreeMap<String, image_factory::runtime::ImageRuntime>,
     digests: BTreeMap<&'static str, Digest>,
     t0: Timestamp,
 }
@@ -285,7 +284,6 @@ fn scenario(ns: &str, app_trigger: &str, app_extra: &str) -> (Scenario, Engine, 
         Scenario {
             fleet,
             model,
-            engine_runtime: BTreeMap::new(),
             digests,
             t0,
         },
@@ -359,7 +357,6 @@ async fn a_three_level_chain_is_rebuilt_on_the_matured_base_and_verified_by_anno
         panic!("{:?}\n{:?}", done.outcome, done.log_tail)
     };
     assert_eq!(base_digests, &vec![app1.clone()]);
-    let _ = s.engine_runtime;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -517,7 +514,7 @@ async fn rollback_points_the_tag_back_at_the_previous_good_digest_and_records_it
         digest_of(registry(), &s.fleet.repo("app")),
         s.digests["app0"]
     );
-    let store = image_factory::state::FileStore::open(&state_dir(&s.fleet)).unwrap();
+    let store = image_factory::state::FileStore::open(state_dir(&s.fleet)).unwrap();
     let records = image_factory::state::load_runtime(&store, &s.model.graph).unwrap();
     let app = &records["app"];
     assert_eq!(app.rollbacks.len(), 1);

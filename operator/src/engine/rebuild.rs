@@ -647,18 +647,20 @@ impl Engine {
 /// Keeps the first pending shadow, but one in flight wins over one that only waits (so
 /// a descendant that has a fresh digest of the waiting one still waits for the build).
 fn merge(pending: &mut Option<Shadow>, new: Shadow) {
-    let replace = match (&*pending, &new) {
-        (None, _) => true,
-        (
-            Some(Shadow::Pending {
-                in_flight: false, ..
-            }),
-            Shadow::Pending {
-                in_flight: true, ..
-            },
-        ) => true,
-        _ => false,
-    };
+    let replace = matches!(
+        (&*pending, &new),
+        (None, _)
+            | (
+                Some(Shadow::Pending {
+                    in_flight: false,
+                    ..
+                }),
+                Shadow::Pending {
+                    in_flight: true,
+                    ..
+                },
+            )
+    );
     if replace {
         *pending = Some(new);
     }
