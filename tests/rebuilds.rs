@@ -369,7 +369,7 @@ async fn a_build_that_ignores_the_pins_is_caught_as_built_on_the_wrong_base() {
     );
     let (s, _engine, fired) = tokio::task::block_in_place(|| scenario("wrongbase", &wrong, ""));
     let done = attempt(&s.fleet, &s.model, &fired[0], &s.digests["app0"]).await;
-    let Outcome::Failure { reason } = &done.outcome else {
+    let Outcome::Failure { reason, .. } = &done.outcome else {
         panic!("{:?}", done.outcome)
     };
     assert!(
@@ -407,7 +407,7 @@ async fn a_failing_test_fails_the_rebuild_and_stops_the_cascade() {
         tokio::task::block_in_place(|| scenario("tested", &default_app_trigger(), extra));
     let t = &fired[0];
     let done = attempt(&s.fleet, &s.model, t, &s.digests["app0"]).await;
-    let Outcome::Failure { reason } = &done.outcome else {
+    let Outcome::Failure { reason, .. } = &done.outcome else {
         panic!("{:?}", done.outcome)
     };
     assert!(
@@ -443,7 +443,7 @@ async fn success_without_a_push_is_a_failure() {
     let (s, _engine, fired) =
         tokio::task::block_in_place(|| scenario("nopush", "{command: {args: ['true']}}", ""));
     let done = attempt(&s.fleet, &s.model, &fired[0], &s.digests["app0"]).await;
-    let Outcome::Failure { reason } = &done.outcome else {
+    let Outcome::Failure { reason, .. } = &done.outcome else {
         panic!("{:?}", done.outcome)
     };
     assert!(

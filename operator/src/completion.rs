@@ -294,7 +294,10 @@ pub async fn attempt(
     ctx: &Context,
 ) -> Completed {
     let failed = |f: Failure, verified: Option<Verified>| Completed {
-        outcome: Outcome::Failure { reason: f.reason },
+        outcome: Outcome::Failure {
+            reason: f.reason,
+            log: f.log_tail.clone(),
+        },
         log_tail: f.log_tail,
         verified,
     };

@@ -539,6 +539,9 @@ pub struct Attempt {
     /// The failure reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The end of a failed attempt's output (at most 2 KiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<String>,
 }
 
 /// One rebuild of this (managed) image.

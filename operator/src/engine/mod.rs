@@ -117,12 +117,19 @@ pub enum Outcome {
         /// base nor one of its platform manifests fails the attempt.
         base_digests: Vec<Digest>,
     },
-    /// The trigger reported failure.
+    /// The trigger reported failure (or the registry check or the test failed).
     Failure {
         /// Why, for the record and the person reading `status`.
         reason: String,
+        /// The end of the build's (or test's) output, at most [`RECORD_LOG_BYTES`];
+        /// kept in the attempt's record.
+        log: Option<String>,
     },
 }
+
+/// Most bytes of output an attempt's record keeps (the runtime records are committed
+/// to git: the full tail stays with the trigger backend's logs).
+pub const RECORD_LOG_BYTES: usize = 2048;
 
 /// Something that happened, fed to [`Engine::apply`].
 #[derive(Debug, Clone, PartialEq, Eq)]

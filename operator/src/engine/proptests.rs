@@ -212,6 +212,7 @@ fn run(dag: &Dag, steps: &[Step]) -> Result<(), TestCaseError> {
                 let outcome = if *fail {
                     Outcome::Failure {
                         reason: "random".into(),
+                        log: None,
                     }
                 } else {
                     Outcome::Success {

@@ -338,6 +338,7 @@ impl Engine {
             finished_at: None,
             outcome: None,
             reason: None,
+            log: None,
         });
         out.push(Decision::Trigger(Trigger {
             id: rec.id.clone(),
@@ -401,11 +402,11 @@ impl Engine {
             } => match self.foreign_base(i, k, &base_digests) {
                 Some(bad) => {
                     let reason = format!("built on {bad}, not on the pinned bases");
-                    self.fail(i, k, reason, now, out);
+                    self.fail(i, k, reason, None, now, out);
                 }
                 None => self.succeed(i, k, digest, now, out),
             },
-            Outcome::Failure { reason } => self.fail(i, k, reason, now, out),
+            Outcome::Failure { reason, log } => self.fail(i, k, reason, log, now, out),
         }
         self.changed.insert(i);
         self.dirty.insert(i);
@@ -520,6 +521,7 @@ impl Engine {
         i: usize,
         k: usize,
         reason: String,
+        log: Option<String>,
         now: Timestamp,
         out: &mut Vec<Decision>,
     ) {
@@ -527,6 +529,9 @@ impl Engine {
         let max = self.config.max_attempts_of(&name);
         let rec = &mut self.runtime[i].rebuilds[k];
         Self::finish_attempt(rec, AttemptOutcome::Failed, Some(reason.clone()), now);
+        if let Some(a) = rec.attempts.last_mut() {
+            a.log = log.map(|l| crate::trigger::tail(l.as_bytes(), super::RECORD_LOG_BYTES));
+        }
         let used = rec.attempts_in_budget();
         let id = rec.id.clone();
         if used < max {

@@ -146,6 +146,7 @@ fn failure(id: &RebuildId) -> Event {
         id: id.clone(),
         outcome: Outcome::Failure {
             reason: "exit status 1".to_string(),
+            log: None,
         },
     }
 }

@@ -108,6 +108,7 @@ fn sample() -> (ImageRuntime, ImageRuntime) {
             finished_at: Some(at("2026-11-08T00:05:00Z")),
             outcome: Some(AttemptOutcome::Failed),
             reason: Some("exit status 1".into()),
+            log: Some("error: compile failed\n".into()),
         },
         Attempt {
             number: 2,
@@ -115,6 +116,7 @@ fn sample() -> (ImageRuntime, ImageRuntime) {
             finished_at: Some(at("2026-11-08T00:10:00Z")),
             outcome: Some(AttemptOutcome::Succeeded),
             reason: None,
+            log: None,
         },
     ];
     done.trigger = Some("job/app-build-2".into());
@@ -304,6 +306,7 @@ fn the_attempt_budget_restarts_after_a_manual_retry() {
             finished_at: None,
             outcome: Some(AttemptOutcome::Failed),
             reason: None,
+            log: None,
         });
     }
     assert_eq!(r.attempts_in_budget(), 3);
