@@ -532,3 +532,111 @@ async fn rollback_points_the_tag_back_at_the_previous_good_digest_and_records_it
         .unwrap_err();
     assert!(err.to_string().contains("already points at"), "{err}");
 }
+
+/// `umoci unpack` `from` of `layout`, add a file, `umoci repack` as `to`.
+fn umoci_on_top(layout: &Path, from: &str, to: &str, file: &str) {
+    let bundle = layout.with_file_name(format!("bundle-{to}"));
+    run(Command::new("umoci")
+        .args(["unpack", "--rootless", "--image"])
+        .arg(format!("{}:{from}", layout.display()))
+        .arg(&bundle));
+    std::fs::write(bundle.join("rootfs").join(file), to).unwrap();
+    run(Command::new("umoci")
+        .args(["repack", "--image"])
+        .arg(format!("{}:{to}", layout.display()))
+        .arg(&bundle));
+    std::fs::remove_dir_all(&bundle).unwrap();
+}
+
+/// PUTs an OCI index of `repo:<platform tag>` manifests as `repo:1`; returns its digest.
+fn push_index(r: &TestRegistry, repo: &str, entries: &[(&str, &str)]) -> Digest {
+    let sha = image_factory::registry::digest::sha256_digest;
+    let manifests: Vec<serde_json::Value> = entries
+        .iter()
+        .map(|(tag, arch)| {
+            let (body, media_type) = r.manifest(repo, tag);
+            serde_json::json!({"mediaType": media_type, "digest": sha(&body), "size": body.len(),
+                "platform": {"os": "linux", "architecture": arch}})
+        })
+        .collect();
+    let index = serde_json::json!({"schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": manifests});
+    let bytes = serde_json::to_vec(&index).unwrap();
+    r.put_manifest(repo, "1", &bytes, "application/vnd.oci.image.index.v1+json");
+    Digest::parse(&sha(&bytes)).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multi_platform_image_is_verified_platform_by_platform() {
+    let r = registry();
+    let (base_index, good, bad) = tokio::task::block_in_place(|| {
+        let work = r.scratch("multi-arch");
+        for arch in ["amd64", "arm64"] {
+            Layout::build(
+                &work,
+                &format!("base-{arch}"),
+                &[("arch", arch)],
+                arch,
+                "2026-01-01T00:00:00Z",
+                &[],
+            );
+        }
+        let layout = work.join("layout");
+        for arch in ["amd64", "arm64"] {
+            r.push_layout(&layout, &format!("base-{arch}"), &format!("ma/base:{arch}"));
+            umoci_on_top(
+                &layout,
+                &format!("base-{arch}"),
+                &format!("app-{arch}"),
+                "app.txt",
+            );
+            r.push_layout(&layout, &format!("app-{arch}"), &format!("ma/app:{arch}"));
+        }
+        // The arm64 entry of `bad` is built on the amd64 base.
+        umoci_on_top(&layout, "base-amd64", "bad-arm64", "app.txt");
+        r.push_layout(&layout, "app-amd64", "ma/bad:amd64");
+        r.push_layout(&layout, "bad-arm64", "ma/bad:arm64");
+        let base = push_index(r, "ma/base", &[("amd64", "amd64"), ("arm64", "arm64")]);
+        let good = push_index(r, "ma/app", &[("amd64", "amd64"), ("arm64", "arm64")]);
+        let bad = push_index(r, "ma/bad", &[("amd64", "amd64"), ("arm64", "arm64")]);
+        (base, good, bad)
+    });
+    let pins = [image_factory::runtime::PinnedBase::new(
+        "base",
+        &format!("{}/ma/base:1", r.host),
+        Some(&base_index),
+    )];
+    let app = Reference::parse(&format!("{}/ma/app:1", r.host)).unwrap();
+    let expected = completion::Expected {
+        reference: &app,
+        previous: None,
+        bases: &pins,
+    };
+    let v = completion::verify(&client(), &expected, Wait::ONCE)
+        .await
+        .unwrap();
+    assert_eq!(v.digest, good);
+    assert_eq!(v.platforms.len(), 2);
+    assert_eq!(v.base_digests, vec![base_index.clone()]);
+    assert!(
+        v.evidence
+            .values()
+            .all(|e| *e == completion::Evidence::LayerPrefix),
+        "{v:?}"
+    );
+
+    let bad_ref = Reference::parse(&format!("{}/ma/bad:1", r.host)).unwrap();
+    let expected = completion::Expected {
+        reference: &bad_ref,
+        previous: None,
+        bases: &pins,
+    };
+    let f = completion::verify(&client(), &expected, Wait::ONCE)
+        .await
+        .unwrap_err();
+    assert!(
+        f.reason.contains(&format!("{bad}")) && f.reason.contains("(linux/arm64)"),
+        "{f}"
+    );
+    assert!(f.reason.contains("built on another base"), "{f}");
+}
