@@ -8,6 +8,7 @@ mod cli;
 mod decisions;
 mod dockerfile_cli;
 mod dockerfile_corpus;
+mod dockerfile_pin;
 mod git_writer;
 mod inspect;
 mod jupyter_chain;

@@ -31,7 +31,7 @@
 
 mod expand;
 mod instruction;
-mod pin;
+pub mod pin;
 mod problem;
 mod syntax;
 
@@ -48,7 +48,7 @@ use crate::reference::Reference;
 use expand::{expand_word, Expanded, Scope, Var};
 pub use expand::{SubstitutionError, MAX_EXPANDED_BYTES};
 use instruction::{Instruction, Origin};
-pub use pin::{pin, PinError, Pinned, Replacement};
+pub use pin::{parse_pin, pin, PinError, Pinned, Replacement};
 pub use problem::{Problem, ProblemKind, ECHO_CHARS};
 
 /// BuildKit's stage-name rule, applied to the lower-cased name
