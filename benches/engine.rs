@@ -46,7 +46,11 @@ fn base_reference(i: usize) -> String {
 fn fleet(n: usize) -> (String, BTreeMap<String, Vec<Use>>, [usize; 4]) {
     let mut yaml = String::from("version: 1\ndefaults:\n  rebuild: {delay: 7d}\nimages:\n");
     for i in 0..BASES {
-        let _ = writeln!(yaml, "  - {{name: base-{i:03}, image: '{}'}}", base_reference(i));
+        let _ = writeln!(
+            yaml,
+            "  - {{name: base-{i:03}, image: '{}'}}",
+            base_reference(i)
+        );
     }
     let mut uses = BTreeMap::new();
     let sizes = level_sizes(n);
@@ -126,9 +130,7 @@ fn main() {
     let (yaml, uses, sizes) = fleet(n);
     let dir = tempfile::tempdir().unwrap();
     let enrollment = image_factory::enrollment::parse("images.yaml", &yaml, dir.path()).unwrap();
-    println!(
-        "engine benchmark: {BASES} external bases, {n} managed images in levels of {sizes:?}"
-    );
+    println!("engine benchmark: {BASES} external bases, {n} managed images in levels of {sizes:?}");
 
     let start = Instant::now();
     let graph = Graph::build(&enrollment, &uses);
@@ -136,7 +138,11 @@ fn main() {
     let start = Instant::now();
     let mut e = Engine::new(&graph, BTreeMap::new(), EngineConfig::default()).unwrap();
     let t_new = start.elapsed();
-    println!("  (d) graph build {}, Engine::new {}", ms(t_graph), ms(t_new));
+    println!(
+        "  (d) graph build {}, Engine::new {}",
+        ms(t_graph),
+        ms(t_new)
+    );
 
     // (a) A burst of updates, then the tick that ends their hold.
     let start = Instant::now();

@@ -45,24 +45,37 @@ fn dockerfile_pin_writes_the_pinned_copy_and_reports_each_replacement() {
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let pinned = std::fs::read_to_string(dir.path().join("Dockerfile.pinned")).unwrap();
-    let want = DOCKERFILE
-        .replace("python:${PY}", &python)
-        .replace("from=busybox:1.36", &format!("from=docker.io/library/{busybox}"));
+    let want = DOCKERFILE.replace("python:${PY}", &python).replace(
+        "from=busybox:1.36",
+        &format!("from=docker.io/library/{busybox}"),
+    );
     assert_eq!(pinned, want);
     let stderr = text(&out.stderr);
     assert!(
-        stderr.contains(&format!("Dockerfile:3: FROM python:${{PY}} → {python} (replaces an ARG expression")),
+        stderr.contains(&format!(
+            "Dockerfile:3: FROM python:${{PY}} → {python} (replaces an ARG expression"
+        )),
         "{stderr}"
     );
     assert!(
-        stderr.contains(&format!("Dockerfile:4: RUN --mount from busybox:1.36 → docker.io/library/{busybox}")),
+        stderr.contains(&format!(
+            "Dockerfile:4: RUN --mount from busybox:1.36 → docker.io/library/{busybox}"
+        )),
         "{stderr}"
     );
 
     // To stdout without -o; the result needs no more pinning.
     let out = image_factory(
         dir.path(),
-        &["dockerfile", "--pin", "Dockerfile.pinned", "--base", &python, "--base", &busybox],
+        &[
+            "dockerfile",
+            "--pin",
+            "Dockerfile.pinned",
+            "--base",
+            &python,
+            "--base",
+            &busybox,
+        ],
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), want);
@@ -74,7 +87,10 @@ fn dockerfile_pin_exits_1_when_a_base_matches_nothing() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path());
     let base = format!("debian:bookworm@{DIGEST}");
-    let out = image_factory(dir.path(), &["dockerfile", "--pin", "Dockerfile", "--base", &base]);
+    let out = image_factory(
+        dir.path(),
+        &["dockerfile", "--pin", "Dockerfile", "--base", &base],
+    );
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(text(&out.stdout), DOCKERFILE, "the copy is still written");
     assert!(
@@ -92,7 +108,13 @@ fn dockerfile_pin_rejects_a_base_without_digest_and_a_broken_dockerfile() {
     write(dir.path());
     let out = image_factory(
         dir.path(),
-        &["dockerfile", "--pin", "Dockerfile", "--base", "python:3.12-slim"],
+        &[
+            "dockerfile",
+            "--pin",
+            "Dockerfile",
+            "--base",
+            "python:3.12-slim",
+        ],
     );
     assert_eq!(out.status.code(), Some(2));
     assert!(
@@ -103,8 +125,15 @@ fn dockerfile_pin_rejects_a_base_without_digest_and_a_broken_dockerfile() {
 
     std::fs::write(dir.path().join("Broken"), "ARG BASE\nFROM ${BASE}\n").unwrap();
     let base = format!("python:3.12@{DIGEST}");
-    let out = image_factory(dir.path(), &["dockerfile", "--pin", "Broken", "--base", &base]);
+    let out = image_factory(
+        dir.path(),
+        &["dockerfile", "--pin", "Broken", "--base", &base],
+    );
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("Broken:2: "), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("Broken:2: "),
+        "{}",
+        text(&out.stderr)
+    );
     assert_eq!(text(&out.stdout), "");
 }

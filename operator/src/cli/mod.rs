@@ -215,7 +215,12 @@ pub enum Command {
         #[arg(long = "base", value_name = "REF@DIGEST", requires = "pin", value_parser = parse_base)]
         bases: Vec<Reference>,
         /// Where to write the pinned copy (default stdout).
-        #[arg(short = 'o', long = "output-file", value_name = "PATH", requires = "pin")]
+        #[arg(
+            short = 'o',
+            long = "output-file",
+            value_name = "PATH",
+            requires = "pin"
+        )]
         output_file: Option<PathBuf>,
     },
 }

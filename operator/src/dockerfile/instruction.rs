@@ -423,7 +423,10 @@ mod tests {
     /// Every word of the joined args maps back to the same bytes of the file.
     #[rstest]
     #[case::plain("FROM python:3.12 AS b\n", "python:3.12")]
-    #[case::crlf_continued("# c\r\nFROM \\\r\n  --platform=x \\\r\n# gone\r\n  python:3.12\r\n", "python:3.12")]
+    #[case::crlf_continued(
+        "# c\r\nFROM \\\r\n  --platform=x \\\r\n# gone\r\n  python:3.12\r\n",
+        "python:3.12"
+    )]
     #[case::bom_tabs("\u{feff}from\t\talpine:3\n", "alpine:3")]
     #[case::indented("  COPY --from=busybox:1 /a /b\n", "--from=busybox:1")]
     fn origin_maps_args_to_the_file(#[case] text: &str, #[case] word: &str) {

@@ -216,7 +216,12 @@ pub fn pin(
         };
         let old = content.get(span.clone()).unwrap_or_default().to_owned();
         replacements.push(Replacement {
-            line: content.get(..span.start).unwrap_or_default().matches('\n').count() + 1,
+            line: content
+                .get(..span.start)
+                .unwrap_or_default()
+                .matches('\n')
+                .count()
+                + 1,
             instruction: located.instruction,
             via: dependency.via,
             from_arg: old.contains('$'),

@@ -274,10 +274,7 @@ pub(crate) fn mount_options(value: &str) -> Vec<(String, String, Range<usize>)> 
         let trimmed = raw.trim_start();
         start += raw.len() - trimmed.len();
         let trimmed = trimmed.trim_end();
-        let (text, start) = match trimmed
-            .strip_prefix('"')
-            .and_then(|v| v.strip_suffix('"'))
-        {
+        let (text, start) = match trimmed.strip_prefix('"').and_then(|v| v.strip_suffix('"')) {
             Some(inner) => (inner, start + 1),
             None => (trimmed, start),
         };

@@ -108,7 +108,10 @@ fn pins_only_the_matching_words(#[case] text: &str, #[case] given: &[&str], #[ca
         assert_eq!(&text[r.span.clone()], r.old);
     }
     let again = pin("Dockerfile", &got.content, &no_args(), &pins(given)).unwrap();
-    assert_eq!(again.content, got.content, "pinning twice changes nothing more");
+    assert_eq!(
+        again.content, got.content,
+        "pinning twice changes nothing more"
+    );
     assert!(again.replacements.is_empty(), "{:?}", again.replacements);
 }
 
@@ -129,7 +132,8 @@ fn reports_pins_that_matched_nothing(
 
 #[test]
 fn an_arg_expression_is_replaced_whole_and_reported() {
-    let text = "ARG REGISTRY=docker.io\nARG PY=3.11\nFROM ${REGISTRY}/library/python:${PY} AS run\n";
+    let text =
+        "ARG REGISTRY=docker.io\nARG PY=3.11\nFROM ${REGISTRY}/library/python:${PY} AS run\n";
     let args = BTreeMap::from([("PY".to_owned(), "3.12".to_owned())]);
     let got = pin("Dockerfile", text, &args, &pins(&["python:3.12@D1"])).unwrap();
     assert_eq!(
@@ -168,7 +172,13 @@ fn replacing_another_digest_is_reported() {
 #[test]
 fn messages_name_the_line_of_the_word() {
     let text = "FROM scratch\nCOPY \\\n  --from=busybox:1.36 /a /b\n";
-    let got = pin("x/Dockerfile", text, &no_args(), &pins(&["busybox:1.36@D1"])).unwrap();
+    let got = pin(
+        "x/Dockerfile",
+        text,
+        &no_args(),
+        &pins(&["busybox:1.36@D1"]),
+    )
+    .unwrap();
     assert_eq!(
         got.messages(),
         vec![d(
@@ -277,7 +287,11 @@ fn pinning_the_corpus_keeps_stages_and_changes_only_the_bases() {
         given.dedup();
         let got = pin(file, &text, &no_args(), &given).unwrap_or_else(|e| panic!("{file}: {e}"));
         assert!(got.unmatched.is_empty(), "{file}: {:?}", got.unmatched);
-        assert_eq!(unpinned(&got), text, "{file}: only the replaced spans differ");
+        assert_eq!(
+            unpinned(&got),
+            text,
+            "{file}: only the replaced spans differ"
+        );
         let after = analyze(file, &got.content, &no_args());
         assert!(!after.has_errors(), "{file}: {:?}", after.messages());
         assert_eq!(after.stages.len(), before.stages.len(), "{file}");
@@ -294,11 +308,18 @@ fn pinning_the_corpus_keeps_stages_and_changes_only_the_bases() {
                 (a, b) => panic!("{file}: {b:?} became {a:?}"),
             }
         }
-        assert_eq!(after.dependencies.len(), before.dependencies.len(), "{file}");
+        assert_eq!(
+            after.dependencies.len(),
+            before.dependencies.len(),
+            "{file}"
+        );
         for (a, b) in after.dependencies.iter().zip(&before.dependencies) {
             assert_eq!((a.via, a.stage), (b.via, b.stage), "{file}");
             if b.reference.tag().is_some() {
-                assert_eq!(a.reference, b.reference.with_digest(fake_digest(&b.reference)));
+                assert_eq!(
+                    a.reference,
+                    b.reference.with_digest(fake_digest(&b.reference))
+                );
             } else {
                 assert_eq!(a.reference, b.reference, "{file}: a digest-only base stays");
             }
