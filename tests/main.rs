@@ -9,6 +9,7 @@ mod cli;
 mod decisions;
 mod dockerfile_cli;
 mod dockerfile_corpus;
+mod dockerfile_pin;
 mod git_writer;
 mod github_trigger;
 mod inspect;

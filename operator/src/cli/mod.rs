@@ -1,7 +1,8 @@
 //! The command line: one binary, one subcommand per mode (DESIGN.md "Modes").
 //!
 //! Exit codes: 0 ok, 1 findings (validation errors, cycles, unresolved references in
-//! `dockerfile`), 2 usage or I/O errors.
+//! `dockerfile`, a `dockerfile --pin --base` that matched nothing), 2 usage or I/O
+//! errors.
 //!
 //! Paths follow one rule, as Docker Compose's do: a path on the command line (the
 //! enrollment file, `--state-dir`, `--cache-dir`) is relative to the working directory;
@@ -215,17 +216,42 @@ pub enum Command {
     /// labels, base annotations, layers, and whether each is built on the current digest
     /// of `--base`.
     Inspect(inspect::InspectArgs),
-    /// Print the stages and base images of Dockerfiles.
+    /// Print the stages and base images of Dockerfiles, or write a pinned copy of one.
+    ///
+    /// With `--pin FILE --base REF@DIGEST…`, writes FILE with every `FROM`, `COPY/ADD
+    /// --from=` and `RUN --mount=…,from=` image whose registry, repository and tag (after
+    /// ARG expansion; a digest already there is ignored) match a `--base` replaced by
+    /// that base, normalized (`docker.io/library/python:3.12-slim@sha256:…`); an image
+    /// built from ARGs is replaced by the literal. Nothing else changes. Each replacement
+    /// is listed on stderr. Exit 0 when every `--base` was used, 1 when one matched
+    /// nothing (the copy is still written) or the Dockerfile has errors, 2 for a
+    /// `--base` without digest or an unreadable file.
+    ///
+    /// Example: `image-factory dockerfile --pin Dockerfile --base python:3.12-slim@sha256:… -o Dockerfile.pinned`
     Dockerfile {
         /// Dockerfiles to analyze.
-        #[arg(required = true)]
+        #[arg(required_unless_present = "pin", conflicts_with = "pin")]
         files: Vec<PathBuf>,
         /// Build argument K=V (repeatable), as with `docker build --build-arg`.
         #[arg(long = "build-arg", value_name = "K=V", value_parser = parse_build_arg)]
         build_args: Vec<(String, String)>,
-        /// Output format.
-        #[arg(long, value_enum, default_value_t = Output::Text)]
+        /// Output format of the analysis.
+        #[arg(long, value_enum, default_value_t = Output::Text, conflicts_with = "pin")]
         output: Output,
+        /// Write a copy of this Dockerfile with its bases pinned (needs `--base`).
+        #[arg(long, value_name = "FILE", requires = "bases")]
+        pin: Option<PathBuf>,
+        /// A pinned base, REPO:TAG@sha256:DIGEST (repeatable), as a rebuild names it.
+        #[arg(long = "base", value_name = "REF@DIGEST", requires = "pin", value_parser = parse_base)]
+        bases: Vec<Reference>,
+        /// Where to write the pinned copy (default stdout).
+        #[arg(
+            short = 'o',
+            long = "output-file",
+            value_name = "PATH",
+            requires = "pin"
+        )]
+        output_file: Option<PathBuf>,
     },
 }
 
@@ -341,6 +367,10 @@ pub enum GraphFormat {
     Json,
 }
 
+fn parse_base(s: &str) -> Result<Reference, String> {
+    dockerfile::pin::parse_pin(s).map_err(|e| e.to_string())
+}
+
 fn parse_build_arg(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
@@ -383,9 +413,17 @@ pub fn run(cli: Cli) -> ExitCode {
             output,
         ),
         Command::Dockerfile {
+            pin: Some(file),
+            build_args,
+            bases,
+            output_file,
+            ..
+        } => run_pin(&file, build_args, &bases, output_file.as_deref()),
+        Command::Dockerfile {
             files,
             build_args,
             output,
+            ..
         } => run_dockerfile(&files, build_args, output),
         Command::Inspect(args) => return run_inspect(args),
         Command::Expedite {
@@ -948,6 +986,66 @@ fn run_inspect(args: inspect::InspectArgs) -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::from(EXIT_ERROR)
         }
+    }
+}
+
+/// `dockerfile --pin`: the pinned copy to `output` (stdout when `None`), replacements
+/// and unused `--base`s on stderr.
+fn run_pin(
+    file: &Path,
+    build_args: Vec<(String, String)>,
+    bases: &[Reference],
+    output: Option<&Path>,
+) -> u8 {
+    let args: BTreeMap<String, String> = build_args.into_iter().collect();
+    let content = match std::fs::read(file).map(String::from_utf8) {
+        Ok(Ok(text)) => text,
+        Ok(Err(_)) => {
+            eprintln!(
+                "error: {} is not UTF-8 text; pinning would change its bytes",
+                file.display()
+            );
+            return EXIT_ERROR;
+        }
+        Err(e) => {
+            eprintln!("error: cannot read Dockerfile {}: {e}", file.display());
+            return EXIT_ERROR;
+        }
+    };
+    let name = file.display().to_string();
+    let pinned = match dockerfile::pin(&name, &content, &args, bases) {
+        Ok(pinned) => pinned,
+        Err(e @ dockerfile::PinError::InvalidDockerfile { .. }) => {
+            eprintln!("error: {e}");
+            return EXIT_FINDINGS;
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_ERROR;
+        }
+    };
+    for message in pinned.messages() {
+        eprintln!("{message}");
+    }
+    for base in &pinned.unmatched {
+        eprintln!(
+            "warning: --base {base} matched no FROM, COPY --from or RUN --mount from= of {name}"
+        );
+    }
+    let code = match output {
+        Some(path) => match std::fs::write(path, &pinned.content) {
+            Ok(()) => EXIT_OK,
+            Err(e) => {
+                eprintln!("error: cannot write {}: {e}", path.display());
+                EXIT_ERROR
+            }
+        },
+        None => print(&pinned.content),
+    };
+    if code == EXIT_OK && !pinned.unmatched.is_empty() {
+        EXIT_FINDINGS
+    } else {
+        code
     }
 }
 

@@ -9,6 +9,7 @@
 //!
 //! The scanner never fails: anything odd becomes a [`Problem`] and scanning goes on.
 
+use std::ops::Range;
 use std::sync::LazyLock;
 
 use regex::Regex;
@@ -34,6 +35,62 @@ pub(crate) struct Instruction {
     pub(crate) keyword: String,
     /// Everything after the keyword, leading whitespace removed.
     pub(crate) args: String,
+    /// Where the bytes of `args` are in the file, so a word found in `args` can be
+    /// replaced in the file without touching anything around it.
+    pub(crate) origin: Origin,
+}
+
+/// A run of `len` bytes at `at` in [`Instruction::args`] that is, unchanged, at byte
+/// `file` of the file (one per physical line of a continued instruction).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Segment {
+    at: usize,
+    file: usize,
+    len: usize,
+}
+
+/// The [`Segment`]s of one instruction's `args`, in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Origin {
+    segments: Vec<Segment>,
+}
+
+impl Origin {
+    /// The file byte range of `args[range]`. A range that spans a line continuation
+    /// covers the continuation too (the escape, the newline, dropped comment lines).
+    /// `None` for an empty range or one outside `args`.
+    pub(crate) fn file_range(&self, range: Range<usize>) -> Option<Range<usize>> {
+        if range.is_empty() {
+            return None;
+        }
+        let locate = |offset: usize| {
+            self.segments
+                .iter()
+                .find(|s| s.at <= offset && offset < s.at + s.len)
+                .map(|s| s.file + (offset - s.at))
+        };
+        let start = locate(range.start)?;
+        let last = locate(range.end - 1)?;
+        Some(start..last + 1)
+    }
+
+    /// The segments from offset `skip` of the joined text on, renumbered from 0.
+    fn after(&self, skip: usize) -> Self {
+        let segments = self
+            .segments
+            .iter()
+            .filter(|s| s.at + s.len > skip)
+            .map(|s| {
+                let cut = skip.saturating_sub(s.at);
+                Segment {
+                    at: (s.at + cut) - skip,
+                    file: s.file + cut,
+                    len: s.len - cut,
+                }
+            })
+            .collect();
+        Self { segments }
+    }
 }
 
 /// The scanned file.
@@ -47,11 +104,20 @@ pub(crate) struct Scanned {
 
 /// Splits `content` into logical instructions.
 pub(crate) fn scan(content: &str) -> Scanned {
-    let content = content.strip_prefix('\u{feff}').unwrap_or(content);
-    let lines: Vec<&str> = content
-        .split('\n')
-        .map(|line| line.strip_suffix('\r').unwrap_or(line))
-        .collect();
+    let bom = if content.starts_with('\u{feff}') {
+        '\u{feff}'.len_utf8()
+    } else {
+        0
+    };
+    // Each line without its `\n` and `\r`, with the file offset where it starts.
+    let mut lines: Vec<&str> = Vec::new();
+    let mut starts: Vec<usize> = Vec::new();
+    let mut offset = bom;
+    for raw in content[bom..].split('\n') {
+        lines.push(raw.strip_suffix('\r').unwrap_or(raw));
+        starts.push(offset);
+        offset += raw.len() + 1;
+    }
     let mut problems = Vec::new();
     let escape = read_escape_directive(&lines, &mut problems);
     let mut instructions = Vec::new();
@@ -63,18 +129,31 @@ pub(crate) fn scan(content: &str) -> Scanned {
         if is_comment(first) || first.trim().is_empty() {
             continue;
         }
-        let (mut text, mut ended) = trim_continuation(first.trim_start(), escape);
+        let trimmed = first.trim_start();
+        let (mut text, mut ended) = trim_continuation(trimmed, escape);
         let mut text_owned = text.to_owned();
+        let mut origin = Origin::default();
+        origin.segments.push(Segment {
+            at: 0,
+            file: starts[start] + (first.len() - trimmed.len()),
+            len: text.len(),
+        });
         while !ended && index < lines.len() {
             let next = lines[index];
+            let next_start = starts[index];
             index += 1;
             if is_comment(next) || next.trim().is_empty() {
                 continue;
             }
             (text, ended) = trim_continuation(next, escape);
+            origin.segments.push(Segment {
+                at: text_owned.len(),
+                file: next_start,
+                len: text.len(),
+            });
             text_owned.push_str(text);
         }
-        let Some(instruction) = split_keyword(&text_owned, start + 1) else {
+        let Some(instruction) = split_keyword(&text_owned, start + 1, &origin) else {
             continue;
         };
         if matches!(instruction.keyword.as_str(), "run" | "copy" | "add") {
@@ -130,19 +209,25 @@ fn trim_continuation(line: &str, escape: char) -> (&str, bool) {
     }
 }
 
-fn split_keyword(text: &str, line: usize) -> Option<Instruction> {
+fn split_keyword(text: &str, line: usize, origin: &Origin) -> Option<Instruction> {
+    let lead = text.len() - text.trim_start().len();
     let text = text.trim();
     if text.is_empty() {
         return None;
     }
-    let (keyword, args) = match text.find(char::is_whitespace) {
-        Some(at) => (&text[..at], text[at..].trim_start()),
-        None => (text, ""),
+    let (keyword, args, args_at) = match text.find(char::is_whitespace) {
+        Some(at) => {
+            let rest = &text[at..];
+            let args = rest.trim_start();
+            (&text[..at], args, lead + at + (rest.len() - args.len()))
+        }
+        None => (text, "", lead + text.len()),
     };
     Some(Instruction {
         line,
         keyword: keyword.to_ascii_lowercase(),
         args: args.to_owned(),
+        origin: origin.after(args_at),
     })
 }
 
@@ -207,11 +292,19 @@ pub(crate) fn heredoc_names(args: &str) -> Vec<(String, bool)> {
 /// Splits on unquoted whitespace, keeping quotes in the words (they are removed later,
 /// when a word is expanded).
 pub(crate) fn split_words(text: &str) -> Vec<String> {
+    split_words_spanned(text)
+        .into_iter()
+        .map(|(word, _)| word)
+        .collect()
+}
+
+/// [`split_words`], with the byte range of each word in `text`.
+pub(crate) fn split_words_spanned(text: &str) -> Vec<(String, Range<usize>)> {
     let mut words = Vec::new();
     let mut current = String::new();
     let mut quote: Option<char> = None;
-    let mut in_word = false;
-    for ch in text.chars() {
+    let mut begin: Option<usize> = None;
+    for (at, ch) in text.char_indices() {
         match quote {
             Some(q) => {
                 current.push(ch);
@@ -220,9 +313,8 @@ pub(crate) fn split_words(text: &str) -> Vec<String> {
                 }
             }
             None if ch.is_whitespace() => {
-                if in_word {
-                    words.push(std::mem::take(&mut current));
-                    in_word = false;
+                if let Some(from) = begin.take() {
+                    words.push((std::mem::take(&mut current), from..at));
                 }
             }
             None => {
@@ -230,12 +322,12 @@ pub(crate) fn split_words(text: &str) -> Vec<String> {
                     quote = Some(ch);
                 }
                 current.push(ch);
-                in_word = true;
+                begin.get_or_insert(at);
             }
         }
     }
-    if in_word {
-        words.push(current);
+    if let Some(from) = begin {
+        words.push((current, from..text.len()));
     }
     words
 }
@@ -326,6 +418,31 @@ mod tests {
     fn quoted_heredoc_marker_is_not_a_heredoc() {
         let got = keywords("RUN echo '<<EOF'\nFROM b\n");
         assert_eq!(got[1], kw(2, "from", "b"));
+    }
+
+    /// Every word of the joined args maps back to the same bytes of the file.
+    #[rstest]
+    #[case::plain("FROM python:3.12 AS b\n", "python:3.12")]
+    #[case::crlf_continued(
+        "# c\r\nFROM \\\r\n  --platform=x \\\r\n# gone\r\n  python:3.12\r\n",
+        "python:3.12"
+    )]
+    #[case::bom_tabs("\u{feff}from\t\talpine:3\n", "alpine:3")]
+    #[case::indented("  COPY --from=busybox:1 /a /b\n", "--from=busybox:1")]
+    fn origin_maps_args_to_the_file(#[case] text: &str, #[case] word: &str) {
+        let instruction = &scan(text).instructions[0];
+        let at = instruction.args.find(word).unwrap();
+        let range = instruction.origin.file_range(at..at + word.len()).unwrap();
+        assert_eq!(&text[range], word);
+    }
+
+    #[test]
+    fn a_word_split_by_a_continuation_covers_it() {
+        let text = "FROM pyt\\\nhon:3\n";
+        let instruction = &scan(text).instructions[0];
+        assert_eq!(instruction.args, "python:3");
+        let range = instruction.origin.file_range(0..8).unwrap();
+        assert_eq!(&text[range], "pyt\\\nhon:3");
     }
 
     #[test]

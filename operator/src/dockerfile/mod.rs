@@ -31,11 +31,13 @@
 
 mod expand;
 mod instruction;
+pub mod pin;
 mod problem;
 mod syntax;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
 
@@ -45,7 +47,8 @@ use crate::enrollment::Severity;
 use crate::reference::Reference;
 use expand::{expand_word, Expanded, Scope, Var};
 pub use expand::{SubstitutionError, MAX_EXPANDED_BYTES};
-use instruction::Instruction;
+use instruction::{Instruction, Origin};
+pub use pin::{parse_pin, pin, PinError, Pinned, Replacement};
 pub use problem::{Problem, ProblemKind, ECHO_CHARS};
 
 /// BuildKit's stage-name rule, applied to the lower-cased name
@@ -262,6 +265,26 @@ pub enum DockerfileError {
 /// [`ProblemKind::NoFrom`].
 #[must_use]
 pub fn analyze(file: &str, content: &str, build_args: &BTreeMap<String, String>) -> Analysis {
+    Analyzer::new(file, content, build_args).run().0
+}
+
+/// Where the image word of one [`Dependency`] is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Located {
+    /// Byte range of the word as written in the file content (quotes and `$VARS`
+    /// included); `None` only if the scanner lost track of it, which is a bug.
+    pub(crate) span: Option<Range<usize>>,
+    /// The instruction, for messages: `FROM`, `COPY --from`, `ADD --from`,
+    /// `RUN --mount from`.
+    pub(crate) instruction: String,
+}
+
+/// [`analyze`], with the [`Located`] of each of [`Analysis::dependencies`] (same order).
+pub(crate) fn analyze_located(
+    file: &str,
+    content: &str,
+    build_args: &BTreeMap<String, String>,
+) -> (Analysis, Vec<Located>) {
     Analyzer::new(file, content, build_args).run()
 }
 
@@ -361,11 +384,12 @@ struct FlagUse {
     via: Via,
     stage: usize,
     line: usize,
+    located: Located,
 }
 
 /// Uses of other images or stages in file order, resolved at the end.
 enum Use {
-    From { stage: usize },
+    From { stage: usize, located: Located },
     Flag(FlagUse),
 }
 
@@ -405,25 +429,26 @@ impl<'a> Analyzer<'a> {
         }
     }
 
-    fn run(mut self) -> Analysis {
+    fn run(mut self) -> (Analysis, Vec<Located>) {
         let scanned = instruction::scan(self.content);
         self.escape = scanned.escape;
         self.problems = scanned.problems;
         for instruction in &scanned.instructions {
             self.dispatch(instruction);
         }
-        let dependencies = self.resolve_uses();
+        let (dependencies, located) = self.resolve_uses().into_iter().unzip();
         // Flag uses are resolved last; keep the problems in file order.
         self.problems.sort_by_key(|p| p.line);
         if self.stages.is_empty() {
             self.problem(0, ProblemKind::NoFrom);
         }
-        Analysis {
+        let analysis = Analysis {
             file: self.file.to_owned(),
             stages: self.stages,
             dependencies,
             problems: self.problems,
-        }
+        };
+        (analysis, located)
     }
 
     fn problem(&mut self, line: usize, kind: ProblemKind) {
@@ -494,13 +519,16 @@ impl<'a> Analyzer<'a> {
             line,
             keyword,
             args,
+            origin,
         } = instruction;
         let in_stage = !self.stages.is_empty();
         match keyword.as_str() {
-            "from" => self.enter_stage(*line, args),
+            "from" => self.enter_stage(*line, args, origin),
             "arg" if in_stage => self.declare_args(*line, args, false),
             "arg" => self.declare_args(*line, args, true),
-            "copy" | "add" | "run" if in_stage => self.record_flag_uses(*line, keyword, args),
+            "copy" | "add" | "run" if in_stage => {
+                self.record_flag_uses(*line, keyword, args, origin);
+            }
             other if !KNOWN_INSTRUCTIONS.contains(&other) => {
                 let keyword = other.to_ascii_uppercase();
                 self.problem(*line, ProblemKind::UnknownInstruction { keyword });
@@ -558,11 +586,13 @@ impl<'a> Analyzer<'a> {
         }
     }
 
-    fn enter_stage(&mut self, line: usize, args: &str) {
+    fn enter_stage(&mut self, line: usize, args: &str, origin: &Origin) {
         let index = self.stages.len();
         self.stage_scope = Scope::new();
+        let mut span = None;
         let (name, platform, from) = match syntax::parse_from(args) {
             Ok(parsed) => {
+                span = origin.file_range(parsed.image_span.clone());
                 let mut platform = None;
                 for flag in parsed.flags {
                     if flag.name == "platform" {
@@ -583,7 +613,14 @@ impl<'a> Analyzer<'a> {
             }
         };
         if matches!(from, From::Image { .. }) {
-            self.uses.push(Use::From { stage: index });
+            let located = Located {
+                span,
+                instruction: "FROM".to_owned(),
+            };
+            self.uses.push(Use::From {
+                stage: index,
+                located,
+            });
         }
         if let Some(name) = &name {
             if let Some(first) = self.stages.iter().find(|s| names_stage(s, name)) {
@@ -674,26 +711,42 @@ impl<'a> Analyzer<'a> {
         }
     }
 
-    fn record_flag_uses(&mut self, line: usize, keyword: &str, args: &str) {
+    fn record_flag_uses(&mut self, line: usize, keyword: &str, args: &str, origin: &Origin) {
         let stage = self.stages.len().saturating_sub(1);
         let upper = keyword.to_ascii_uppercase();
         for flag in syntax::parse_flags(keyword, args) {
             let Some(value) = flag.value else { continue };
             if keyword == "run" && flag.name == "mount" {
-                for (key, from) in syntax::mount_options(&value) {
+                for (key, from, at) in syntax::mount_options(&value) {
                     if key == "from" {
                         let what = format!("{upper} --mount=…,from={from}");
-                        self.record_flag_use(what, from, Via::Mount, stage, line);
+                        let span = flag.span.start + at.start..flag.span.start + at.end;
+                        let located = Located {
+                            span: origin.file_range(span),
+                            instruction: format!("{upper} --mount from"),
+                        };
+                        self.record_flag_use(what, from, Via::Mount, (stage, line), located);
                     }
                 }
             } else if keyword != "run" && flag.name == "from" && !value.is_empty() {
                 let what = format!("{upper} --from={value}");
-                self.record_flag_use(what, value, Via::Copy, stage, line);
+                let located = Located {
+                    span: origin.file_range(flag.span.clone()),
+                    instruction: format!("{upper} --from"),
+                };
+                self.record_flag_use(what, value, Via::Copy, (stage, line), located);
             }
         }
     }
 
-    fn record_flag_use(&mut self, what: String, raw: String, via: Via, stage: usize, line: usize) {
+    fn record_flag_use(
+        &mut self,
+        what: String,
+        raw: String,
+        via: Via,
+        (stage, line): (usize, usize),
+        located: Located,
+    ) {
         let expanded = expand_word(&raw, self.escape, &self.stage_scope);
         let missing = match &expanded {
             Ok(expanded) => self.classify_missing(&what, &expanded.missing, true),
@@ -707,27 +760,29 @@ impl<'a> Analyzer<'a> {
             via,
             stage,
             line,
+            located,
         }));
     }
 
-    fn resolve_uses(&mut self) -> Vec<Dependency> {
+    fn resolve_uses(&mut self) -> Vec<(Dependency, Located)> {
         let uses = std::mem::take(&mut self.uses);
         let mut dependencies = Vec::new();
         for used in uses {
             match used {
-                Use::From { stage } => {
+                Use::From { stage, located } => {
                     if let Some(Stage {
                         from: From::Image { reference, .. },
                         line,
                         ..
                     }) = self.stages.get(stage)
                     {
-                        dependencies.push(Dependency {
+                        let dependency = Dependency {
                             reference: reference.clone(),
                             via: Via::From,
                             stage,
                             line: *line,
-                        });
+                        };
+                        dependencies.push((dependency, located));
                     }
                 }
                 Use::Flag(flag) => {
@@ -740,7 +795,7 @@ impl<'a> Analyzer<'a> {
         dependencies
     }
 
-    fn resolve_flag_use(&mut self, flag: FlagUse) -> Option<Dependency> {
+    fn resolve_flag_use(&mut self, flag: FlagUse) -> Option<(Dependency, Located)> {
         let FlagUse {
             what,
             raw,
@@ -749,6 +804,7 @@ impl<'a> Analyzer<'a> {
             via,
             stage,
             line,
+            located,
         } = flag;
         let expanded = match expanded {
             Ok(expanded) => expanded,
@@ -787,12 +843,15 @@ impl<'a> Analyzer<'a> {
             return None;
         }
         match Reference::parse(&text) {
-            Ok(reference) => Some(Dependency {
-                reference,
-                via,
-                stage,
-                line,
-            }),
+            Ok(reference) => Some((
+                Dependency {
+                    reference,
+                    via,
+                    stage,
+                    line,
+                },
+                located,
+            )),
             Err(error) => {
                 let kind = ProblemKind::InvalidReference {
                     instruction: what,

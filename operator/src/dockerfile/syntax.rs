@@ -6,11 +6,20 @@
 //! flags such as `--link`, no `escape` directive), so when it rejects an instruction
 //! the same fields are read by a small scanner that follows BuildKit's
 //! `instructions/parse.go`. Both return the *raw* text (quotes kept): expansion happens
-//! later with the right scope. A test checks that both readers agree on the corpus.
+//! later with the right scope, and the byte range of each value in the arguments, so a
+//! value can be replaced in place (`pin`). A test checks that both readers agree on the
+//! corpus, ranges included.
+
+use std::ops::Range;
 
 use dockerfile_parser::{Dockerfile, Instruction as Parsed};
 
-use super::instruction::split_words;
+use super::instruction::{split_words, split_words_spanned};
+
+/// Offset of the arguments in the `KEYWORD args` text given to the crate.
+const fn args_at(keyword: &str) -> usize {
+    keyword.len() + 1
+}
 use super::ProblemKind;
 
 /// `FROM [--flag=value…] image [AS name]`.
@@ -18,6 +27,8 @@ use super::ProblemKind;
 pub(crate) struct FromArgs {
     pub(crate) flags: Vec<Flag>,
     pub(crate) image: String,
+    /// Where `image` is in the arguments.
+    pub(crate) image_span: Range<usize>,
     pub(crate) alias: Option<String>,
 }
 
@@ -26,6 +37,8 @@ pub(crate) struct FromArgs {
 pub(crate) struct Flag {
     pub(crate) name: String,
     pub(crate) value: Option<String>,
+    /// Where `value` is in the arguments (empty for a valueless flag).
+    pub(crate) span: Range<usize>,
 }
 
 /// One `name[=default]` of an `ARG`.
@@ -63,7 +76,7 @@ pub(crate) fn parse_flags(keyword: &str, args: &str) -> Vec<Flag> {
             return flags;
         }
     }
-    scan_flags(&split_words(args)).0
+    scan_flags(&split_words_spanned(args)).0
 }
 
 fn parse_single(text: &str) -> Option<(Parsed, &str)> {
@@ -75,6 +88,12 @@ fn parse_single(text: &str) -> Option<(Parsed, &str)> {
 
 fn slice(text: &str, span: dockerfile_parser::Span) -> Option<String> {
     text.get(span.start..span.end).map(str::to_owned)
+}
+
+/// `span` of the `KEYWORD args` text as a range of `args`.
+fn in_args(keyword: &str, span: dockerfile_parser::Span) -> Option<Range<usize>> {
+    let at = args_at(keyword);
+    Some(span.start.checked_sub(at)?..span.end.checked_sub(at)?)
 }
 
 pub(crate) fn parse_from_with_crate(args: &str) -> Option<FromArgs> {
@@ -89,12 +108,14 @@ pub(crate) fn parse_from_with_crate(args: &str) -> Option<FromArgs> {
             Some(Flag {
                 name: flag.name.content.clone(),
                 value: Some(slice(text, flag.value.span)?),
+                span: in_args("FROM", flag.value.span)?,
             })
         })
         .collect::<Option<Vec<_>>>()?;
     Some(FromArgs {
         flags,
         image: slice(text, from.image.span)?,
+        image_span: in_args("FROM", from.image.span)?,
         alias: match from.alias {
             Some(alias) => Some(slice(text, alias.span)?),
             None => None,
@@ -104,22 +125,30 @@ pub(crate) fn parse_from_with_crate(args: &str) -> Option<FromArgs> {
 
 pub(crate) fn scan_from(args: &str) -> Result<FromArgs, ProblemKind> {
     // BuildKit splits FROM on whitespace without quote handling.
-    let words: Vec<String> = args.split_whitespace().map(str::to_owned).collect();
+    let words = split_whitespace_spanned(args);
     let (flags, rest) = scan_flags(&words);
     match rest {
-        [image] => Ok(FromArgs {
+        [(image, span)] => Ok(FromArgs {
             flags,
             image: image.clone(),
+            image_span: span.clone(),
             alias: None,
         }),
-        [image, as_word, alias] if as_word.eq_ignore_ascii_case("as") => Ok(FromArgs {
-            flags,
-            image: image.clone(),
-            alias: Some(alias.clone()),
-        }),
+        [(image, span), (as_word, _), (alias, _)] if as_word.eq_ignore_ascii_case("as") => {
+            Ok(FromArgs {
+                flags,
+                image: image.clone(),
+                image_span: span.clone(),
+                alias: Some(alias.clone()),
+            })
+        }
         [] => Err(ProblemKind::FromWithoutImage),
         _ => Err(ProblemKind::FromArity {
-            args: rest.join(" "),
+            args: rest
+                .iter()
+                .map(|(word, _)| word.as_str())
+                .collect::<Vec<_>>()
+                .join(" "),
         }),
     }
 }
@@ -181,46 +210,81 @@ fn parse_copy_flags_with_crate(args: &str) -> Option<Vec<Flag>> {
             Some(Flag {
                 name: flag.name.content.clone(),
                 value: Some(slice(text, flag.value.span)?),
+                span: in_args("COPY", flag.value.span)?,
             })
         })
         .collect()
 }
 
+/// Words split on whitespace (no quote handling), with their byte ranges.
+fn split_whitespace_spanned(text: &str) -> Vec<(String, Range<usize>)> {
+    let mut words = Vec::new();
+    let mut begin: Option<usize> = None;
+    for (at, ch) in text.char_indices() {
+        if ch.is_whitespace() {
+            if let Some(from) = begin.take() {
+                words.push((text[from..at].to_owned(), from..at));
+            }
+        } else {
+            begin.get_or_insert(at);
+        }
+    }
+    if let Some(from) = begin {
+        words.push((text[from..].to_owned(), from..text.len()));
+    }
+    words
+}
+
 /// Splits leading `--flag[=value]` words from the rest (BuildKit BFlags: flags end at
 /// the first word that does not start with `--`, or at a bare `--`).
-fn scan_flags(words: &[String]) -> (Vec<Flag>, &[String]) {
+fn scan_flags(words: &[(String, Range<usize>)]) -> (Vec<Flag>, &[(String, Range<usize>)]) {
     let mut flags = Vec::new();
-    for (index, word) in words.iter().enumerate() {
+    for (index, (word, range)) in words.iter().enumerate() {
         let Some(flag) = word.strip_prefix("--") else {
             return (flags, &words[index..]);
         };
         if flag.is_empty() {
             return (flags, &words[index + 1..]);
         }
-        let (name, value) = match flag.split_once('=') {
-            Some((name, value)) => (name.to_owned(), Some(value.to_owned())),
-            None => (flag.to_owned(), None),
+        let (name, value, span) = match flag.split_once('=') {
+            Some((name, value)) => {
+                let at = range.start + "--".len() + name.len() + 1;
+                (name.to_owned(), Some(value.to_owned()), at..range.end)
+            }
+            None => (flag.to_owned(), None, range.end..range.end),
         };
-        flags.push(Flag { name, value });
+        flags.push(Flag { name, value, span });
     }
     (flags, &[])
 }
 
 /// The `key=value` options of one `--mount` flag value (CSV, BuildKit runmount.go);
-/// keys lower-cased, quotes around values removed.
-pub(crate) fn mount_options(value: &str) -> Vec<(String, String)> {
-    value
-        .split(',')
-        .filter_map(|field| {
-            let (key, value) = field.split_once('=')?;
-            let value = value.trim();
-            let value = value
-                .strip_prefix('"')
-                .and_then(|v| v.strip_suffix('"'))
-                .unwrap_or(value);
-            Some((key.trim().to_ascii_lowercase(), value.to_owned()))
-        })
-        .collect()
+/// keys lower-cased, quotes around values removed, with where each value (inside its
+/// quotes) is in `value`.
+pub(crate) fn mount_options(value: &str) -> Vec<(String, String, Range<usize>)> {
+    let mut options = Vec::new();
+    let mut field_at = 0;
+    for field in value.split(',') {
+        let at = field_at;
+        field_at += field.len() + 1;
+        let Some((key, raw)) = field.split_once('=') else {
+            continue;
+        };
+        let mut start = at + key.len() + 1;
+        let trimmed = raw.trim_start();
+        start += raw.len() - trimmed.len();
+        let trimmed = trimmed.trim_end();
+        let (text, start) = match trimmed.strip_prefix('"').and_then(|v| v.strip_suffix('"')) {
+            Some(inner) => (inner, start + 1),
+            None => (trimmed, start),
+        };
+        options.push((
+            key.trim().to_ascii_lowercase(),
+            text.to_owned(),
+            start..start + text.len(),
+        ));
+    }
+    options
 }
 
 #[cfg(test)]
@@ -228,11 +292,20 @@ mod tests {
     use super::*;
     use rstest::rstest;
 
-    fn flag(name: &str, value: &str) -> Flag {
-        Flag {
-            name: name.to_owned(),
-            value: Some(value.to_owned()),
+    fn flag(name: &str, value: &str) -> (String, Option<String>) {
+        (name.to_owned(), Some(value.to_owned()))
+    }
+
+    /// Name and value of each flag, each value checked against its span in `args`.
+    fn named(args: &str, flags: &[Flag]) -> Vec<(String, Option<String>)> {
+        for f in flags {
+            let at = &args[f.span.clone()];
+            assert_eq!(at, f.value.as_deref().unwrap_or(""), "{args}");
         }
+        flags
+            .iter()
+            .map(|f| (f.name.clone(), f.value.clone()))
+            .collect()
     }
 
     #[rstest]
@@ -249,9 +322,10 @@ mod tests {
         #[case] alias: Option<&str>,
     ) {
         let got = parse_from(args).unwrap();
-        let flags: Vec<Flag> = flags.iter().map(|(n, v)| flag(n, v)).collect();
-        assert_eq!(got.flags, flags);
+        let flags: Vec<_> = flags.iter().map(|(n, v)| flag(n, v)).collect();
+        assert_eq!(named(args, &got.flags), flags);
         assert_eq!(got.image, image);
+        assert_eq!(&args[got.image_span], image);
         assert_eq!(got.alias.as_deref(), alias);
     }
 
@@ -285,12 +359,16 @@ mod tests {
 
     #[rstest]
     #[case::copy("copy", "--from=build /a /b", vec![flag("from", "build")])]
-    #[case::copy_link("copy", "--link --from=0 /a /b", vec![Flag { name: "link".into(), value: None }, flag("from", "0")])]
+    #[case::copy_link("copy", "--link --from=0 /a /b", vec![("link".into(), None), flag("from", "0")])]
     #[case::add("add", "--from=img:1 /a /b", vec![flag("from", "img:1")])]
     #[case::run("run", "--mount=type=bind,from=x,target=/t make", vec![flag("mount", "type=bind,from=x,target=/t")])]
     #[case::stops_at_args("copy", "a --from=x b", vec![])]
-    fn reads_flags(#[case] keyword: &str, #[case] args: &str, #[case] want: Vec<Flag>) {
-        assert_eq!(parse_flags(keyword, args), want);
+    fn reads_flags(
+        #[case] keyword: &str,
+        #[case] args: &str,
+        #[case] want: Vec<(String, Option<String>)>,
+    ) {
+        assert_eq!(named(args, &parse_flags(keyword, args)), want);
     }
 
     /// The crate and the fallback scanner must read every FROM / ARG of the corpus the
@@ -348,8 +426,14 @@ mod tests {
 
     #[test]
     fn mount_options_are_lowercased_and_unquoted() {
+        let value = "type=cache,FROM=\"builder\",target= /t,ro";
+        let options = mount_options(value);
+        for (_, text, span) in &options {
+            assert_eq!(&value[span.clone()], text);
+        }
+        let options: Vec<(String, String)> = options.into_iter().map(|(k, v, _)| (k, v)).collect();
         assert_eq!(
-            mount_options("type=cache,FROM=\"builder\",target=/t,ro"),
+            options,
             vec![
                 ("type".to_owned(), "cache".to_owned()),
                 ("from".to_owned(), "builder".to_owned()),
