@@ -73,12 +73,14 @@ fn buildah(r: &TestRegistry) -> String {
     )
 }
 
-/// A `command` trigger that builds `$IMAGE_FACTORY_SOURCE_DIR` with `BASE` set from
-/// `base_var` and pushes `$IMAGE_FACTORY_REFERENCE`.
-fn build_shell(r: &TestRegistry, base_var: &str) -> String {
+/// A `command` trigger that builds the pinned Dockerfile (`$IMAGE_FACTORY_DOCKERFILE`)
+/// in `$IMAGE_FACTORY_CONTEXT`, with `BASE` set from `base_var` when given (the `ARG`
+/// route), and pushes `$IMAGE_FACTORY_REFERENCE`.
+fn build_shell(r: &TestRegistry, base_var: Option<&str>) -> String {
     let b = buildah(r);
+    let arg = base_var.map_or_else(String::new, |v| format!("--build-arg BASE=\"${v}\""));
     format!(
-        "set -e; {b} bud -q --isolation chroot --tls-verify=false --pull-always --build-arg BASE=\"${base_var}\" -f \"$IMAGE_FACTORY_DOCKERFILE\" -t \"$IMAGE_FACTORY_REFERENCE\" \"$IMAGE_FACTORY_CONTEXT\"; {b} push -q --tls-verify=false \"$IMAGE_FACTORY_REFERENCE\""
+        "set -e; {b} bud -q --isolation chroot --tls-verify=false --pull-always {arg} -f \"$IMAGE_FACTORY_DOCKERFILE\" -t \"$IMAGE_FACTORY_REFERENCE\" \"$IMAGE_FACTORY_CONTEXT\"; {b} push -q --tls-verify=false \"$IMAGE_FACTORY_REFERENCE\""
     )
 }
 
@@ -95,19 +97,27 @@ impl Fleet {
         let r = registry();
         let dir = tempfile::tempdir().unwrap();
         let host = &r.host;
-        for (name, base, file) in [("app", "base", "app.txt"), ("tool", "app", "tool.txt")] {
-            let d = dir.path().join(name);
-            std::fs::create_dir_all(&d).unwrap();
-            std::fs::write(d.join(file), format!("{name}\n")).unwrap();
-            std::fs::write(
-                d.join("Dockerfile"),
-                format!("ARG BASE={host}/{ns}/{base}:1\nFROM ${{BASE}}\nCOPY {file} /{file}\n"),
-            )
-            .unwrap();
-        }
+        // app takes its base from an ARG (pins as IMAGE_FACTORY_BASE_BASE); tool names
+        // its base literally (the pinned Dockerfile carries the pin).
+        let app_dir = dir.path().join("app");
+        std::fs::create_dir_all(&app_dir).unwrap();
+        std::fs::write(app_dir.join("app.txt"), "app\n").unwrap();
+        std::fs::write(
+            app_dir.join("Dockerfile"),
+            format!("ARG BASE={host}/{ns}/base:1\nFROM ${{BASE}}\nCOPY app.txt /app.txt\n"),
+        )
+        .unwrap();
+        let tool_dir = dir.path().join("tool");
+        std::fs::create_dir_all(&tool_dir).unwrap();
+        std::fs::write(tool_dir.join("tool.txt"), "tool\n").unwrap();
+        std::fs::write(
+            tool_dir.join("Dockerfile"),
+            format!("# the tool\nFROM  {host}/{ns}/app:1   AS tool\nCOPY tool.txt /tool.txt\n"),
+        )
+        .unwrap();
         let tool_trigger = format!(
             "{{command: {{shell: '{}', timeout: 5m}}}}",
-            build_shell(r, "IMAGE_FACTORY_BASE_APP")
+            build_shell(r, None)
         );
         let yaml = format!(
             "version: 1\nimages:\n  - name: base\n    image: {host}/{ns}/base:1\n    rebuild: {{delay: 7d}}\n  - name: app\n    image: {host}/{ns}/app:1\n    source: {{path: app}}\n    trigger: {app_trigger}\n{app_extra}  - name: tool\n    image: {host}/{ns}/tool:1\n    source: {{path: tool}}\n    trigger: {tool_trigger}\n"
@@ -137,7 +147,7 @@ impl Fleet {
 fn default_app_trigger() -> String {
     format!(
         "{{command: {{shell: '{}', timeout: 5m}}}}",
-        build_shell(registry(), "IMAGE_FACTORY_BASE_BASE")
+        build_shell(registry(), Some("IMAGE_FACTORY_BASE_BASE"))
     )
 }
 
@@ -166,7 +176,10 @@ fn enrolled<'a>(model: &'a analyze::Model, name: &str) -> &'a Image {
 
 fn request_for(fleet: &Fleet, model: &analyze::Model, t: &Trigger) -> Request {
     let image = enrolled(model, &t.image);
+    let build = image.build.as_ref().unwrap();
     let root = fleet.dir.path().join(&t.image);
+    let work = fleet.dir.path().join("work").join(t.id.as_str());
+    let local = LocalSource::prepare(&root, build, &t.bases, &work).unwrap();
     Request::new(
         t,
         image,
@@ -174,14 +187,10 @@ fn request_for(fleet: &Fleet, model: &analyze::Model, t: &Trigger) -> Request {
             git: None,
             reference: None,
             commit: None,
-            dockerfile: "Dockerfile".into(),
-            context: ".".into(),
+            dockerfile: build.dockerfile.clone(),
+            context: build.context.clone(),
         },
-        Some(LocalSource {
-            context: root.clone(),
-            pinned_dockerfile: root.join("Dockerfile"),
-            root,
-        }),
+        Some(local),
     )
 }
 
@@ -352,6 +361,25 @@ async fn a_three_level_chain_is_rebuilt_on_the_matured_base_and_verified_by_anno
     assert_eq!(next[0].image, "tool");
     assert_eq!(next[0].bases[0].digest(), Some(app1.as_str()));
 
+    // The pinned copy names app@app1, everything else as written.
+    let work = s.fleet.dir.path().join("work").join(next[0].id.as_str());
+    let request = request_for(&s.fleet, &s.model, &next[0]);
+    let pinned =
+        std::fs::read_to_string(&request.local.as_ref().unwrap().pinned_dockerfile).unwrap();
+    assert_eq!(
+        pinned,
+        format!(
+            "# the tool\nFROM  {}/{}:1@{app1}   AS tool\nCOPY tool.txt /tool.txt\n",
+            registry().host,
+            s.fleet.repo("app")
+        )
+    );
+    assert!(work.join("Dockerfile").exists());
+    // Someone points app:1 elsewhere before tool builds: the pin still holds.
+    client()
+        .tag_manifest(&app_ref, d["app0"].as_str())
+        .await
+        .unwrap();
     let done = attempt(&s.fleet, &s.model, &next[0], &d["tool0"]).await;
     let Outcome::Success { base_digests, .. } = &done.outcome else {
         panic!("{:?}\n{:?}", done.outcome, done.log_tail)

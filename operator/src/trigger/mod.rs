@@ -24,7 +24,7 @@ pub mod webhook;
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 
 use serde::Serialize;
@@ -90,6 +90,66 @@ pub struct LocalSource {
     pub context: PathBuf,
     /// The Dockerfile with every external base pinned (see `dockerfile --pin`).
     pub pinned_dockerfile: PathBuf,
+}
+
+impl LocalSource {
+    /// Prepares a checked-out source for a build: reads `build.dockerfile` under `root`,
+    /// pins every external base of it to `bases` ([`crate::dockerfile::pin`]) and writes
+    /// the pinned copy to `workdir/Dockerfile` (created; outside the source tree, which
+    /// stays untouched). Bases the Dockerfile names through an `ARG` the build args do
+    /// not set are left to `IMAGE_FACTORY_BASE_<NAME>` — the pin refuses such a file, so
+    /// it is copied unchanged then.
+    ///
+    /// # Errors
+    ///
+    /// A permanent [`Failure`] when the Dockerfile cannot be read or written, or a pin
+    /// is malformed.
+    pub fn prepare(
+        root: &Path,
+        build: &crate::enrollment::Build,
+        bases: &[PinnedBase],
+        workdir: &Path,
+    ) -> Result<Self, Failure> {
+        let dockerfile = root.join(&build.dockerfile);
+        let content = std::fs::read_to_string(&dockerfile).map_err(|e| {
+            Failure::permanent(format!("cannot read {}: {e}", dockerfile.display()))
+        })?;
+        let pins = bases
+            .iter()
+            .filter(|b| b.digest().is_some())
+            .map(|b| crate::dockerfile::parse_pin(&b.pinned))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Failure::permanent(e.to_string()))?;
+        let text = match crate::dockerfile::pin(
+            &build.dockerfile,
+            &content,
+            &build.build_args,
+            &pins,
+        ) {
+            Ok(pinned) => {
+                for line in pinned.messages() {
+                    tracing::debug!(%line, "pinned");
+                }
+                pinned.content
+            }
+            Err(crate::dockerfile::PinError::InvalidDockerfile { problems, .. }) => {
+                tracing::warn!(dockerfile = %dockerfile.display(), ?problems, "not pinned; the build gets the pins as IMAGE_FACTORY_BASE_* only");
+                content
+            }
+            Err(e) => return Err(Failure::permanent(e.to_string())),
+        };
+        std::fs::create_dir_all(workdir)
+            .map_err(|e| Failure::permanent(format!("cannot create {}: {e}", workdir.display())))?;
+        let pinned_dockerfile = workdir.join("Dockerfile");
+        std::fs::write(&pinned_dockerfile, text).map_err(|e| {
+            Failure::permanent(format!("cannot write {}: {e}", pinned_dockerfile.display()))
+        })?;
+        Ok(Self {
+            root: root.to_path_buf(),
+            context: root.join(&build.context),
+            pinned_dockerfile,
+        })
+    }
 }
 
 impl Request {
