@@ -1,6 +1,7 @@
-//! Rebuild engine benchmark on a synthetic fleet: 100 external bases and 9,000 managed
-//! images in 4 levels (each managed image built from one image of the level above and,
-//! from level 2 down, one external base as well).
+//! Rebuild engine benchmark on a synthetic fleet of 10,000 images: 100 external bases
+//! and 9,900 managed images in 7 levels (each managed image built from one image of the
+//! level above and, from level 2 down, one external base as well) — the shape issue 8
+//! asks for.
 //!
 //! Run: `cargo bench --bench engine` (release build). Set `IMAGES=N` for another fleet
 //! size. Prints:
@@ -31,11 +32,18 @@ const BASES: usize = 100;
 const DIGESTS_PER_BASE: usize = 10;
 const DAY: i64 = 86_400;
 
-/// Managed images per level for a fleet of `n`.
-fn level_sizes(n: usize) -> [usize; 4] {
-    let first = n / 6;
-    let rest = (n - first) / 3;
-    [first, rest, rest, n - first - 2 * rest]
+/// Levels of managed images.
+const LEVELS: usize = 7;
+
+/// Managed images per level for a fleet of `n`: the first level a tenth, the rest
+/// shared evenly (the last takes the remainder).
+fn level_sizes(n: usize) -> [usize; LEVELS] {
+    let first = n / 10;
+    let rest = (n - first) / (LEVELS - 1);
+    let mut sizes = [rest; LEVELS];
+    sizes[0] = first;
+    sizes[LEVELS - 1] = n - first - rest * (LEVELS - 2);
+    sizes
 }
 
 fn base_reference(i: usize) -> String {
@@ -43,7 +51,7 @@ fn base_reference(i: usize) -> String {
 }
 
 /// The enrollment text and the `FROM`s of every managed image; returns the level sizes.
-fn fleet(n: usize) -> (String, BTreeMap<String, Vec<Use>>, [usize; 4]) {
+fn fleet(n: usize) -> (String, BTreeMap<String, Vec<Use>>, [usize; LEVELS]) {
     let mut yaml = String::from("version: 1\ndefaults:\n  rebuild: {delay: 7d}\nimages:\n");
     for i in 0..BASES {
         let _ = writeln!(
@@ -125,7 +133,7 @@ fn main() {
     let n: usize = std::env::var("IMAGES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(9_000);
+        .unwrap_or(10_000 - BASES);
     let rss_start = peak_rss_mb();
     let (yaml, uses, sizes) = fleet(n);
     let dir = tempfile::tempdir().unwrap();
