@@ -240,12 +240,29 @@ async fn racing_cli_pusher_every_change_lands_once_and_theirs_are_kept() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     stop.store(true, Ordering::SeqCst);
-    let their_files = pusher.join().unwrap();
+    let mut their_files = pusher.join().unwrap();
+    // One more edit of theirs while ours is idle, so the report of upstream changes and
+    // the re-apply are checked whatever the race above gave (under CI load one side can
+    // win every round: optimistic pushing has no fairness).
+    git_output(&theirs, &["pull", "-q", "--rebase", "origin", "main"]);
+    std::fs::create_dir_all(theirs.join("people")).unwrap();
+    std::fs::write(theirs.join("people/last.txt"), "last\n").unwrap();
+    git(&theirs, &["add", "-A"]);
+    git(&theirs, &["commit", "-q", "-m", "person edit last"]);
+    git(&theirs, &["push", "-q", "origin", "main"]);
+    their_files.push("people/last.txt".to_string());
+    // …and one batch of ours made on the stale head: it must be re-applied on theirs.
+    writer.submit(change(100)).await.unwrap();
+    let outcome = writer.flush().await.unwrap();
+    rebased += outcome.sync.map_or(0, |s| s.rebased);
+    while let Ok(event) = events.try_recv() {
+        upstream_seen |= matches!(event, Event::UpstreamChanged { .. });
+    }
     writer.shutdown().await.unwrap();
     task.await.unwrap();
 
     let touches = touches(&bare);
-    for i in 0..100 {
+    for i in 0..=100 {
         assert_eq!(
             touches.get(&format!("state/runtime/image-{i}.yaml")),
             Some(&1),
@@ -257,8 +274,8 @@ async fn racing_cli_pusher_every_change_lands_once_and_theirs_are_kept() {
         .filter_map(|m| git::parse_trailers(m).batch)
         .collect();
     let distinct: BTreeSet<&String> = batches.iter().collect();
-    assert_eq!(batches.len(), 100, "one commit per batch");
-    assert_eq!(distinct.len(), 100, "no batch twice");
+    assert_eq!(batches.len(), 101, "one commit per batch");
+    assert_eq!(distinct.len(), 101, "no batch twice");
     assert!(!their_files.is_empty(), "the other pusher got through");
     let tree = git(&bare, &["ls-tree", "-r", "--name-only", "main"]);
     for file in &their_files {
