@@ -251,12 +251,40 @@ const CONTENT_CACHE_ENTRIES: usize = 100_000;
 impl RegistryClient {
     /// A client with these settings and credentials.
     pub fn new(settings: ClientSettings, credentials: CredentialStore) -> Self {
+        Self::with_cache(
+            settings,
+            credentials,
+            ContentCache::new(CONTENT_CACHE_ENTRIES),
+        )
+    }
+
+    /// A client whose digest-keyed content cache (manifests, configs) is also kept in
+    /// `dir` (`dir/sha256/<hex>`, verified against the digest when read), so a
+    /// restarted process costs no `GET` of a manifest it read before — only the `HEAD`
+    /// that tells the tag still points at it.
+    pub fn with_content_dir(
+        settings: ClientSettings,
+        credentials: CredentialStore,
+        dir: impl Into<std::path::PathBuf>,
+    ) -> Self {
+        Self::with_cache(
+            settings,
+            credentials,
+            ContentCache::persisted(CONTENT_CACHE_ENTRIES, dir.into()),
+        )
+    }
+
+    fn with_cache(
+        settings: ClientSettings,
+        credentials: CredentialStore,
+        content: ContentCache,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 settings,
                 credentials,
                 hosts: std::sync::Mutex::new(HashMap::new()),
-                content: ContentCache::new(CONTENT_CACHE_ENTRIES),
+                content,
                 tags: ScanCache::default(),
                 counters: Counters::default(),
             }),
