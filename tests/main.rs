@@ -10,6 +10,7 @@ mod decisions;
 mod dockerfile_cli;
 mod dockerfile_corpus;
 mod dockerfile_pin;
+mod factory;
 mod git_writer;
 mod github_trigger;
 mod inspect;

@@ -21,16 +21,16 @@ use jiff::{SignedDuration, Timestamp};
 
 use crate::support::registry::{Layout, Mode, TestRegistry};
 
-fn registry() -> &'static TestRegistry {
+pub(crate) fn registry() -> &'static TestRegistry {
     static REGISTRY: OnceLock<TestRegistry> = OnceLock::new();
     REGISTRY.get_or_init(|| TestRegistry::start(Mode::Open))
 }
 
-fn client() -> RegistryClient {
+pub(crate) fn client() -> RegistryClient {
     RegistryClient::new(ClientSettings::default(), CredentialStore::new())
 }
 
-fn run(cmd: &mut Command) {
+pub(crate) fn run(cmd: &mut Command) {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     assert!(
         out.status.success(),
@@ -41,7 +41,7 @@ fn run(cmd: &mut Command) {
 }
 
 /// Pushes a one-layer umoci image with `content` to `repo:1`; returns its digest.
-fn push_base(r: &TestRegistry, scratch: &Path, repo: &str, content: &str) -> Digest {
+pub(crate) fn push_base(r: &TestRegistry, scratch: &Path, repo: &str, content: &str) -> Digest {
     let tag = format!(
         "t{}",
         content.len() + content.bytes().map(u32::from).sum::<u32>() as usize
@@ -58,7 +58,7 @@ fn push_base(r: &TestRegistry, scratch: &Path, repo: &str, content: &str) -> Dig
     digest_of(r, repo)
 }
 
-fn digest_of(r: &TestRegistry, repo: &str) -> Digest {
+pub(crate) fn digest_of(r: &TestRegistry, repo: &str) -> Digest {
     let (body, _) = r.manifest(repo, "1");
     Digest::parse(&image_factory::registry::digest::sha256_digest(&body)).unwrap()
 }

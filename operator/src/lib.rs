@@ -16,9 +16,11 @@
 pub mod analyze;
 pub mod cli;
 pub mod completion;
+pub mod crash;
 pub mod dockerfile;
 pub mod engine;
 pub mod enrollment;
+pub mod factory;
 pub mod git;
 pub mod graph;
 pub mod kargo;

@@ -253,6 +253,59 @@ pub fn fetch(source: &Source, cache_dir: &Path) -> Result<Fetched, SourceError> 
     }
 }
 
+/// Where a build of `source` reads its files: a path source's own folder, or — for a
+/// git source — the tree of `commit` (the commit `analyze` read; the ref's tip when
+/// `None`) written from the cache into `dest` (created; replaced when it exists), so
+/// the build sees exactly what was analyzed even if the branch moved since.
+///
+/// # Errors
+///
+/// Those of [`fetch`] (only when the commit is not cached yet), and
+/// [`SourceError::Cache`] when the tree cannot be written to `dest`.
+pub fn checkout(
+    source: &Source,
+    commit: Option<&str>,
+    cache_dir: &Path,
+    dest: &Path,
+) -> Result<PathBuf, SourceError> {
+    let (url, reference) = match source {
+        Source::Path { dir, .. } => return Ok(dir.clone()),
+        Source::Git { url, reference } => (url, reference),
+    };
+    let cache = cache_path(cache_dir, url);
+    let cached = commit.and_then(|c| {
+        let repo = Repository::open_bare(&cache).ok()?;
+        let oid = git2::Oid::from_str(c).ok()?;
+        repo.find_commit(oid).ok()?;
+        Some((repo, oid))
+    });
+    let (repo, oid) = match cached {
+        Some(found) => found,
+        None => match fetch_git(url, commit.or(reference.as_deref()), cache_dir)? {
+            Fetched::Git { repo, commit, .. } => (repo, commit),
+            Fetched::Dir(dir) => return Ok(dir),
+        },
+    };
+    let io = |source: std::io::Error| SourceError::CreateCache {
+        path: dest.to_path_buf(),
+        source,
+    };
+    let git = |source: git2::Error| SourceError::Cache {
+        path: dest.to_path_buf(),
+        source,
+    };
+    if dest.exists() {
+        std::fs::remove_dir_all(dest).map_err(io)?;
+    }
+    std::fs::create_dir_all(dest).map_err(io)?;
+    let tree = repo.find_commit(oid).and_then(|c| c.tree()).map_err(git)?;
+    let mut options = git2::build::CheckoutBuilder::new();
+    options.target_dir(dest).force().recreate_missing(true);
+    repo.checkout_tree(tree.as_object(), Some(&mut options))
+        .map_err(git)?;
+    Ok(dest.to_path_buf())
+}
+
 /// The cache folder of a URL: readable, and unique through a hash of the whole URL (so the
 /// folder name never shows the URL's credentials).
 pub fn cache_path(cache_dir: &Path, url: &str) -> PathBuf {

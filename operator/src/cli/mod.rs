@@ -20,6 +20,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 pub mod decide;
 pub mod inspect;
 pub mod rollback;
+pub mod run;
 
 use crate::analyze::{self, AnalyzeError};
 use crate::dockerfile;
@@ -52,6 +53,25 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// The log format asked for (`run --log-format`); text for every other command.
+    pub fn log_format(&self) -> run::LogFormat {
+        match &self.command {
+            Command::Run(args) => args.log_format,
+            _ => run::LogFormat::Text,
+        }
+    }
+
+    /// The default log level: `info` for `run` (a service says what it does), `warn`
+    /// for the one-shot commands. `RUST_LOG` overrides both.
+    pub fn default_log_level(&self) -> &'static str {
+        match &self.command {
+            Command::Run(_) => "info",
+            _ => "warn",
+        }
+    }
 }
 
 /// The path rule, printed under every `--help`.
@@ -212,6 +232,14 @@ pub enum Command {
         #[command(flatten)]
         decider: Decider,
     },
+    /// Run the factory: watch registries (and/or replay Kargo Freight), hold updates,
+    /// start rebuilds when due, verify them in the registry, record everything in the
+    /// state folder (and git with --commit/--push). Stops on SIGTERM/SIGINT; builds in
+    /// flight resume on the next start.
+    ///
+    /// Example: `image-factory run --commit` (or `image-factory run --once` in CI)
+    #[command(after_help = PATHS_HELP)]
+    Run(run::RunArgs),
     /// Read images from their registries: digests (index and per platform), config,
     /// labels, base annotations, layers, and whether each is built on the current digest
     /// of `--base`.
@@ -426,6 +454,7 @@ pub fn run(cli: Cli) -> ExitCode {
             ..
         } => run_dockerfile(&files, build_args, output),
         Command::Inspect(args) => return run_inspect(args),
+        Command::Run(args) => return run::run(args),
         Command::Expedite {
             target,
             reason,

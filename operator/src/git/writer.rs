@@ -289,6 +289,7 @@ fn blocking_round(
                     changes: pending.len(),
                 });
                 outcome.commits.push(commit);
+                crate::crash::point("git-committed");
             }
             Ok(None) => {}
             Err(e) => {
@@ -319,6 +320,7 @@ fn blocking_round(
                     });
                 }
                 outcome.sync = Some(report);
+                crate::crash::point("git-pushed");
             }
             Err(e) => return (Some(copy), Vec::new(), Err(e)),
         }

@@ -1,0 +1,695 @@
+//! `image-factory run` end to end with real parts: the shared real registry, real
+//! `buildah` builds started by `command` triggers, a real git remote (`git daemon`),
+//! the binary itself (started under `setsid`, stopped with SIGTERM or killed).
+//!
+//! The fleet: external `base` → internal `platform` → `app1` (multi-stage) and `app2`
+//! (`COPY --from` the external `helper`). Every build appends `start KEY` and, after
+//! its push, `pushed KEY` (KEY = the idempotency key `ID.ATTEMPT`) to a log, so the
+//! tests count exactly which builds ran and which reached the registry.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use image_factory::reference::Reference;
+use image_factory::runtime::{Digest, ImageRuntime, Phase};
+use image_factory::state::{self, FileStore};
+
+use crate::rebuilds::{client, digest_of, push_base, registry, run};
+use crate::support::git_daemon::{config_repo, git, GitDaemon};
+
+const BIN: &str = env!("CARGO_BIN_EXE_image-factory");
+
+/// One configuration repository with its fleet, remote and build log.
+struct Site {
+    _dir: tempfile::TempDir,
+    work: PathBuf,
+    bare: PathBuf,
+    _daemon: GitDaemon,
+    ns: String,
+    log: PathBuf,
+    scratch: PathBuf,
+    releases: usize,
+}
+
+/// How the fleet is enrolled.
+struct Fleet<'a> {
+    /// `rebuild:` of `base` (a YAML flow mapping).
+    base_rebuild: &'a str,
+    /// Managed images whose build fails (`exit 1`).
+    failing: &'a [&'a str],
+    /// Whether `app2` is enrolled.
+    app2: bool,
+}
+
+impl Site {
+    fn new(ns: &str, fleet: &Fleet<'_>) -> Self {
+        let r = registry();
+        let dir = tempfile::tempdir().unwrap();
+        let bare = config_repo(dir.path(), "cfg");
+        let daemon = GitDaemon::start(dir.path());
+        let work = dir.path().join("work");
+        run(Command::new("git")
+            .args(["clone", "-q", &daemon.url("cfg.git")])
+            .arg(&work));
+        git(&work, &["config", "user.name", "factory"]);
+        git(&work, &["config", "user.email", "factory@example.com"]);
+        let log = dir.path().join("builds.log");
+        std::fs::write(&log, "").unwrap();
+        let scratch = r.scratch(&format!("factory-{ns}"));
+        let host = &r.host;
+        let files: &[(&str, &str, String)] = &[
+            (
+                "platform",
+                "p.txt",
+                format!("FROM {host}/{ns}/base:1\nCOPY p.txt /p.txt\n"),
+            ),
+            (
+                "app1",
+                "a.txt",
+                format!(
+                    "FROM {host}/{ns}/platform:1 AS build\nCOPY a.txt /a.txt\n\nFROM {host}/{ns}/platform:1\nCOPY --from=build /a.txt /app1.txt\n"
+                ),
+            ),
+            (
+                "app2",
+                "b.txt",
+                format!(
+                    "FROM {host}/{ns}/platform:1\nCOPY b.txt /b.txt\nCOPY --from={host}/{ns}/helper:1 /release.txt /helper.txt\n"
+                ),
+            ),
+        ];
+        for (name, file, dockerfile) in files {
+            let d = work.join(name);
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join(file), format!("{name}\n")).unwrap();
+            std::fs::write(d.join("Dockerfile"), dockerfile).unwrap();
+        }
+        let mut site = Self {
+            _dir: dir,
+            work,
+            bare,
+            _daemon: daemon,
+            ns: ns.to_string(),
+            log,
+            scratch,
+            releases: 0,
+        };
+        let trigger = |name: &str| {
+            let shell = if fleet.failing.contains(&name) {
+                format!(
+                    "echo \"start $IMAGE_FACTORY_IDEMPOTENCY_KEY\" >> {}; echo boom >&2; exit 1",
+                    site.log.display()
+                )
+            } else {
+                site.build_shell(name)
+            };
+            format!("{{command: {{shell: '{shell}', timeout: 5m}}}}")
+        };
+        let mut yaml = format!(
+            "version: 1\ndefaults:\n  rebuild: {{cascadeDelay: 0s, maxAttempts: 2}}\n  warehouse: {{interval: 1s}}\nimages:\n  - name: base\n    image: {host}/{ns}/base:1\n    rebuild: {}\n  - name: helper\n    image: {host}/{ns}/helper:1\n  - name: platform\n    image: {host}/{ns}/platform:1\n    source: {{path: platform}}\n    trigger: {}\n  - name: app1\n    image: {host}/{ns}/app1:1\n    source: {{path: app1}}\n    trigger: {}\n",
+            fleet.base_rebuild,
+            trigger("platform"),
+            trigger("app1"),
+        );
+        if fleet.app2 {
+            yaml.push_str(&format!(
+                "  - name: app2\n    image: {host}/{ns}/app2:1\n    source: {{path: app2}}\n    trigger: {}\n",
+                trigger("app2")
+            ));
+        }
+        std::fs::write(site.work.join("images.yaml"), yaml).unwrap();
+        std::fs::write(site.work.join(".gitignore"), ".cache/\n").unwrap();
+        git(&site.work, &["add", "-A"]);
+        git(&site.work, &["commit", "-q", "-m", "enroll the fleet"]);
+        git(&site.work, &["push", "-q", "origin", "main"]);
+
+        // The state before the factory: releases of the externals, images built once.
+        site.release("base");
+        push_base(
+            r,
+            &site.scratch,
+            &site.repo("helper"),
+            &format!("{ns} helper"),
+        );
+        site.build_now("platform");
+        site.build_now("app1");
+        if fleet.app2 {
+            site.build_now("app2");
+        }
+        site
+    }
+
+    fn repo(&self, name: &str) -> String {
+        format!("{}/{name}", self.ns)
+    }
+
+    fn reference(&self, name: &str) -> Reference {
+        Reference::parse(&format!("{}/{}:1", registry().host, self.repo(name))).unwrap()
+    }
+
+    /// A new release of the external `name`; its digest.
+    fn release(&mut self, name: &str) -> Digest {
+        self.releases += 1;
+        let content = format!("{} {name} release {}", self.ns, self.releases);
+        push_base(registry(), &self.scratch, &self.repo(name), &content)
+    }
+
+    /// The build command of `name`: logs start/pushed around a buildah build of the
+    /// pinned Dockerfile, in its own storage (app builds may run at once). With
+    /// `CRASH_MID_BUILD=name` in its environment, it kills its whole session (the
+    /// factory and every build) once its image is built but before the push.
+    fn build_shell(&self, name: &str) -> String {
+        let r = registry();
+        let b = format!(
+            "buildah --root {} --runroot {} --storage-driver vfs",
+            r.scratch(&format!("buildah-root-{}-{name}", self.ns))
+                .display(),
+            r.scratch(&format!("buildah-runroot-{}-{name}", self.ns))
+                .display()
+        );
+        let log = self.log.display();
+        format!(
+            "set -e; echo \"start $IMAGE_FACTORY_IDEMPOTENCY_KEY\" >> {log}; {b} bud -q --isolation chroot --tls-verify=false -f \"$IMAGE_FACTORY_DOCKERFILE\" -t \"$IMAGE_FACTORY_REFERENCE\" \"$IMAGE_FACTORY_CONTEXT\" >/dev/null; if [ \"$CRASH_MID_BUILD\" = \"$IMAGE_FACTORY_IMAGE\" ] && [ ! -e {log}.crashed ]; then touch {log}.crashed; pkill -KILL -s \"$(ps -o sid= -p $$ | tr -d \" \")\"; sleep 5; fi; {b} push -q --tls-verify=false \"$IMAGE_FACTORY_REFERENCE\"; echo \"pushed $IMAGE_FACTORY_IDEMPOTENCY_KEY\" >> {log}"
+        )
+    }
+
+    /// Builds `name` outside the factory (its state before enrollment).
+    fn build_now(&self, name: &str) {
+        let d = self.work.join(name);
+        run(Command::new("sh")
+            .arg("-c")
+            .arg(self.build_shell(name))
+            .env("IMAGE_FACTORY_IDEMPOTENCY_KEY", format!("initial-{name}"))
+            .env("IMAGE_FACTORY_IMAGE", name)
+            .env("IMAGE_FACTORY_DOCKERFILE", d.join("Dockerfile"))
+            .env("IMAGE_FACTORY_CONTEXT", &d)
+            .env("IMAGE_FACTORY_REFERENCE", self.reference(name).to_string()));
+    }
+
+    /// `image-factory run ARGS` in the working copy, leading its own session.
+    fn spawn(&self, args: &[&str], env: &[(&str, &str)]) -> Child {
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.work.join(".cache-run.log"))
+            .unwrap();
+        let mut cmd = Command::new("setsid");
+        cmd.arg(BIN)
+            .arg("run")
+            .args(["--config-check", "300ms", "--retry-backoff", "1s"])
+            .args(args)
+            .current_dir(&self.work)
+            .env("IMAGE_FACTORY_CACHE", self.work.join(".cache"))
+            .env("RUST_LOG", "info")
+            .env_remove(image_factory::crash::ENV)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.spawn().unwrap()
+    }
+
+    /// `image-factory ARGS` in the working copy, to completion.
+    fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(BIN)
+            .args(args)
+            .current_dir(&self.work)
+            .env("IMAGE_FACTORY_CACHE", self.work.join(".cache"))
+            .env_remove(image_factory::crash::ENV)
+            .output()
+            .unwrap()
+    }
+
+    fn run_log(&self) -> String {
+        std::fs::read_to_string(self.work.join(".cache-run.log")).unwrap_or_default()
+    }
+
+    fn runtime(&self, name: &str) -> Option<ImageRuntime> {
+        state::read_runtime(
+            &FileStore::read_only(self.work.join("state")),
+            &self.reference(name),
+        )
+        .ok()
+        .flatten()
+    }
+
+    /// Build log lines of the factory's builds (not the initial ones).
+    fn builds(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
+            .unwrap()
+            .lines()
+            .filter(|l| !l.contains("initial-"))
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn wait(&self, what: &str, timeout: Duration, mut done: impl FnMut(&Self) -> bool) {
+        let deadline = Instant::now() + timeout;
+        while !done(self) {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}\nbuilds:\n{}\nrun log:\n{}",
+                self.builds().join("\n"),
+                tail(&self.run_log(), 6000)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// The rebuild of `image` that pins base `base` at `digest`.
+    fn rebuild_on(
+        &self,
+        image: &str,
+        base: &str,
+        digest: &Digest,
+    ) -> Option<image_factory::runtime::Rebuild> {
+        self.runtime(image)?.rebuilds.into_iter().rev().find(|r| {
+            r.bases
+                .iter()
+                .any(|b| b.image == base && b.digest() == Some(digest.as_str()))
+        })
+    }
+
+    fn succeeded_on(&self, image: &str, base: &str, digest: &Digest) -> Option<Digest> {
+        self.rebuild_on(image, base, digest)
+            .filter(|r| r.phase == Phase::Succeeded)
+            .and_then(|r| r.digest)
+    }
+
+    fn baselines(&self, names: &[&str]) -> bool {
+        names
+            .iter()
+            .all(|n| self.runtime(n).is_some_and(|rt| rt.current.is_some()))
+    }
+
+    /// The remote's `main` checked out fresh.
+    fn remote_checkout(&self) -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        run(Command::new("git")
+            .args(["clone", "-q"])
+            .arg(&self.bare)
+            .arg(d.path().join("c")));
+        d
+    }
+}
+
+fn tail(s: &str, n: usize) -> &str {
+    let start = s.len().saturating_sub(n);
+    let mut i = start;
+    while !s.is_char_boundary(i) {
+        i += 1;
+    }
+    &s[i..]
+}
+
+fn stop(child: &mut Child) -> std::process::ExitStatus {
+    run(Command::new("kill").args(["-TERM", &child.id().to_string()]));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "run did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn wait_exit(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Files under `dir/state` (runtime records and analysis), relative.
+fn state_files(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    crate::support::snapshot(&root.join("state"))
+        .into_iter()
+        .filter(|(p, _)| !p.to_string_lossy().contains(".journal"))
+        .collect()
+}
+
+/// Each key's `pushed` lines: at most one per key (no build reached the registry twice).
+fn pushed_once(lines: &[String]) -> BTreeMap<String, usize> {
+    let mut pushed = BTreeMap::new();
+    for l in lines {
+        if let Some(key) = l.strip_prefix("pushed ") {
+            *pushed.entry(key.to_string()).or_insert(0) += 1;
+        }
+    }
+    for (key, n) in &pushed {
+        assert_eq!(*n, 1, "{key} pushed {n} times:\n{}", lines.join("\n"));
+    }
+    pushed
+}
+
+#[test]
+fn a_base_update_is_held_then_cascades_once_through_the_chain_and_lands_in_git() {
+    let mut site = Site::new(
+        "run-chain",
+        &Fleet {
+            base_rebuild: "{delay: 4s}",
+            failing: &[],
+            app2: true,
+        },
+    );
+    let mut factory = site.spawn(&["--push", "--listen", "127.0.0.1:0"], &[]);
+    site.wait("baselines", Duration::from_secs(60), |s| {
+        s.baselines(&["base", "helper", "platform", "app1", "app2"])
+    });
+
+    // A new base release: recorded and held, nothing built before the delay.
+    let pushed_at = Instant::now();
+    let v2 = site.release("base");
+    site.wait("the hold", Duration::from_secs(20), |s| {
+        s.rebuild_on("platform", "base", &v2)
+            .is_some_and(|r| r.phase == Phase::Waiting)
+    });
+    let base_rt = site.runtime("base").unwrap();
+    assert!(base_rt.updates.iter().any(|u| u.digest == v2));
+    if pushed_at.elapsed() < Duration::from_secs(3) {
+        assert!(
+            site.builds().is_empty(),
+            "built during the hold: {:?}",
+            site.builds()
+        );
+    }
+
+    // After the delay: platform, then both applications, each once.
+    site.wait("the cascade", Duration::from_secs(240), |s| {
+        let Some(p) = s.succeeded_on("platform", "base", &v2) else {
+            return false;
+        };
+        s.succeeded_on("app1", "platform", &p).is_some()
+            && s.succeeded_on("app2", "platform", &p).is_some()
+    });
+    assert!(
+        pushed_at.elapsed() >= Duration::from_secs(4),
+        "built before the 4s delay"
+    );
+    let p2 = site.succeeded_on("platform", "base", &v2).unwrap();
+    let builds = site.builds();
+    let pushed = pushed_once(&builds);
+    assert_eq!(builds.len(), 6, "three builds, each once: {builds:?}");
+    assert_eq!(pushed.len(), 3);
+
+    // Every new image names its new parent in its base annotation.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let inspect = |name: &str| {
+        rt.block_on(client().inspect(&site.reference(name), None))
+            .unwrap()
+    };
+    let platform = inspect("platform");
+    assert_eq!(platform.digest, p2.as_str());
+    assert_eq!(platform.base.digest.as_deref(), Some(v2.as_str()));
+    for app in ["app1", "app2"] {
+        let i = inspect(app);
+        assert_eq!(i.base.digest.as_deref(), Some(p2.as_str()), "{app}");
+        assert_eq!(
+            site.runtime(app)
+                .unwrap()
+                .rebuilds
+                .last()
+                .unwrap()
+                .digest
+                .as_ref()
+                .map(Digest::as_str),
+            Some(i.digest.as_str())
+        );
+    }
+    assert_eq!(digest_of(registry(), &site.repo("platform")), p2);
+
+    // Two releases within one hold: only the newer is built.
+    let v3 = site.release("base");
+    site.wait("v3 recorded", Duration::from_secs(20), |s| {
+        s.rebuild_on("platform", "base", &v3).is_some()
+    });
+    let v4 = site.release("base");
+    site.wait("v4 built through", Duration::from_secs(240), |s| {
+        let Some(p) = s.succeeded_on("platform", "base", &v4) else {
+            return false;
+        };
+        s.succeeded_on("app1", "platform", &p).is_some()
+            && s.succeeded_on("app2", "platform", &p).is_some()
+    });
+    let superseded = site.rebuild_on("platform", "base", &v3).unwrap();
+    assert_eq!(superseded.phase, Phase::Superseded, "{superseded:?}");
+    assert_eq!(site.builds().len(), 12, "{:?}", site.builds());
+    pushed_once(&site.builds());
+
+    // SIGTERM: a clean stop, everything pushed.
+    let status = stop(&mut factory);
+    assert!(
+        status.success(),
+        "{status:?}\n{}",
+        tail(&site.run_log(), 4000)
+    );
+    let remote = site.remote_checkout();
+    assert_eq!(
+        state_files(&remote.path().join("c")),
+        state_files(&site.work),
+        "the remote has every state change"
+    );
+    let commits = git(&remote.path().join("c"), &["rev-list", "--count", "HEAD"]);
+    let commits: usize = commits.trim().parse().unwrap();
+    assert!(commits >= 3, "state commits reached the remote: {commits}");
+    assert!(site.run_log().contains("serving /metrics"));
+}
+
+#[test]
+fn once_passes_hold_across_runs_never_use_a_blocked_digest_and_a_failing_build_holds_back_only_itself(
+) {
+    let mut site = Site::new(
+        "run-once",
+        &Fleet {
+            base_rebuild: "{delay: 2s}",
+            failing: &["app1"],
+            app2: true,
+        },
+    );
+    let once = |site: &Site| {
+        let out = site.cli(&["run", "--once", "--retry-backoff", "1s", "--timeout", "5m"]);
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // Pass 1: baselines only.
+    let (code, stdout, stderr) = once(&site);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(site.baselines(&["base", "helper", "platform", "app1", "app2"]));
+
+    // A dry run decides without writing.
+    let v2 = site.release("base");
+    let before = state_files(&site.work);
+    let dry = site.cli(&["run", "--dry-run"]);
+    assert_eq!(dry.status.code(), Some(0));
+    let dry_out = String::from_utf8_lossy(&dry.stdout);
+    assert!(
+        dry_out.contains(&format!("recorded update {v2}")),
+        "{dry_out}"
+    );
+    assert!(dry_out.contains("dry run: nothing written"));
+    assert_eq!(state_files(&site.work), before, "--dry-run wrote state");
+
+    // Pass 2: v2 recorded and held; v2 is then blocked.
+    let (code, stdout, _) = once(&site);
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(stdout.contains("held "), "{stdout}");
+    let blocked = site.cli(&[
+        "block",
+        &format!("{}@{v2}", site.reference("base")),
+        "--reason",
+        "breaks TLS",
+        "--by",
+        "test",
+    ]);
+    assert!(
+        blocked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&blocked.stderr)
+    );
+
+    // Pass 3 after v3 matured: platform is built on v3, app2 follows, app1 fails twice.
+    let v3 = site.release("base");
+    let (code, _, _) = once(&site);
+    assert_eq!(code, Some(0));
+    std::thread::sleep(Duration::from_secs(3));
+    let (code, stdout, stderr) = once(&site);
+    assert_eq!(
+        code,
+        Some(1),
+        "a failed build fails the pass\n{stdout}{stderr}"
+    );
+    let p3 = site
+        .succeeded_on("platform", "base", &v3)
+        .unwrap_or_else(|| panic!("{stdout}{stderr}"));
+    assert!(site
+        .rebuild_on("platform", "base", &v2)
+        .is_none_or(|r| r.phase != Phase::Succeeded));
+    assert!(
+        site.succeeded_on("app2", "platform", &p3).is_some(),
+        "{stdout}"
+    );
+    let failed = site.rebuild_on("app1", "platform", &p3).unwrap();
+    assert_eq!(failed.phase, Phase::Failed, "{failed:?}");
+    assert_eq!(failed.attempts.len(), 2, "retried once: {failed:?}");
+    let app1_starts = site
+        .builds()
+        .iter()
+        .filter(|l| l.contains(failed.id.as_str()))
+        .count();
+    assert_eq!(app1_starts, 2);
+    // No build ever pinned the blocked v2.
+    assert!(site
+        .runtime("platform")
+        .unwrap()
+        .rebuilds
+        .iter()
+        .all(|r| r.phase != Phase::Succeeded
+            || r.bases.iter().all(|b| b.digest() != Some(v2.as_str()))));
+}
+
+/// Crash points of the factory (see `image_factory::crash`) and their passage counts,
+/// in the order a cascade passes them; `mid-build:IMAGE` kills the session from inside
+/// a build, after the image is built and before it is pushed.
+const CRASH_POINTS: &[&str] = &[
+    "recovered:1",
+    "observed:1",
+    "decided:1",
+    "journaled:1",
+    "submitted:1",
+    "git-committed:1",
+    "git-pushed:1",
+    "triggering:1",
+    "started:1",
+    "mid-build:platform",
+    "built:1",
+    "decided:3",
+    "journaled:3",
+    "outcome:1",
+    "triggering:2",
+    "started:2",
+    "journaled:5",
+    "mid-build:app1",
+    "built:2",
+    "outcome:2",
+    "git-committed:3",
+    "submitted:6",
+    "decided:7",
+];
+
+#[test]
+fn killed_at_any_point_of_a_cascade_nothing_is_lost_or_built_twice() {
+    let mut site = Site::new(
+        "run-crash",
+        &Fleet {
+            base_rebuild: "{delay: 0s}",
+            failing: &[],
+            app2: false,
+        },
+    );
+    let mut factory = site.spawn(&["--push"], &[]);
+    site.wait("baselines", Duration::from_secs(60), |s| {
+        s.baselines(&["base", "helper", "platform", "app1"])
+    });
+    stop(&mut factory);
+
+    let started = Instant::now();
+    let mut reached = Vec::new();
+    for point in CRASH_POINTS {
+        let release = site.release("base");
+        let env: Vec<(&str, &str)> = match point.strip_prefix("mid-build:") {
+            Some(image) => vec![("CRASH_MID_BUILD", image)],
+            None => vec![(image_factory::crash::ENV, point)],
+        };
+        let _ = std::fs::remove_file(format!("{}.crashed", site.log.display()));
+        let mut doomed = site.spawn(&["--push"], &env);
+        match wait_exit(&mut doomed, Duration::from_secs(90)) {
+            Some(status) if !status.success() => reached.push(*point),
+            Some(status) => panic!("{point}: exited {status:?} without crashing"),
+            None => {
+                // The cascade finished without passing the point: not a crash.
+                stop(&mut doomed);
+            }
+        }
+        // Restart: the cascade completes exactly once.
+        let mut again = site.spawn(&["--push"], &[]);
+        site.wait(
+            &format!("the cascade after a crash at {point}"),
+            Duration::from_secs(180),
+            |s| {
+                let Some(p) = s.succeeded_on("platform", "base", &release) else {
+                    return false;
+                };
+                s.succeeded_on("app1", "platform", &p).is_some()
+            },
+        );
+        let status = stop(&mut again);
+        assert!(status.success(), "{point}: {status:?}");
+        for name in ["platform", "app1"] {
+            let rt = site.runtime(name).unwrap();
+            assert!(
+                rt.rebuilds
+                    .iter()
+                    .all(|r| !r.phase.is_in_flight() && r.phase != Phase::Failed),
+                "{point}: {name} {:?}",
+                rt.rebuilds
+            );
+        }
+    }
+    let took = started.elapsed();
+    assert!(
+        reached.len() >= 20,
+        "crashed at {} points: {reached:?}",
+        reached.len()
+    );
+
+    // No build reached the registry twice; every release was built exactly once.
+    let builds = site.builds();
+    let pushed = pushed_once(&builds);
+    let platform = site.runtime("platform").unwrap();
+    let succeeded: Vec<_> = platform
+        .rebuilds
+        .iter()
+        .filter(|r| r.phase == Phase::Succeeded)
+        .collect();
+    let mut on_base: BTreeMap<String, usize> = BTreeMap::new();
+    for r in &succeeded {
+        for b in &r.bases {
+            if b.image == "base" {
+                *on_base.entry(b.pinned.clone()).or_insert(0) += 1;
+            }
+        }
+    }
+    assert!(on_base.values().all(|&n| n == 1), "{on_base:?}");
+    assert!(pushed.len() <= 2 * CRASH_POINTS.len(), "{pushed:?}");
+
+    // Git: the remote has exactly the state, and no commit repeats another's change.
+    let remote = site.remote_checkout();
+    let c = remote.path().join("c");
+    assert_eq!(state_files(&c), state_files(&site.work));
+    let trees = git(&c, &["log", "--format=%T"]);
+    let trees: Vec<&str> = trees.lines().collect();
+    for pair in trees.windows(2) {
+        assert_ne!(pair[0], pair[1], "an empty (duplicate) commit");
+    }
+    eprintln!(
+        "crash test: {} points reached of {}, {} builds pushed, {:.0?}",
+        reached.len(),
+        CRASH_POINTS.len(),
+        pushed.len(),
+        took
+    );
+}
