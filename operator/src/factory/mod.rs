@@ -1092,6 +1092,10 @@ impl BuildJob {
             &work.join("source"),
         )
         .map_err(|e| format!("{}: {e}", image.name))?;
+        // The builder runs in its own working directory: a path source written
+        // relative to the current directory must not be resolved again there.
+        let root = std::path::absolute(&root)
+            .map_err(|e| format!("{}: {}: {e}", image.name, root.display()))?;
         LocalSource::prepare(&root, build, &self.trigger.bases, work)
             .map(Some)
             .map_err(|f| f.reason)
