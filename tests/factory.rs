@@ -520,7 +520,12 @@ fn once_passes_hold_across_runs_never_use_a_blocked_digest_and_a_failing_build_h
     // Pass 2: v2 recorded and held; v2 is then blocked.
     let (code, stdout, _) = once(&site);
     assert_eq!(code, Some(0), "{stdout}");
-    assert!(stdout.contains("held "), "{stdout}");
+    assert!(
+        stdout.contains("held "),
+        "{stdout}\n{:#?}\n{:#?}",
+        site.runtime("base"),
+        site.runtime("platform")
+    );
     let blocked = site.cli(&[
         "block",
         &format!("{}@{v2}", site.reference("base")),

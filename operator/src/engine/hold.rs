@@ -75,8 +75,11 @@ impl Engine {
             .and_then(|r| r.attempts.last())
             .and_then(|a| a.finished_at)
             .or_else(|| rt.current.as_ref().map(|c| c.first_seen));
+        // Strictly before: an update discovered in the same second as the dependent's
+        // baseline may be newer than it (records have whole seconds), and a spare
+        // rebuild is cheaper than a missed one.
         match since {
-            Some(t) => base.updates.partition_point(|u| u.discovered_at <= t),
+            Some(t) => base.updates.partition_point(|u| u.discovered_at < t),
             None => 0,
         }
     }
