@@ -452,7 +452,10 @@ fn a_base_update_is_held_then_cascades_once_through_the_chain_and_lands_in_git()
     assert_eq!(v3_update.superseded_by.as_ref(), Some(&v4), "{history:?}");
     let on_v3 = site.rebuild_on("platform", "base", &v3).unwrap();
     assert!(
-        on_v3.attempts.first().is_some_and(|a| a.triggered_at >= on_v3.due_at),
+        on_v3
+            .attempts
+            .first()
+            .is_some_and(|a| a.triggered_at >= on_v3.due_at),
         "{on_v3:?}"
     );
     let pushed = pushed_once(&site.builds());
@@ -644,7 +647,11 @@ fn killed_at_any_point_of_a_cascade_nothing_is_lost_or_built_twice() {
             }
         }
         // Restart: the cascade completes exactly once.
+        let ready = site.run_log().matches("watching registries").count();
         let mut again = site.spawn(&["--push"], &[]);
+        site.wait("the restart", Duration::from_secs(60), |s| {
+            s.run_log().matches("watching registries").count() > ready
+        });
         site.wait(
             &format!("the cascade after a crash at {point}"),
             Duration::from_secs(180),

@@ -166,15 +166,21 @@ pub fn run(args: RunArgs) -> ExitCode {
 }
 
 /// Cancels `token` on the first SIGTERM or SIGINT; a second one exits at once.
+/// The handlers are installed before this returns (a signal during start-up is
+/// not lost to the default action); must be called inside the runtime.
 fn spawn_signal_handler(token: CancellationToken) {
-    tokio::spawn(async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (mut term, mut int) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(term), Ok(int)) => (term, int),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!(error = %e, "cannot handle SIGTERM/SIGINT: they stop the process at once");
             return;
-        };
+        }
+    };
+    tokio::spawn(async move {
         for n in 0..2 {
             tokio::select! {
                 _ = term.recv() => {}
