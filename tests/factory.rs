@@ -520,6 +520,30 @@ fn once_passes_hold_across_runs_never_use_a_blocked_digest_and_a_failing_build_h
     assert!(dry_out.contains("dry run: nothing written"));
     assert_eq!(state_files(&site.work), before, "--dry-run wrote state");
 
+    // The same update as recorded Kargo Freight, without the registry watcher.
+    let freight = site.work.join(".cache-freight");
+    std::fs::create_dir_all(&freight).unwrap();
+    let repo_url = site.reference("base").repo_url();
+    std::fs::write(
+        freight.join("f.yaml"),
+        format!("apiVersion: kargo.akuity.io/v1alpha1\nkind: Freight\nmetadata:\n  name: f-base-2\n  namespace: images\norigin: {{kind: Warehouse, name: base}}\nimages:\n- repoURL: {repo_url}\n  tag: '1'\n  digest: {v2}\ndiscoveredAt: '2026-01-01T00:00:00Z'\n"),
+    )
+    .unwrap();
+    let replay = site.cli(&[
+        "run",
+        "--dry-run",
+        "--no-watch",
+        "--freight-dir",
+        freight.to_str().unwrap(),
+    ]);
+    let replay_out = String::from_utf8_lossy(&replay.stdout);
+    assert_eq!(replay.status.code(), Some(0), "{replay_out}");
+    assert!(
+        replay_out.contains(&format!("recorded update {v2}")),
+        "{replay_out}"
+    );
+    assert_eq!(state_files(&site.work), before, "--dry-run wrote state");
+
     // Pass 2: v2 recorded and held; v2 is then blocked.
     let (code, stdout, _) = once(&site);
     assert_eq!(code, Some(0), "{stdout}");
