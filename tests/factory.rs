@@ -605,6 +605,27 @@ fn once_passes_hold_across_runs_never_use_a_blocked_digest_and_a_failing_build_h
         .iter()
         .all(|r| r.phase != Phase::Succeeded
             || r.bases.iter().all(|b| b.digest() != Some(v2.as_str()))));
+
+    // `status` names the failure and the block.
+    let status = site.cli(&["status", "--output", "json"]);
+    assert_eq!(status.status.code(), Some(0));
+    let report: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let failures = report["failures"].as_array().unwrap();
+    assert!(
+        failures.iter().any(|f| f["id"] == failed.id.as_str()),
+        "{report:#}"
+    );
+    assert!(
+        report["blocked"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["digest"] == v2.as_str()),
+        "{report:#}"
+    );
+    let text = site.cli(&["status"]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("FAILURES (1)"), "{text}");
 }
 
 /// Crash points of the factory (see `image_factory::crash`) and their passage counts,

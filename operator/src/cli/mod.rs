@@ -21,6 +21,7 @@ pub mod decide;
 pub mod inspect;
 pub mod rollback;
 pub mod run;
+pub mod status;
 
 use crate::analyze::{self, AnalyzeError};
 use crate::dockerfile;
@@ -240,6 +241,13 @@ pub enum Command {
     /// Example: `image-factory run --commit` (or `image-factory run --once` in CI)
     #[command(after_help = PATHS_HELP)]
     Run(run::RunArgs),
+    /// Print what the state folder says now: holds (image, bases, due in), rebuilds by
+    /// phase, builds in flight, failures with reasons, blocked digests, and stale images
+    /// (built on a base digest that is no longer the base's current one). Reads only
+    /// state/runtime/, never a registry.
+    ///
+    /// Example: `image-factory status` (or `image-factory status --output json`)
+    Status(status::StatusArgs),
     /// Read images from their registries: digests (index and per platform), config,
     /// labels, base annotations, layers, and whether each is built on the current digest
     /// of `--base`.
@@ -455,6 +463,7 @@ pub fn run(cli: Cli) -> ExitCode {
         } => run_dockerfile(&files, build_args, output),
         Command::Inspect(args) => return run_inspect(args),
         Command::Run(args) => return run::run(args),
+        Command::Status(args) => return status::run(&args),
         Command::Expedite {
             target,
             reason,
