@@ -399,5 +399,137 @@ async fn main() -> Result<()> {
         "warm vs bare HEADs: {:.2}× (target ≤ 2×)",
         warm.as_secs_f64() / bare.as_secs_f64()
     );
+    watcher(&registry, &refs).await
+}
+
+/// `run`'s registry watcher over the same 1,000 tags: a first pass with a cold,
+/// persisted manifest cache, a steady pass one interval later, and the first pass of a
+/// restarted process on the same cache folder (the bar: one `HEAD` per tag, no `GET`).
+async fn watcher(registry: &Registry, refs: &[Reference]) -> Result<()> {
+    use image_factory::watch::registry::{RegistryWatcher, Target};
+    use image_factory::watch::EventSource;
+    let cache = tempfile::tempdir()?;
+    let selection: image_factory::registry::TagSelection =
+        serde_json::from_str(r#"{"imageSelectionStrategy":"Digest","constraint":"1"}"#)?;
+    let interval = Duration::from_secs(300);
+    let targets = || {
+        refs.iter()
+            .enumerate()
+            .map(|(i, r)| Target {
+                image: format!("r{i:04}"),
+                repository: r.clone(),
+                selection: selection.clone(),
+                interval,
+                once: false,
+            })
+            .collect::<Vec<_>>()
+    };
+    let client = |settings: ClientSettings| {
+        RegistryClient::with_content_dir(settings, CredentialStore::new(), cache.path())
+    };
+    let mut settings = ClientSettings::default();
+    settings.registries.insert(
+        registry.host.clone(),
+        RegistrySettings {
+            requests_per_second: None,
+            max_concurrency: CONCURRENCY,
+            ..RegistrySettings::default()
+        },
+    );
+    let now = jiff::Timestamp::now();
+    let first_client = client(settings.clone());
+    let mut w = RegistryWatcher::new(first_client.clone(), targets());
+    let cpu0 = cpu_seconds();
+    let started = Instant::now();
+    let first = w.poll(now).await;
+    let first_t = started.elapsed();
+    let first_stats = first_client.stats();
+    let later = now + jiff::SignedDuration::from_secs(300);
+    let started = Instant::now();
+    let steady = w.poll(later).await;
+    let steady_t = started.elapsed();
+    let steady_stats = first_client.stats();
+    let restarted_client = client(settings);
+    let mut r = RegistryWatcher::new(restarted_client.clone(), targets());
+    let started = Instant::now();
+    let restarted = r.poll(later).await;
+    let restart_t = started.elapsed();
+    let restart_stats = restarted_client.stats();
+    let cpu = cpu_seconds() - cpu0;
+    if !first.problems.is_empty() {
+        bail!(
+            "watcher problems: {:?}",
+            &first.problems[..first.problems.len().min(3)]
+        );
+    }
+    println!();
+    println!(
+        "{:<58} {:>10} {:>12}",
+        "watcher, 1,000 tags (interval 5m)", "requests", "ms"
+    );
+    println!(
+        "{:<58} {:>10} {:>12.1}",
+        format!(
+            "first pass, cold cache ({} digests)",
+            first.observations.len()
+        ),
+        first_stats.total(),
+        ms(first_t)
+    );
+    println!(
+        "{:<58} {:>10} {:>12.1}",
+        format!(
+            "steady pass, nothing changed ({} HEAD, {} GET)",
+            steady_stats.manifest_heads - first_stats.manifest_heads,
+            steady_stats.manifest_gets - first_stats.manifest_gets
+        ),
+        steady_stats.total() - first_stats.total(),
+        ms(steady_t)
+    );
+    println!(
+        "{:<58} {:>10} {:>12.1}",
+        format!(
+            "after a restart, persisted cache ({} HEAD, {} GET)",
+            restart_stats.manifest_heads, restart_stats.manifest_gets
+        ),
+        restart_stats.total(),
+        ms(restart_t)
+    );
+    println!(
+        "watcher CPU for the three passes: {cpu:.2} s; peak RSS of the benchmark: {} MB; steady observations: {} (the factory drops known digests)",
+        peak_rss_mb(),
+        steady.observations.len() + restarted.observations.len()
+    );
     Ok(())
+}
+
+/// User + system CPU seconds of this process so far (`/proc/self/stat`, clock ticks of 100 Hz).
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    let Some((_, after)) = stat.rsplit_once(')') else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Peak resident memory of this process, MB (`VmHWM` of `/proc/self/status`).
+fn peak_rss_mb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb / 1024)
 }
