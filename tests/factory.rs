@@ -18,6 +18,7 @@ use image_factory::state::{self, FileStore};
 
 use crate::rebuilds::{client, digest_of, push_base, registry, run};
 use crate::support::git_daemon::{config_repo, git, GitDaemon};
+use crate::support::registry::{Fault, FaultProxy};
 
 const BIN: &str = env!("CARGO_BIN_EXE_image-factory");
 
@@ -31,6 +32,11 @@ struct Site {
     log: PathBuf,
     scratch: PathBuf,
     releases: usize,
+    /// `127.0.0.1:PORT` the external images (`base`, `helper`) are enrolled under: the
+    /// registry itself or a fault proxy in front of it.
+    external_host: String,
+    /// `git://` address of the remote.
+    remote_url: String,
 }
 
 /// How the fleet is enrolled.
@@ -41,6 +47,9 @@ struct Fleet<'a> {
     failing: &'a [&'a str],
     /// Whether `app2` is enrolled.
     app2: bool,
+    /// Enroll (and build `FROM`) the external images under this host instead of the
+    /// registry's (a [`FaultProxy`] in front of it).
+    external_host: Option<&'a str>,
 }
 
 impl Site {
@@ -59,11 +68,12 @@ impl Site {
         std::fs::write(&log, "").unwrap();
         let scratch = r.scratch(&format!("factory-{ns}"));
         let host = &r.host;
+        let ext = fleet.external_host.unwrap_or(host);
         let files: &[(&str, &str, String)] = &[
             (
                 "platform",
                 "p.txt",
-                format!("FROM {host}/{ns}/base:1\nCOPY p.txt /p.txt\n"),
+                format!("FROM {ext}/{ns}/base:1\nCOPY p.txt /p.txt\n"),
             ),
             (
                 "app1",
@@ -76,7 +86,7 @@ impl Site {
                 "app2",
                 "b.txt",
                 format!(
-                    "FROM {host}/{ns}/platform:1\nCOPY b.txt /b.txt\nCOPY --from={host}/{ns}/helper:1 /release.txt /helper.txt\n"
+                    "FROM {host}/{ns}/platform:1\nCOPY b.txt /b.txt\nCOPY --from={ext}/{ns}/helper:1 /release.txt /helper.txt\n"
                 ),
             ),
         ];
@@ -86,11 +96,14 @@ impl Site {
             std::fs::write(d.join(file), format!("{name}\n")).unwrap();
             std::fs::write(d.join("Dockerfile"), dockerfile).unwrap();
         }
+        let remote_url = daemon.url("cfg.git");
         let mut site = Self {
             _dir: dir,
             work,
             bare,
             _daemon: daemon,
+            remote_url,
+            external_host: ext.to_string(),
             ns: ns.to_string(),
             log,
             scratch,
@@ -108,7 +121,7 @@ impl Site {
             format!("{{command: {{shell: '{shell}', timeout: 5m}}}}")
         };
         let mut yaml = format!(
-            "version: 1\ndefaults:\n  rebuild: {{cascadeDelay: 0s, maxAttempts: 2}}\n  warehouse: {{interval: 1s}}\nimages:\n  - name: base\n    image: {host}/{ns}/base:1\n    rebuild: {}\n  - name: helper\n    image: {host}/{ns}/helper:1\n  - name: platform\n    image: {host}/{ns}/platform:1\n    source: {{path: platform}}\n    trigger: {}\n  - name: app1\n    image: {host}/{ns}/app1:1\n    source: {{path: app1}}\n    trigger: {}\n",
+            "version: 1\ndefaults:\n  rebuild: {{cascadeDelay: 0s, maxAttempts: 2}}\n  warehouse: {{interval: 1s}}\nimages:\n  - name: base\n    image: {ext}/{ns}/base:1\n    rebuild: {}\n  - name: helper\n    image: {ext}/{ns}/helper:1\n  - name: platform\n    image: {host}/{ns}/platform:1\n    source: {{path: platform}}\n    trigger: {}\n  - name: app1\n    image: {host}/{ns}/app1:1\n    source: {{path: app1}}\n    trigger: {}\n",
             fleet.base_rebuild,
             trigger("platform"),
             trigger("app1"),
@@ -146,7 +159,12 @@ impl Site {
     }
 
     fn reference(&self, name: &str) -> Reference {
-        Reference::parse(&format!("{}/{}:1", registry().host, self.repo(name))).unwrap()
+        let host = if matches!(name, "base" | "helper") {
+            &self.external_host
+        } else {
+            &registry().host
+        };
+        Reference::parse(&format!("{host}/{}:1", self.repo(name))).unwrap()
     }
 
     /// A new release of the external `name`; its digest.
@@ -361,6 +379,7 @@ fn a_base_update_is_held_then_cascades_once_through_the_chain_and_lands_in_git()
             base_rebuild: "{delay: 8s}",
             failing: &[],
             app2: true,
+            external_host: None,
         },
     );
     let mut factory = site.spawn(&["--push", "--listen", "127.0.0.1:0"], &[]);
@@ -492,6 +511,7 @@ fn once_passes_hold_across_runs_never_use_a_blocked_digest_and_a_failing_build_h
             base_rebuild: "{delay: 2s}",
             failing: &["app1"],
             app2: true,
+            external_host: None,
         },
     );
     let once = |site: &Site| {
@@ -628,6 +648,207 @@ fn once_passes_hold_across_runs_never_use_a_blocked_digest_and_a_failing_build_h
     assert!(text.contains("FAILURES (1)"), "{text}");
 }
 
+#[test]
+fn a_throttling_registry_and_a_concurrent_git_writer_delay_the_cascade_but_lose_nothing() {
+    // The externals are enrolled behind a fault proxy: every watcher request for them,
+    // and the builds' pulls of `base`, pass through it.
+    let proxy = FaultProxy::start(&registry().host);
+    let mut site = Site::new(
+        "run-faults",
+        &Fleet {
+            base_rebuild: "{delay: 3s}",
+            failing: &[],
+            app2: false,
+            external_host: Some(&proxy.host),
+        },
+    );
+    let mut factory = site.spawn(&["--push"], &[]);
+    site.wait("baselines", Duration::from_secs(60), |s| {
+        s.baselines(&["base", "helper", "platform", "app1"])
+    });
+
+    // The registry answers the base's manifest requests with 503 and 429 (with
+    // Retry-After) for a while: more failures in a row than one request's retries,
+    // so whole watcher passes fail.
+    let manifests = format!("/{}/manifests/", site.repo("base"));
+    let faults = 24;
+    for i in 0..faults {
+        let fault = if i % 3 == 2 {
+            Fault::Status(429, Some(1))
+        } else {
+            Fault::Status(503, None)
+        };
+        proxy.inject(&manifests, fault);
+    }
+    proxy.reset_seen();
+    let v2 = site.release("base");
+
+    // Meanwhile another writer pushes to the same branch every 700 ms until the
+    // cascade is done (rebasing when the factory pushed first).
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let url = site.remote_url.clone();
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let d = tempfile::tempdir().unwrap();
+            let c = d.path().join("c");
+            run(Command::new("git").args(["clone", "-q", &url]).arg(&c));
+            std::fs::create_dir_all(c.join("notes")).unwrap();
+            let mut n = 0;
+            while n < 3 || !done.load(std::sync::atomic::Ordering::SeqCst) {
+                std::fs::write(c.join(format!("notes/{n}.txt")), format!("note {n}\n")).unwrap();
+                git(&c, &["add", "-A"]);
+                git(&c, &["commit", "-q", "-m", &format!("note {n}")]);
+                let pushed = (0..20).any(|_| {
+                    let ok = Command::new("git")
+                        .args(["push", "-q", "origin", "HEAD:main"])
+                        .current_dir(&c)
+                        .stderr(Stdio::null())
+                        .status()
+                        .unwrap()
+                        .success();
+                    if !ok {
+                        git(&c, &["pull", "-q", "--rebase", "origin", "main"]);
+                    }
+                    ok
+                });
+                assert!(pushed, "the other writer could not push note {n}");
+                n += 1;
+                std::thread::sleep(Duration::from_millis(700));
+            }
+            n
+        })
+    };
+
+    site.wait("the cascade", Duration::from_secs(240), |s| {
+        let Some(p) = s.succeeded_on("platform", "base", &v2) else {
+            return false;
+        };
+        s.succeeded_on("app1", "platform", &p).is_some()
+    });
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let notes = writer.join().unwrap();
+    assert!(
+        factory.try_wait().unwrap().is_none(),
+        "run exited under faults"
+    );
+    // Every fault was served, passes failed and were retried at the next interval.
+    let requested = proxy.count("HEAD", &manifests) + proxy.count("GET", &manifests);
+    assert!(requested > faults, "{requested} manifest requests");
+    let log = site.run_log();
+    assert!(log.contains("source problem"), "{}", tail(&log, 4000));
+    // One update, one rebuild each, nothing failed.
+    let base = site.runtime("base").unwrap();
+    assert_eq!(
+        base.updates.iter().filter(|u| u.digest == v2).count(),
+        1,
+        "{:?}",
+        base.updates
+    );
+    let builds = site.builds();
+    assert_eq!(pushed_once(&builds).len(), 2, "{builds:?}");
+    for name in ["platform", "app1"] {
+        let rt = site.runtime(name).unwrap();
+        assert_eq!(rt.rebuilds.len(), 1, "{name}: {:?}", rt.rebuilds);
+        assert_eq!(rt.rebuilds[0].phase, Phase::Succeeded);
+    }
+
+    // The other writer's commits and the factory's state are both on the remote, and
+    // the factory's checkout has the other writer's files.
+    let status = stop(&mut factory);
+    assert!(
+        status.success(),
+        "{status:?}\n{}",
+        tail(&site.run_log(), 4000)
+    );
+    let remote = site.remote_checkout();
+    let c = remote.path().join("c");
+    assert_eq!(state_files(&c), state_files(&site.work), "remote state");
+    for n in 0..notes {
+        assert!(c.join(format!("notes/{n}.txt")).exists(), "note {n} lost");
+    }
+    assert!(
+        site.work.join("notes/0.txt").exists(),
+        "the factory never integrated the other writer's commits"
+    );
+    let subjects = git(&c, &["log", "--format=%s"]);
+    assert_eq!(
+        subjects.lines().filter(|l| l.starts_with("note ")).count(),
+        notes
+    );
+    eprintln!("faults: {requested} manifest requests for {faults} faults, {notes} commits by the other writer");
+}
+
+#[test]
+fn with_the_fake_clock_the_default_seven_day_hold_passes_in_seconds() {
+    let mut site = Site::new(
+        "run-clock",
+        &Fleet {
+            // No delay: the default hold of 7 days.
+            base_rebuild: "{}",
+            failing: &[],
+            app2: false,
+            external_host: None,
+        },
+    );
+    let clock = site.work.join(".cache-clock");
+    std::fs::write(&clock, "").unwrap();
+    let mut factory = site.spawn(
+        &["--push", "--clock-offset-file", clock.to_str().unwrap()],
+        &[],
+    );
+    site.wait("baselines", Duration::from_secs(60), |s| {
+        s.baselines(&["base", "helper", "platform", "app1"])
+    });
+    let v2 = site.release("base");
+    site.wait("the hold", Duration::from_secs(20), |s| {
+        s.rebuild_on("platform", "base", &v2)
+            .is_some_and(|r| r.phase == Phase::Waiting)
+    });
+    let held = site.rebuild_on("platform", "base", &v2).unwrap();
+    let update = site
+        .runtime("base")
+        .unwrap()
+        .updates
+        .into_iter()
+        .find(|u| u.digest == v2)
+        .unwrap();
+    let hold = held.due_at.duration_since(update.discovered_at).as_secs();
+    assert!(
+        (7 * 86_400..=7 * 86_400 + 60).contains(&hold),
+        "held {hold} s: {held:?}"
+    );
+
+    // Six days and 23 hours later: still held.
+    std::fs::write(&clock, "6d 23h").unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(site.builds().is_empty(), "built early: {:?}", site.builds());
+    assert_eq!(
+        site.rebuild_on("platform", "base", &v2).unwrap().phase,
+        Phase::Waiting
+    );
+
+    // Past the seventh day: the cascade runs, each image once.
+    std::fs::write(&clock, "7d 1m").unwrap();
+    site.wait("the cascade", Duration::from_secs(240), |s| {
+        let Some(p) = s.succeeded_on("platform", "base", &v2) else {
+            return false;
+        };
+        s.succeeded_on("app1", "platform", &p).is_some()
+    });
+    let built = site.rebuild_on("platform", "base", &v2).unwrap();
+    assert!(built.attempts[0].triggered_at >= built.due_at, "{built:?}");
+    assert_eq!(pushed_once(&site.builds()).len(), 2);
+    let status = stop(&mut factory);
+    assert!(status.success(), "{status:?}");
+    let remote = site.remote_checkout();
+    assert_eq!(
+        state_files(&remote.path().join("c")),
+        state_files(&site.work)
+    );
+    assert!(site.run_log().contains("clock offset changed"));
+}
+
 /// Crash points of the factory (see `image_factory::crash`) and their passage counts,
 /// in the order a cascade passes them; `mid-build:IMAGE` kills the session from inside
 /// a build, after the image is built and before it is pushed.
@@ -665,6 +886,7 @@ fn killed_at_any_point_of_a_cascade_nothing_is_lost_or_built_twice() {
             base_rebuild: "{delay: 0s}",
             failing: &[],
             app2: false,
+            external_host: None,
         },
     );
     let mut factory = site.spawn(&["--push"], &[]);

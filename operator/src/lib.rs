@@ -15,6 +15,7 @@
 
 pub mod analyze;
 pub mod cli;
+pub mod clock;
 pub mod completion;
 pub mod crash;
 pub mod dockerfile;

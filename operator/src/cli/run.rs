@@ -70,6 +70,10 @@ pub struct RunArgs {
     /// Wait after a failed build attempt before the next one (doubled each time).
     #[arg(long, default_value = "1m", value_parser = humantime::parse_duration)]
     pub retry_backoff: Duration,
+    /// Shift the factory's clock forward by the duration written in this file (e.g.
+    /// `7d 1m`; re-read when it changes): rehearse a hold without waiting it out.
+    #[arg(long, value_name = "FILE", hide = true)]
+    pub clock_offset_file: Option<PathBuf>,
 }
 
 /// Runs the factory until SIGTERM/SIGINT (or one pass with `--once`/`--dry-run`).
@@ -99,6 +103,7 @@ pub fn run(args: RunArgs) -> ExitCode {
     };
     options.max_parallel = args.max_parallel.max(1);
     options.retry_backoff = args.retry_backoff;
+    options.clock_offset_file = args.clock_offset_file.clone();
     options.config_check = args.config_check.max(Duration::from_millis(100));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

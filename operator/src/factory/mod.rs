@@ -44,6 +44,7 @@ pub use metrics::Metrics;
 
 use crate::analyze::{self, AnalyzeError, Model, NoProgress};
 use crate::cli::decide::{describe, engine_config};
+use crate::clock::Clock;
 use crate::completion::{self, Completed, Wait};
 use crate::engine::{Decision, Engine, EngineError, Event, Outcome, Trigger};
 use crate::enrollment::{Image, Trigger as TriggerConfig};
@@ -130,6 +131,9 @@ pub struct Options {
     /// Wait after a failed attempt before the next (doubled each time, at most 1 h);
     /// default 1 minute.
     pub retry_backoff: Duration,
+    /// Shift the factory's clock by the duration in this file (see [`Clock`]); `None`:
+    /// the system clock.
+    pub clock_offset_file: Option<PathBuf>,
 }
 
 impl Options {
@@ -150,6 +154,7 @@ impl Options {
             max_parallel: 4,
             grace: Duration::from_secs(10),
             retry_backoff: Duration::from_secs(60),
+            clock_offset_file: None,
         }
     }
 }
@@ -228,6 +233,7 @@ struct Factory {
     queued: VecDeque<(Trigger, bool)>,
     summary: Summary,
     metrics: Arc<Metrics>,
+    clock: Clock,
 }
 
 impl Factory {
@@ -242,6 +248,10 @@ impl Factory {
             }
             crate::crash::point("recovered");
         }
+        let clock = options
+            .clock_offset_file
+            .as_ref()
+            .map_or_else(Clock::system, Clock::offset_file);
         let (model, config_hash) = load_config(&options)?;
         let store = if options.dry_run {
             FileStore::read_only(&options.state_dir)
@@ -276,6 +286,7 @@ impl Factory {
             queued: VecDeque::new(),
             summary: Summary::default(),
             metrics,
+            clock,
         };
         factory.sources = factory.make_sources();
         factory.resubmit_all().await;
@@ -372,7 +383,7 @@ impl Factory {
                 info!("stopping: no new work; builds in flight stay recorded and resume on the next start");
                 return Ok(());
             }
-            let now = Timestamp::now();
+            let now = self.clock.now();
             // Sources: all at the first pass, then the ones due.
             if first || !self.options.once {
                 for i in 0..self.sources.len() {
@@ -412,7 +423,7 @@ impl Factory {
                 Some(event) = self.build_events.1.recv() => {
                     match event {
                         BuildEvent::Started { id, handle } => {
-                            let d = self.engine.apply(Event::Running { id, trigger: handle }, Timestamp::now());
+                            let d = self.engine.apply(Event::Running { id, trigger: handle }, self.clock.now());
                             self.handle(d, "running").await?;
                             crate::crash::point("started");
                         }
@@ -470,6 +481,9 @@ impl Factory {
             let d = Duration::from_secs_f64(secs.min(86_400.0)) + Duration::from_millis(5);
             wake = wake.min(base + d);
         }
+        if self.clock.can_jump() {
+            wake = wake.min(base + Clock::POLL);
+        }
         wake
     }
 
@@ -490,7 +504,7 @@ impl Factory {
                 continue;
             };
             crate::crash::point("observed");
-            let d = self.engine.apply(event, Timestamp::now());
+            let d = self.engine.apply(event, self.clock.now());
             self.handle(d, &name).await?;
         }
         Ok(())
@@ -666,7 +680,7 @@ impl Factory {
                 id,
                 outcome: completed.outcome,
             },
-            Timestamp::now(),
+            self.clock.now(),
         );
         self.handle(d, "build").await?;
         crate::crash::point("outcome");
@@ -704,7 +718,7 @@ impl Factory {
                         self.sources = self.make_sources();
                         self.metrics.config(true);
                         self.submit_analysis("analyze: images.yaml changed").await;
-                        let d = self.engine.tick(Timestamp::now());
+                        let d = self.engine.tick(self.clock.now());
                         self.handle(d, "config").await?;
                     }
                     Err(e) => self.bad_config(hash, &e.to_string()),
