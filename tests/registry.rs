@@ -991,3 +991,39 @@ async fn identity_tokens_from_docker_config_are_exchanged_by_oauth_refresh() {
         "refresh token in Debug output"
     );
 }
+
+#[tokio::test]
+async fn the_watchers_first_pass_advances_its_progress_bar_once_per_image() {
+    use image_factory::watch::registry::{RegistryWatcher, Target};
+    use image_factory::watch::EventSource;
+    let f = fixture();
+    let targets: Vec<Target> = [
+        ("library/alpine", "3.19"),
+        ("team/app", "1"),
+        ("team/app", "2"),
+    ]
+    .iter()
+    .map(|(path, tag)| Target {
+        image: format!("{path}:{tag}"),
+        repository: r(&f.registry.host, &format!("{path}:{tag}")),
+        selection: serde_json::from_value(serde_json::json!(
+            {"imageSelectionStrategy": "Digest", "constraint": tag}
+        ))
+        .unwrap(),
+        interval: std::time::Duration::from_secs(1),
+        once: false,
+    })
+    .collect();
+    let bar = indicatif::ProgressBar::hidden();
+    let mut watcher =
+        RegistryWatcher::new(open_client(), targets).with_first_pass_progress(bar.clone());
+    let now = jiff::Timestamp::now();
+    let first = watcher.poll(now).await;
+    assert!(first.problems.is_empty(), "{:?}", first.problems);
+    assert_eq!(first.observations.len(), 3);
+    assert_eq!((bar.position(), bar.length()), (3, Some(3)));
+    assert!(bar.is_finished());
+    // Later passes do not touch it.
+    watcher.poll(now + jiff::SignedDuration::from_secs(2)).await;
+    assert_eq!(bar.position(), 3);
+}

@@ -25,6 +25,7 @@ pub mod factory;
 pub mod git;
 pub mod graph;
 pub mod kargo;
+pub mod progress;
 pub mod reference;
 pub mod registry;
 pub mod runtime;

@@ -27,6 +27,7 @@ use crate::analyze::{self, AnalyzeError};
 use crate::dockerfile;
 use crate::enrollment::{self, Diagnostic, EnrollmentError, Severity};
 use crate::graph;
+use crate::progress::SourcesBar;
 use crate::reference::Reference;
 
 /// Everything went as asked.
@@ -714,7 +715,7 @@ fn run_analyze(input: &Input, state_dir: PathBuf, prune: bool, dry_run: bool, gi
         prune,
         dry_run,
     };
-    let report = match analyze::run(&options, &Bar::default()) {
+    let report = match analyze::run(&options, &SourcesBar::default()) {
         Ok(r) => r,
         Err(e) => return report_analyze_error(&e, Writes::State),
     };
@@ -788,41 +789,8 @@ fn run_analyze(input: &Input, state_dir: PathBuf, prune: bool, dry_run: bool, gi
     print(&out)
 }
 
-/// A progress bar on stderr while more than one git source is fetched (indicatif hides
-/// it when stderr is not a terminal).
-#[derive(Default)]
-struct Bar(std::sync::OnceLock<indicatif::ProgressBar>);
-
-impl analyze::Progress for Bar {
-    fn start(&self, total: usize, git: usize) {
-        if git > 1 {
-            let bar = indicatif::ProgressBar::new(total as u64);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{spinner} sources {pos}/{len} [{bar:30}] {msg}",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-            );
-            let _ = self.0.set(bar);
-        }
-    }
-
-    fn advance(&self, image: &str) {
-        if let Some(bar) = self.0.get() {
-            bar.set_message(image.to_string());
-            bar.inc(1);
-        }
-    }
-
-    fn finish(&self) {
-        if let Some(bar) = self.0.get() {
-            bar.finish_and_clear();
-        }
-    }
-}
-
 fn load_model(input: &Input) -> Result<analyze::Model, u8> {
-    analyze::model(input.file(), &input.cache_dir, true, &Bar::default())
+    analyze::model(input.file(), &input.cache_dir, true, &SourcesBar::default())
         .map_err(|e| report_analyze_error(&e, Writes::Nothing))
 }
 
@@ -883,11 +851,15 @@ fn run_plan(
             return EXIT_ERROR;
         }
     };
-    let model =
-        match analyze::model_named(input.file(), &input.cache_dir, state_dir, &Bar::default()) {
-            Ok(m) => m,
-            Err(e) => return report_analyze_error(&e, Writes::Nothing),
-        };
+    let model = match analyze::model_named(
+        input.file(),
+        &input.cache_dir,
+        state_dir,
+        &SourcesBar::default(),
+    ) {
+        Ok(m) => m,
+        Err(e) => return report_analyze_error(&e, Writes::Nothing),
+    };
     let Some(node) = model.graph.find(&reference) else {
         eprintln!(
             "error: {}",

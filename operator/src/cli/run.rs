@@ -104,6 +104,10 @@ pub fn run(args: RunArgs) -> ExitCode {
     options.max_parallel = args.max_parallel.max(1);
     options.retry_backoff = args.retry_backoff;
     options.clock_offset_file = args.clock_offset_file.clone();
+    // Bars for long first runs, only for a person watching (text logs, a terminal).
+    options.progress = args.log_format == LogFormat::Text
+        && std::io::IsTerminal::is_terminal(&std::io::stdout())
+        && std::io::IsTerminal::is_terminal(&std::io::stderr());
     options.config_check = args.config_check.max(Duration::from_millis(100));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -58,6 +58,9 @@ use crate::watch::freight::{FreightReplay, ImageKey};
 use crate::watch::registry::{RegistryWatcher, Target};
 use crate::watch::{EventSource, Observation};
 
+/// Fewest images in a first registry pass that gets a progress bar.
+const PROGRESS_FROM: usize = 50;
+
 /// Errors that stop the factory (everything else is logged, counted and retried).
 #[derive(Debug, thiserror::Error)]
 pub enum FactoryError {
@@ -134,6 +137,9 @@ pub struct Options {
     /// Shift the factory's clock by the duration in this file (see [`Clock`]); `None`:
     /// the system clock.
     pub clock_offset_file: Option<PathBuf>,
+    /// Draw progress bars on stderr for the start-up analysis and the first registry
+    /// pass (set by `run` when it runs in a terminal).
+    pub progress: bool,
 }
 
 impl Options {
@@ -155,6 +161,7 @@ impl Options {
             grace: Duration::from_secs(10),
             retry_backoff: Duration::from_secs(60),
             clock_offset_file: None,
+            progress: false,
         }
     }
 }
@@ -252,7 +259,7 @@ impl Factory {
             .clock_offset_file
             .as_ref()
             .map_or_else(Clock::system, Clock::offset_file);
-        let (model, config_hash) = load_config(&options)?;
+        let (model, config_hash) = load_config(&options, options.progress)?;
         let store = if options.dry_run {
             FileStore::read_only(&options.state_dir)
         } else {
@@ -288,20 +295,26 @@ impl Factory {
             metrics,
             clock,
         };
-        factory.sources = factory.make_sources();
+        factory.sources = factory.make_sources(factory.options.progress);
         factory.resubmit_all().await;
         factory.resume();
         factory.metrics.ready();
         Ok(factory)
     }
 
-    /// The event sources for the current configuration.
-    fn make_sources(&self) -> Vec<Box<dyn EventSource>> {
+    /// The event sources for the current configuration; with `progress`, the
+    /// registry watcher's first pass draws a bar (when it checks many images).
+    fn make_sources(&self, progress: bool) -> Vec<Box<dyn EventSource>> {
         let mut sources: Vec<Box<dyn EventSource>> = Vec::new();
         if self.options.watch_registry {
             let targets = watch_targets(&self.model, &self.engine);
             info!(images = targets.len(), "watching registries");
-            sources.push(Box::new(RegistryWatcher::new(self.client.clone(), targets)));
+            let total = targets.len();
+            let mut watcher = RegistryWatcher::new(self.client.clone(), targets);
+            if progress && total >= PROGRESS_FROM {
+                watcher = watcher.with_first_pass_progress(crate::progress::registry_pass(total));
+            }
+            sources.push(Box::new(watcher));
         }
         if let Some(dir) = &self.options.freight_dir {
             let keys = self
@@ -698,7 +711,7 @@ impl Factory {
         if self.config_hash == Some(hash) {
             return Ok(());
         }
-        match load_config(&self.options) {
+        match load_config(&self.options, false) {
             Ok((model, hash)) => {
                 let runtime: BTreeMap<String, ImageRuntime> = self
                     .engine
@@ -715,7 +728,7 @@ impl Factory {
                         self.engine = engine;
                         self.model = model;
                         self.config_hash = Some(hash);
-                        self.sources = self.make_sources();
+                        self.sources = self.make_sources(false);
                         self.metrics.config(true);
                         self.submit_analysis("analyze: images.yaml changed").await;
                         let d = self.engine.tick(self.clock.now());
@@ -817,8 +830,8 @@ fn content_hash(bytes: &[u8]) -> u64 {
 }
 
 /// Analyzes `images.yaml` (writing the analysis state unless `dry_run`) and builds the
-/// model with the names the state gives.
-fn load_config(options: &Options) -> Result<(Model, u64), FactoryError> {
+/// model with the names the state gives; `progress` draws a bar while sources are read.
+fn load_config(options: &Options, progress: bool) -> Result<(Model, u64), FactoryError> {
     let text = std::fs::read(&options.enrollment).map_err(|source| {
         AnalyzeError::from(crate::enrollment::EnrollmentError::Read {
             path: options.enrollment.clone(),
@@ -826,6 +839,7 @@ fn load_config(options: &Options) -> Result<(Model, u64), FactoryError> {
         })
     })?;
     let hash = content_hash(&text);
+    let bar = crate::progress::SourcesBar::default();
     let report = analyze::run(
         &analyze::Options {
             enrollment: options.enrollment.clone(),
@@ -834,7 +848,7 @@ fn load_config(options: &Options) -> Result<(Model, u64), FactoryError> {
             prune: false,
             dry_run: options.dry_run,
         },
-        &NoProgress,
+        if progress { &bar } else { &NoProgress },
     )?;
     for w in &report.warnings {
         warn!("{w}");

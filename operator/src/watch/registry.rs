@@ -12,6 +12,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use futures::FutureExt as _;
 use jiff::{SignedDuration, Timestamp};
 use tracing::{debug, warn};
 
@@ -48,6 +49,8 @@ pub struct RegistryWatcher {
     watched: Vec<Watched>,
     /// Targets whose selection does not compile: reported on every poll.
     invalid: Vec<String>,
+    /// Advanced once per check of the next pass, then finished and dropped.
+    progress: Option<indicatif::ProgressBar>,
 }
 
 impl RegistryWatcher {
@@ -69,7 +72,16 @@ impl RegistryWatcher {
             client,
             watched,
             invalid,
+            progress: None,
         }
+    }
+
+    /// Shows the next pass (the first: every target due) on `bar`, one step per
+    /// image checked; the bar's length is set to the number of images due.
+    #[must_use]
+    pub fn with_first_pass_progress(mut self, bar: indicatif::ProgressBar) -> Self {
+        self.progress = Some(bar);
+        self
     }
 
     /// Images watched now.
@@ -146,11 +158,23 @@ impl EventSource for RegistryWatcher {
                 .collect();
             // The client bounds concurrency per registry (`maxConcurrency`) and spends
             // the registry's request budget; all due images go at once.
+            let bar = self.progress.take();
+            if let Some(bar) = &bar {
+                bar.set_length(due.len() as u64);
+            }
             let checks = due.iter().map(|&i| {
                 let w = &self.watched[i];
-                Self::check(client, &w.target, &w.compiled)
+                let bar = bar.clone();
+                Self::check(client, &w.target, &w.compiled).inspect(move |_| {
+                    if let Some(bar) = &bar {
+                        bar.inc(1);
+                    }
+                })
             });
             let results = futures::future::join_all(checks).await;
+            if let Some(bar) = bar {
+                bar.finish_and_clear();
+            }
             let mut done = Vec::new();
             for (&i, result) in due.iter().zip(results) {
                 let w = &mut self.watched[i];
