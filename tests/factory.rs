@@ -849,6 +849,137 @@ fn with_the_fake_clock_the_default_seven_day_hold_passes_in_seconds() {
     assert!(site.run_log().contains("clock offset changed"));
 }
 
+#[test]
+fn decisions_made_while_run_runs_are_applied_by_it_and_never_overwritten() {
+    let mut site = Site::new(
+        "run-inbox",
+        &Fleet {
+            base_rebuild: "{delay: 1h}",
+            failing: &[],
+            app2: false,
+            external_host: None,
+        },
+    );
+    let mut factory = site.spawn(&["--push"], &[]);
+    site.wait("baselines", Duration::from_secs(60), |s| {
+        s.baselines(&["base", "helper", "platform", "app1"])
+    });
+    let initial_app1 = site.runtime("app1").unwrap().current.unwrap().digest;
+
+    // One owner per state folder: a second factory refuses to start.
+    let second = site.cli(&["run", "--once"]);
+    assert_eq!(second.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        err.contains(&format!(
+            "owned by a running image-factory (pid {})",
+            factory.id()
+        )),
+        "{err}"
+    );
+
+    // An update held for an hour, expedited by a person: the factory applies it.
+    let v2 = site.release("base");
+    site.wait("the hold", Duration::from_secs(20), |s| {
+        s.rebuild_on("platform", "base", &v2)
+            .is_some_and(|r| r.phase == Phase::Waiting)
+    });
+    let out = site.cli(&[
+        "expedite",
+        "base",
+        "--reason",
+        "CVE-2026-0001",
+        "--by",
+        "sec",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("recorded by the running factory"),
+        "{stdout}"
+    );
+    site.wait("the expedited cascade", Duration::from_secs(180), |s| {
+        let Some(p) = s.succeeded_on("platform", "base", &v2) else {
+            return false;
+        };
+        s.succeeded_on("app1", "platform", &p).is_some()
+    });
+
+    // A refused decision is answered with the engine's reason and exit 1.
+    let out = site.cli(&["retry", "no-such-rebuild", "--reason", "x", "--by", "sec"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+
+    // A block of the next release, then a later release: the factory writes the base
+    // record again, and both decisions are still in it.
+    let v3 = site.release("base");
+    site.wait("v3 recorded", Duration::from_secs(20), |s| {
+        s.runtime("base")
+            .is_some_and(|rt| rt.updates.iter().any(|u| u.digest == v3))
+    });
+    let target = format!("{}@{v3}", site.reference("base"));
+    let out = site.cli(&["block", &target, "--reason", "breaks TLS", "--by", "sec"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let v4 = site.release("base");
+    site.wait("v4 recorded", Duration::from_secs(20), |s| {
+        s.runtime("base")
+            .is_some_and(|rt| rt.updates.iter().any(|u| u.digest == v4))
+    });
+    let base = site.runtime("base").unwrap();
+    let expedited = base.updates.iter().find(|u| u.digest == v2).unwrap();
+    assert_eq!(
+        expedited.expedited.as_ref().map(|m| m.by.as_str()),
+        Some("sec"),
+        "{base:?}"
+    );
+    assert!(
+        base.blocks.iter().any(|b| b.digest == v3),
+        "the block was lost: {base:?}"
+    );
+
+    // A rollback: the CLI moves the tag, the factory records it.
+    let out = site.cli(&[
+        "rollback",
+        "app1",
+        "--to",
+        initial_app1.as_str(),
+        "--reason",
+        "regression",
+        "--by",
+        "sec",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{out:?}");
+    assert!(
+        stdout.contains("recorded by the running factory"),
+        "{stdout}"
+    );
+    let app1 = site.runtime("app1").unwrap();
+    assert_eq!(
+        app1.current.as_ref().map(|c| &c.digest),
+        Some(&initial_app1)
+    );
+    assert_eq!(app1.rollbacks.len(), 1);
+    assert_eq!(digest_of(registry(), &site.repo("app1")), initial_app1);
+
+    let status = stop(&mut factory);
+    assert!(status.success(), "{status:?}");
+    let remote = site.remote_checkout();
+    let c = remote.path().join("c");
+    assert_eq!(state_files(&c), state_files(&site.work));
+    let log = git(&c, &["log", "--format=%B"]);
+    assert!(log.contains("Image-Factory-Source: person/sec"), "{log}");
+    // Not running any more: a decision is written by the CLI itself.
+    let out = site.cli(&["unblock", &target, "--by", "sec"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(!stdout.contains("running factory"), "{stdout}");
+}
+
 /// Crash points of the factory (see `image_factory::crash`) and their passage counts,
 /// in the order a cascade passes them; `mid-build:IMAGE` kills the session from inside
 /// a build, after the image is built and before it is pushed.

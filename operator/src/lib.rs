@@ -24,6 +24,7 @@ pub mod enrollment;
 pub mod factory;
 pub mod git;
 pub mod graph;
+pub mod inbox;
 pub mod kargo;
 pub mod progress;
 pub mod reference;

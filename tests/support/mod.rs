@@ -65,6 +65,11 @@ pub fn snapshot(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
         };
         for entry in entries.flatten() {
             let path = entry.path();
+            // The owner's lock and inbox (`image_factory::inbox`) are process
+            // bookkeeping, never committed: not state.
+            if entry.file_name() == image_factory::inbox::DIR {
+                continue;
+            }
             if path.is_dir() {
                 stack.push(path);
             } else {

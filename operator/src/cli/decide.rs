@@ -18,8 +18,10 @@ use crate::reference::Reference;
 use crate::runtime::{Digest, RebuildId};
 use crate::state::{self, Changes, FileStore};
 
-/// A decision, as given on the command line.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A decision, as given on the command line (and, serialized, as sent to a running
+/// factory through [`crate::inbox`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
 pub enum Action {
     /// Skip the remaining delay of an update: `IMAGE` (its newest update, or for a
     /// managed image the updates its waiting rebuild is held for) or `REF@DIGEST`.
@@ -98,10 +100,14 @@ pub enum DecideError {
         /// The engine's reason.
         reason: String,
     },
+    /// The state folder's lock or the running factory's inbox failed.
+    #[error(transparent)]
+    Inbox(#[from] crate::inbox::InboxError),
 }
 
 impl DecideError {
-    fn exit_code(&self) -> u8 {
+    /// The CLI's exit code for this error: 1 refused, 2 cannot be done.
+    pub fn exit_code(&self) -> u8 {
         match self {
             Self::UnknownImage { .. } | Self::BadTarget { .. } | Self::Ignored { .. } => {
                 EXIT_FINDINGS
@@ -128,10 +134,25 @@ pub fn who(by: Option<String>) -> String {
     std::env::var("USER").unwrap_or_else(|_| "unknown".to_string())
 }
 
+/// How long a decision waits for a running factory's answer: 60 s.
+pub const REPLY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Runs one decision and prints what was recorded; returns the exit code (0 recorded,
-/// 1 refused, 2 I/O).
+/// 1 refused, 2 I/O). When a factory runs on the state folder, the decision is sent to
+/// it ([`crate::inbox`]) and its answer printed.
 pub fn run(place: &Place, action: Action, by: String, now: Timestamp) -> u8 {
-    match decide(place, action, &by, now) {
+    let result = match crate::inbox::OwnerLock::acquire(&place.state_dir) {
+        // No factory runs: decide here, holding the lock so none starts meanwhile.
+        Ok(_lock) => decide(place, action, &by, now),
+        Err(crate::inbox::InboxError::Held { .. }) => {
+            return send(
+                &place.state_dir,
+                &crate::inbox::Request::Decide { action, by },
+            );
+        }
+        Err(e) => Err(e.into()),
+    };
+    match result {
         Ok(lines) => {
             for line in lines {
                 println!("{line}");
@@ -145,8 +166,30 @@ pub fn run(place: &Place, action: Action, by: String, now: Timestamp) -> u8 {
     }
 }
 
+/// Sends `request` to the factory running on `state_dir`, prints its answer; returns
+/// the exit code it gave (2 when it did not answer within [`REPLY_TIMEOUT`]).
+pub fn send(state_dir: &std::path::Path, request: &crate::inbox::Request) -> u8 {
+    let answer = crate::inbox::submit(state_dir, request)
+        .and_then(|id| crate::inbox::wait_reply(state_dir, &id, REPLY_TIMEOUT));
+    match answer {
+        Ok(reply) => {
+            for line in &reply.lines {
+                println!("{line}");
+            }
+            if let Some(e) = &reply.error {
+                eprintln!("error: {e}");
+            }
+            reply.exit
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            EXIT_ERROR
+        }
+    }
+}
+
 /// Applies `action` through the engine and commits the runtime records it changed;
-/// returns one line per decision.
+/// returns one line per decision. The caller holds the state folder's lock.
 ///
 /// # Errors
 ///
@@ -162,17 +205,8 @@ pub fn decide(
     let runtime = state::load_runtime(&store, &model.graph)?;
     let config = engine_config(&model.enrollment);
     let mut engine = Engine::new(&model.graph, runtime, config)?;
-    let event = event(&model.graph, action, by)?;
-    let decisions = engine.apply(event, now);
-    let mut lines = Vec::new();
-    for d in &decisions {
-        if let Decision::Ignored { reason } = d {
-            return Err(DecideError::Ignored {
-                reason: reason.clone(),
-            });
-        }
-        lines.push(describe(d));
-    }
+    let decisions = apply(&mut engine, &model.graph, action, by, now)?;
+    let mut lines: Vec<String> = decisions.iter().map(describe).collect();
     let mut changes = Changes::default();
     for name in engine.take_changed() {
         if let Some(record) = engine.runtime(&name) {
@@ -186,6 +220,33 @@ pub fn decide(
         report.written.len()
     ));
     Ok(lines)
+}
+
+/// Feeds `action` to `engine` as its event; the decisions it made. Pure: the caller
+/// persists what the engine changed (`take_changed`).
+///
+/// # Errors
+///
+/// [`DecideError::UnknownImage`], [`DecideError::BadTarget`] for a target that names
+/// nothing, [`DecideError::Ignored`] when the engine ignored it (then the engine
+/// changed nothing).
+pub fn apply(
+    engine: &mut Engine,
+    graph: &Graph,
+    action: Action,
+    by: &str,
+    now: Timestamp,
+) -> Result<Vec<Decision>, DecideError> {
+    let event = event(graph, action, by)?;
+    let decisions = engine.apply(event, now);
+    for d in &decisions {
+        if let Decision::Ignored { reason } = d {
+            return Err(DecideError::Ignored {
+                reason: reason.clone(),
+            });
+        }
+    }
+    Ok(decisions)
 }
 
 fn event(graph: &Graph, action: Action, by: &str) -> Result<Event, DecideError> {

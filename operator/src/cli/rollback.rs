@@ -59,6 +59,9 @@ pub enum RollbackError {
         /// Its digest.
         digest: String,
     },
+    /// The running factory did not record the rollback (the registry was changed).
+    #[error("the tag was moved, but the running factory did not record it: {0}")]
+    NotRecorded(String),
     /// After the PUT the tag resolves elsewhere.
     #[error("{reference} resolves to {got} after the rollback, not {wanted}")]
     NotApplied {
@@ -153,6 +156,13 @@ pub async fn rollback(
             image: request.image.clone(),
         });
     };
+    // When a factory runs on the state folder, it records the rollback (it owns the
+    // runtime records); otherwise this process does, holding the lock.
+    let lock = match crate::inbox::OwnerLock::acquire(&place.state_dir) {
+        Ok(lock) => Some(lock),
+        Err(crate::inbox::InboxError::Held { .. }) => None,
+        Err(e) => return Err(DecideError::from(e).into()),
+    };
     let store = FileStore::open(&place.state_dir)?;
     let records = state::load_runtime(&store, &model.graph)?;
     let mut record = records
@@ -206,21 +216,40 @@ pub async fn rollback(
         .iter()
         .filter_map(|p| Some((p.platform.clone(), Digest::parse(&p.digest).ok()?)))
         .collect();
-    record.current = Some(Observed {
-        tag: reference.tag().unwrap_or("latest").to_string(),
-        digest: to.clone(),
+    let tag = reference.tag().unwrap_or("latest").to_string();
+    if lock.is_none() {
+        let request = crate::inbox::Request::Rollback {
+            image: image.name.clone(),
+            tag,
+            from: from.clone(),
+            to: to.clone(),
+            platforms,
+            by: request.by.clone(),
+            reason: request.reason.clone(),
+        };
+        let reply = crate::inbox::submit(&place.state_dir, &request)
+            .and_then(|id| {
+                crate::inbox::wait_reply(&place.state_dir, &id, super::decide::REPLY_TIMEOUT)
+            })
+            .map_err(|e| RollbackError::NotRecorded(e.to_string()))?;
+        if let Some(e) = reply.error {
+            return Err(RollbackError::NotRecorded(e));
+        }
+        return Ok(format!(
+            "rolled back {reference}: {from} → {to} (recorded by the running factory)"
+        ));
+    }
+    record_rollback(
+        &mut record,
+        &tag,
+        (&from, &to),
         platforms,
-        first_seen: crate::runtime::to_second(now),
-    });
-    record.rollbacks.push(Rollback {
-        from: from.clone(),
-        to: to.clone(),
-        mark: Mark {
+        Mark {
             by: request.by.clone(),
             reason: request.reason.clone(),
             at: crate::runtime::to_second(now),
         },
-    });
+    );
     let mut changes = Changes::default();
     state::stage_runtime(&mut changes, &record)?;
     state::journal::commit(&place.state_dir, &changes)?;
@@ -228,4 +257,28 @@ pub async fn rollback(
         "rolled back {reference}: {from} → {to} (recorded in {})",
         place.state_dir.display()
     ))
+}
+
+/// Records in `record` that its tag `tag` was moved from `from_to.0` to `from_to.1`
+/// (`platforms`: the per-platform digests of the target) by `mark`'s person: the new
+/// `current` digest and a [`Rollback`] entry.
+pub fn record_rollback(
+    record: &mut ImageRuntime,
+    tag: &str,
+    from_to: (&Digest, &Digest),
+    platforms: BTreeMap<String, Digest>,
+    mark: Mark,
+) {
+    let (from, to) = from_to;
+    record.current = Some(Observed {
+        tag: tag.to_string(),
+        digest: to.clone(),
+        platforms,
+        first_seen: mark.at,
+    });
+    record.rollbacks.push(Rollback {
+        from: from.clone(),
+        to: to.clone(),
+        mark,
+    });
 }

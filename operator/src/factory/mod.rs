@@ -43,6 +43,7 @@ use tracing::{debug, error, info, warn};
 pub use metrics::Metrics;
 
 use crate::analyze::{self, AnalyzeError, Model, NoProgress};
+use crate::cli::decide;
 use crate::cli::decide::{describe, engine_config};
 use crate::clock::Clock;
 use crate::completion::{self, Completed, Wait};
@@ -50,6 +51,7 @@ use crate::engine::{Decision, Engine, EngineError, Event, Outcome, Trigger};
 use crate::enrollment::{Image, Trigger as TriggerConfig};
 use crate::git::{self, Change, ChangeSource, GitError, Reason, WriterHandle};
 use crate::graph::NodeKind;
+use crate::inbox::{self, OwnerLock, Reply, Request as InboxRequest};
 use crate::registry::{ClientSettings, CredentialStore, RegistryClient, TagSelection};
 use crate::runtime::{Digest, ImageRuntime, RebuildId};
 use crate::state::{self, journal, Changes, FileStore, StateError};
@@ -57,6 +59,9 @@ use crate::trigger::{self, Context, LocalSource, Request, SourceInfo};
 use crate::watch::freight::{FreightReplay, ImageKey};
 use crate::watch::registry::{RegistryWatcher, Target};
 use crate::watch::{EventSource, Observation};
+
+/// How often a running factory looks into its inbox for people's decisions: 500 ms.
+const INBOX_POLL: Duration = Duration::from_millis(500);
 
 /// Fewest images in a first registry pass that gets a progress bar.
 const PROGRESS_FROM: usize = 50;
@@ -80,6 +85,9 @@ pub enum FactoryError {
     /// Registry credentials or settings are unusable.
     #[error("{0}")]
     Registry(String),
+    /// Another process owns the state folder (see [`crate::inbox`]).
+    #[error(transparent)]
+    Owned(#[from] crate::inbox::InboxError),
     /// `--listen` could not bind.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -241,10 +249,19 @@ struct Factory {
     summary: Summary,
     metrics: Arc<Metrics>,
     clock: Clock,
+    /// The state folder's lock, held for the factory's life (not in a dry run).
+    _owner: Option<OwnerLock>,
+    /// Who made the decision being persisted, when it came through the inbox.
+    person: Option<String>,
 }
 
 impl Factory {
     async fn start(options: Options, metrics: Arc<Metrics>) -> Result<Self, FactoryError> {
+        let owner = if options.dry_run {
+            None
+        } else {
+            Some(OwnerLock::acquire(&options.state_dir)?)
+        };
         if !options.dry_run {
             let recovered = journal::recover(&options.state_dir)?;
             if !recovered.is_empty() {
@@ -294,6 +311,8 @@ impl Factory {
             summary: Summary::default(),
             metrics,
             clock,
+            _owner: owner,
+            person: None,
         };
         factory.sources = factory.make_sources(factory.options.progress);
         factory.resubmit_all().await;
@@ -407,6 +426,7 @@ impl Factory {
                 }
             }
             first = false;
+            self.serve_inbox().await?;
             let decisions = self.engine.tick(now);
             self.handle(decisions, "due").await?;
 
@@ -459,6 +479,132 @@ impl Factory {
         }
     }
 
+    /// Applies the decisions people sent while the factory runs ([`crate::inbox`]):
+    /// each through the engine like any event, persisted, then answered.
+    async fn serve_inbox(&mut self) -> Result<(), FactoryError> {
+        if self.options.dry_run {
+            return Ok(());
+        }
+        for (id, request) in inbox::pending(&self.options.state_dir) {
+            let reply = match request {
+                Err(why) => Reply {
+                    lines: Vec::new(),
+                    error: Some(format!("the request cannot be read: {why}")),
+                    exit: 2,
+                },
+                Ok(InboxRequest::Decide { action, by }) => {
+                    info!(%by, ?action, "a decision from the inbox");
+                    let now = self.clock.now();
+                    match decide::apply(&mut self.engine, &self.model.graph, action, &by, now) {
+                        Ok(decisions) => {
+                            let mut lines: Vec<String> = decisions.iter().map(describe).collect();
+                            self.person = Some(by);
+                            let handled = self.handle(decisions, "decision").await;
+                            self.person = None;
+                            handled?;
+                            lines.push(format!(
+                                "recorded by the running factory (pid {}) in {}",
+                                std::process::id(),
+                                self.options.state_dir.display()
+                            ));
+                            Reply {
+                                lines,
+                                error: None,
+                                exit: 0,
+                            }
+                        }
+                        Err(e) => Reply {
+                            lines: Vec::new(),
+                            error: Some(e.to_string()),
+                            exit: e.exit_code(),
+                        },
+                    }
+                }
+                Ok(InboxRequest::Rollback {
+                    image,
+                    tag,
+                    from,
+                    to,
+                    platforms,
+                    by,
+                    reason,
+                }) => {
+                    let mark = crate::runtime::Mark {
+                        by,
+                        reason,
+                        at: crate::runtime::to_second(self.clock.now()),
+                    };
+                    self.rolled_back(&image, &tag, (&from, &to), platforms, mark)
+                        .await?
+                }
+            };
+            crate::crash::point("answered");
+            if let Err(e) = inbox::answer(&self.options.state_dir, &id, &reply) {
+                warn!(error = %e, "cannot answer a request");
+            }
+        }
+        Ok(())
+    }
+
+    /// Records a rollback someone made in the registry: `image`'s record gets the new
+    /// `current` digest and the rollback entry, the engine is rebuilt on the records.
+    async fn rolled_back(
+        &mut self,
+        image: &str,
+        tag: &str,
+        from_to: (&Digest, &Digest),
+        platforms: BTreeMap<String, Digest>,
+        mark: crate::runtime::Mark,
+    ) -> Result<Reply, FactoryError> {
+        let refused = |why: String| Reply {
+            lines: Vec::new(),
+            error: Some(why),
+            exit: 1,
+        };
+        let Some(mut record) = self.engine.runtime(image).cloned() else {
+            return Ok(refused(format!("{image} has no runtime record")));
+        };
+        let by = mark.by.clone();
+        crate::cli::rollback::record_rollback(&mut record, tag, from_to, platforms, mark);
+        let mut runtime: BTreeMap<String, ImageRuntime> = self
+            .engine
+            .runtimes()
+            .into_iter()
+            .map(|(n, r)| (n.to_string(), r.clone()))
+            .collect();
+        runtime.insert(image.to_string(), record.clone());
+        let engine = match Engine::new(
+            &self.model.graph,
+            runtime,
+            config_for(&self.options, &self.model),
+        ) {
+            Ok(engine) => engine,
+            Err(e) => return Ok(refused(e.to_string())),
+        };
+        self.engine = engine;
+        let mut changes = Changes::default();
+        state::stage_runtime(&mut changes, &record)?;
+        journal::commit(&self.options.state_dir, &changes)?;
+        let summary = format!("rollback {image}: {} → {}", from_to.0, from_to.1);
+        info!(%by, "{summary}");
+        if let Some((writer, _)) = &self.writer {
+            let reason = Reason {
+                source: Some(ChangeSource::Person(by)),
+                images: vec![image.to_string()],
+                digests: vec![from_to.1.to_string()],
+                ..Reason::new(summary.clone())
+            };
+            if let Err(e) = writer.submit(Change::new(changes.files, reason)).await {
+                error!(error = %e, "git writer refused a change");
+            }
+        }
+        Ok(Reply {
+            lines: vec![format!("recorded {summary}")],
+            error: None,
+            exit: 0,
+        })
+    }
+
     /// Whether a rebuild waits for its next attempt after a failure (`--once` waits
     /// for it; a hold it does not).
     fn retry_pending(&self) -> bool {
@@ -496,6 +642,9 @@ impl Factory {
         }
         if self.clock.can_jump() {
             wake = wake.min(base + Clock::POLL);
+        }
+        if !self.options.once {
+            wake = wake.min(base + INBOX_POLL);
         }
         wake
     }
@@ -610,7 +759,10 @@ impl Factory {
         journal::commit(&self.options.state_dir, &changes)?;
         crate::crash::point("journaled");
         if let Some((writer, _)) = &self.writer {
-            let reason = reason_for(decisions, &changed, cause);
+            let mut reason = reason_for(decisions, &changed, cause);
+            if let Some(by) = &self.person {
+                reason.source = Some(ChangeSource::Person(by.clone()));
+            }
             if let Err(e) = writer.submit(Change::new(changes.files, reason)).await {
                 // The state directory has the change; the next start resubmits it.
                 error!(error = %e, "git writer refused a change");
