@@ -29,6 +29,10 @@ pub struct SyncReport {
     /// Files (relative to the repository root) that others changed on the remote since
     /// the last fetch, sorted — `images.yaml` among them calls for a re-analysis.
     pub upstream_changed: Vec<PathBuf>,
+    /// Files the remote changed that were left as they are in the working tree because
+    /// they had local changes not committed (a person's edit, or a state file written
+    /// after the commit being pushed): never overwritten, sorted.
+    pub kept_local: Vec<PathBuf>,
 }
 
 /// Why one push attempt failed.
@@ -567,13 +571,15 @@ impl WorkingCopy {
             return Ok(());
         };
         let Some(head) = self.head() else {
-            return self.checkout_and_move(None, tracking);
+            report.kept_local = self.checkout_and_move(None, tracking)?;
+            return Ok(());
         };
         if head == tracking || self.is_ancestor(tracking, head)? {
             return Ok(());
         }
         if self.is_ancestor(head, tracking)? {
-            return self.checkout_and_move(Some(head), tracking);
+            report.kept_local = self.checkout_and_move(Some(head), tracking)?;
+            return Ok(());
         }
         self.rebase_onto(head, tracking, report)
     }
@@ -585,20 +591,38 @@ impl WorkingCopy {
     }
 
     /// Checks out `to` (only the paths that differ from `from`) and moves `HEAD` there.
-    fn checkout_and_move(&self, from: Option<Oid>, to: Oid) -> Result<(), GitError> {
+    /// A path with uncommitted changes (modified, deleted, staged, or untracked where
+    /// `to` adds it) is left as it is in the working tree; those paths are returned.
+    fn checkout_and_move(&self, from: Option<Oid>, to: Oid) -> Result<Vec<PathBuf>, GitError> {
         let paths = self.changed_paths(from, to)?;
         let object = self.repo.find_object(to, None).map_err(self.commit_err())?;
-        if !paths.is_empty() {
+        let local = git2::Status::WT_MODIFIED
+            | git2::Status::WT_DELETED
+            | git2::Status::WT_NEW
+            | git2::Status::WT_TYPECHANGE
+            | git2::Status::WT_RENAMED
+            | git2::Status::INDEX_MODIFIED
+            | git2::Status::INDEX_NEW
+            | git2::Status::INDEX_DELETED
+            | git2::Status::INDEX_TYPECHANGE
+            | git2::Status::INDEX_RENAMED;
+        let (kept, overwrite): (Vec<PathBuf>, Vec<PathBuf>) = paths.into_iter().partition(|p| {
+            self.repo
+                .status_file(p)
+                .is_ok_and(|status| status.intersects(local))
+        });
+        if !overwrite.is_empty() {
             let mut checkout = CheckoutBuilder::new();
             checkout.force();
-            for p in &paths {
+            for p in &overwrite {
                 checkout.path(p);
             }
             self.repo
                 .checkout_tree(&object, Some(&mut checkout))
                 .map_err(self.commit_err())?;
         }
-        self.move_head(to)
+        self.move_head(to)?;
+        Ok(kept)
     }
 
     /// Re-applies each local commit of `head` not on `base` on top of `base`: its files'
@@ -647,7 +671,8 @@ impl WorkingCopy {
             parent = self.repo.find_commit(new).map_err(self.commit_err())?;
             report.rebased += 1;
         }
-        self.checkout_and_move(Some(head), parent.id())
+        report.kept_local = self.checkout_and_move(Some(head), parent.id())?;
+        Ok(())
     }
 
     /// The tree of `parent` with the files `commit` changed set to their content in

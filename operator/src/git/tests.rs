@@ -310,6 +310,65 @@ fn push_reapplies_local_commits_on_a_moved_remote_and_reports_upstream_files() {
 }
 
 #[test]
+fn integrating_the_remote_never_overwrites_uncommitted_local_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (bare, work) = seeded_clone(dir.path());
+    let config = Config::new(&work).with_remote(Remote::new(bare.to_str().unwrap()));
+    push(&work, &config).unwrap();
+    // Others change images.yaml, add notes.txt and README.md.
+    let other = dir.path().join("other");
+    git(
+        dir.path(),
+        &["clone", "-q", bare.to_str().unwrap(), "other"],
+    );
+    std::fs::write(other.join("images.yaml"), "images: [{name: remote}]\n").unwrap();
+    std::fs::write(other.join("notes.txt"), "remote notes\n").unwrap();
+    std::fs::write(other.join("README.md"), "remote readme\n").unwrap();
+    git(&other, &["add", "."]);
+    git(&other, &["commit", "-q", "-m", "others"]);
+    git(&other, &["push", "-q", "origin", "main"]);
+    // Meanwhile, in the factory's checkout: an edit not committed, an untracked file
+    // where the remote adds one, and our own state commit to push.
+    std::fs::write(work.join("images.yaml"), "images: [{name: local}]\n").unwrap();
+    std::fs::write(work.join("notes.txt"), "local notes\n").unwrap();
+    std::fs::create_dir_all(work.join("state")).unwrap();
+    std::fs::write(work.join("state/a.yaml"), "a: 1\n").unwrap();
+    commit_paths(
+        &work,
+        &[PathBuf::from("state")],
+        &Reason::new("ours"),
+        &config,
+    )
+    .unwrap();
+
+    let report = push(&work, &config).unwrap();
+    assert_eq!(report.pushed, 1);
+    assert_eq!(
+        report.kept_local,
+        [PathBuf::from("images.yaml"), PathBuf::from("notes.txt")]
+    );
+    assert_eq!(
+        std::fs::read_to_string(work.join("images.yaml")).unwrap(),
+        "images: [{name: local}]\n",
+        "the uncommitted edit is kept"
+    );
+    assert_eq!(
+        std::fs::read_to_string(work.join("notes.txt")).unwrap(),
+        "local notes\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(work.join("README.md")).unwrap(),
+        "remote readme\n",
+        "a clean path takes the remote's content"
+    );
+    assert_eq!(git(&bare, &["show", "main:state/a.yaml"]), "a: 1\n");
+    assert_eq!(
+        git(&bare, &["show", "main:images.yaml"]),
+        "images: [{name: remote}]\n"
+    );
+}
+
+#[test]
 fn paths_outside_the_state_directory_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -303,6 +303,12 @@ fn blocking_round(
     if config.remote.is_some() {
         match copy.sync() {
             Ok(report) => {
+                if !report.kept_local.is_empty() {
+                    tracing::warn!(
+                        files = ?report.kept_local,
+                        "the remote changed files that have uncommitted local changes; left them as they are (commit or discard them to take the remote's)"
+                    );
+                }
                 if !report.upstream_changed.is_empty() {
                     let enrollment = report
                         .upstream_changed
