@@ -980,6 +980,102 @@ fn decisions_made_while_run_runs_are_applied_by_it_and_never_overwritten() {
     assert!(!stdout.contains("running factory"), "{stdout}");
 }
 
+#[test]
+fn recorded_kargo_freight_drives_a_built_cascade_once_and_never_again() {
+    let mut site = Site::new(
+        "run-freight",
+        &Fleet {
+            base_rebuild: "{delay: 1h}",
+            failing: &[],
+            app2: false,
+            external_host: None,
+        },
+    );
+    let once = |site: &Site, args: &[&str]| {
+        let mut all = vec!["run", "--once", "--timeout", "5m"];
+        all.extend_from_slice(args);
+        let out = site.cli(&all);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), text)
+    };
+    let (code, text) = once(&site, &[]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(site.baselines(&["base", "helper", "platform", "app1"]));
+
+    // Kargo finds a new base digest; the factory hears of it only from the Freight,
+    // without watching the registry, and passes the 1h hold two hours later (on the
+    // shifted clock).
+    let v2 = site.release("base");
+    let freight = site.work.join(".cache-freight");
+    std::fs::create_dir_all(&freight).unwrap();
+    let discovered = jiff::Timestamp::now();
+    let clock = site.work.join(".cache-clock");
+    std::fs::write(&clock, "2h").unwrap();
+    std::fs::write(
+        freight.join("freight.json"),
+        serde_json::json!({
+            "apiVersion": "kargo.akuity.io/v1alpha1",
+            "kind": "List",
+            "items": [{
+                "apiVersion": "kargo.akuity.io/v1alpha1",
+                "kind": "Freight",
+                "metadata": {"name": "0f1e2d3c4b5a69788796a5b4c3d2e1f001122334", "namespace": "images"},
+                "alias": "brave-otter",
+                "origin": {"kind": "Warehouse", "name": "base"},
+                "images": [{"repoURL": site.reference("base").repo_url(), "tag": "1", "digest": v2.as_str()}],
+                "discoveredAt": discovered.to_string(),
+            }],
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let replay = [
+        "--no-watch",
+        "--freight-dir",
+        freight.to_str().unwrap(),
+        "--clock-offset-file",
+        clock.to_str().unwrap(),
+    ];
+    let (code, text) = once(&site, &replay);
+    assert_eq!(code, Some(0), "{text}");
+    let p2 = site
+        .succeeded_on("platform", "base", &v2)
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        site.succeeded_on("app1", "platform", &p2).is_some(),
+        "{text}"
+    );
+    let update = site
+        .runtime("base")
+        .unwrap()
+        .updates
+        .into_iter()
+        .find(|u| u.digest == v2)
+        .unwrap();
+    assert_eq!(
+        update.source,
+        image_factory::runtime::UpdateSource::Freight {
+            name: "0f1e2d3c4b5a69788796a5b4c3d2e1f001122334".to_string()
+        }
+    );
+    assert_eq!(update.discovered_at.as_second(), discovered.as_second());
+
+    // The Freight is still there on the next pass (Kargo keeps it): nothing again.
+    let builds = site.builds().len();
+    let (code, text) = once(&site, &replay);
+    assert_eq!(code, Some(0), "{text}");
+    assert_eq!(
+        site.builds().len(),
+        builds,
+        "rebuilt from surviving Freight"
+    );
+    assert_eq!(pushed_once(&site.builds()).len(), 2);
+}
+
 /// Crash points of the factory (see `image_factory::crash`) and their passage counts,
 /// in the order a cascade passes them; `mid-build:IMAGE` kills the session from inside
 /// a build, after the image is built and before it is pushed.
