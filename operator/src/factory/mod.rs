@@ -661,13 +661,21 @@ impl Factory {
                 self.summary.problems.push(p.clone());
             }
         }
+        // One pass's observations are applied together and persisted once (one
+        // journal commit, one git change) before any decision is acted on: the same
+        // write-ahead rule as one event at a time, without a commit per image.
+        let mut decisions = Vec::new();
+        let mut applied = false;
         for o in polled.observations {
             let Some(event) = self.event_for(o, now) else {
                 continue;
             };
             crate::crash::point("observed");
-            let d = self.engine.apply(event, self.clock.now());
-            self.handle(d, &name).await?;
+            decisions.extend(self.engine.apply(event, self.clock.now()));
+            applied = true;
+        }
+        if applied {
+            self.handle(decisions, &name).await?;
         }
         Ok(())
     }

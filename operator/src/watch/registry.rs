@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use futures::FutureExt as _;
+use futures::{FutureExt as _, StreamExt as _};
 use jiff::{SignedDuration, Timestamp};
 use tracing::{debug, warn};
 
@@ -20,6 +20,9 @@ use super::{EventSource, Observation, PollFuture, Polled};
 use crate::reference::Reference;
 use crate::registry::{CompiledSelection, RegistryClient, TagSelection};
 use crate::runtime::{Digest, UpdateSource};
+
+/// Checks in flight at once in one pass, across all registries: 256.
+pub const CHECKS_IN_FLIGHT: usize = 256;
 
 /// One image the watcher checks.
 #[derive(Debug, Clone)]
@@ -157,26 +160,41 @@ impl EventSource for RegistryWatcher {
                 .filter(|&i| self.watched[i].next <= now)
                 .collect();
             // The client bounds concurrency per registry (`maxConcurrency`) and spends
-            // the registry's request budget; all due images go at once.
+            // the registry's request budget; across registries at most
+            // `CHECKS_IN_FLIGHT` checks are in flight, so a pass's memory does not grow
+            // with the fleet (a future per image at once cost ~10 KB each).
             let bar = self.progress.take();
             if let Some(bar) = &bar {
                 bar.set_length(due.len() as u64);
             }
-            let checks = due.iter().map(|&i| {
-                let w = &self.watched[i];
-                let bar = bar.clone();
-                Self::check(client, &w.target, &w.compiled).inspect(move |_| {
-                    if let Some(bar) = &bar {
-                        bar.inc(1);
-                    }
-                })
-            });
-            let results = futures::future::join_all(checks).await;
+            let watched = &self.watched;
+            // Futures are made as slots free up: an unstarted future costs its whole
+            // state machine too.
+            let mut next = due.iter().copied();
+            let mut running = futures::stream::FuturesUnordered::new();
+            let mut results: Vec<(usize, Result<Option<Observation>, String>)> =
+                Vec::with_capacity(due.len());
+            loop {
+                while running.len() < CHECKS_IN_FLIGHT {
+                    let Some(i) = next.next() else { break };
+                    let w = &watched[i];
+                    running.push(Self::check(client, &w.target, &w.compiled).map(move |r| (i, r)));
+                }
+                let Some(done) = running.next().await else {
+                    break;
+                };
+                if let Some(bar) = &bar {
+                    bar.inc(1);
+                }
+                results.push(done);
+            }
+            drop(running);
+            results.sort_by_key(|(i, _)| *i);
             if let Some(bar) = bar {
                 bar.finish_and_clear();
             }
             let mut done = Vec::new();
-            for (&i, result) in due.iter().zip(results) {
+            for (i, result) in results {
                 let w = &mut self.watched[i];
                 w.next = after(now, w.target.interval);
                 match result {
