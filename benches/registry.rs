@@ -8,225 +8,37 @@
 //!
 //! Run: `cargo bench --bench registry` (needs docker-registry, umoci, skopeo, curl).
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+#[path = "support/mod.rs"]
+mod support;
+
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use image_factory::reference::Reference;
 use image_factory::registry::{ClientSettings, CredentialStore, RegistryClient, RegistrySettings};
+use support::{cpu_seconds, in_parallel, peak_rss_mb, run, start_registry, Conn, Registry, Seed};
 
 const REPOSITORIES: usize = 1_000;
 const MANY_TAGS: usize = 5_000;
 const SKOPEO_SAMPLE: usize = 50;
 const CONCURRENCY: usize = 16;
 
-struct Registry {
-    child: Child,
-    host: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn run(cmd: &mut Command) -> Result<Vec<u8>> {
-    let out = cmd.output().with_context(|| format!("{cmd:?}"))?;
-    if !out.status.success() {
-        bail!("{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(out.stdout)
-}
-
-fn start_registry() -> Result<Registry> {
-    let dir = tempfile::tempdir()?;
-    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let host = format!("127.0.0.1:{port}");
-    let config = format!(
-        "version: 0.1\nlog: {{level: error}}\nstorage:\n  filesystem: {{rootdirectory: {}}}\nhttp:\n  addr: {host}\n",
-        dir.path().join("data").display()
-    );
-    std::fs::write(dir.path().join("config.yml"), config)?;
-    let child = Command::new("docker-registry")
-        .arg("serve")
-        .arg(dir.path().join("config.yml"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("docker-registry")?;
-    let registry = Registry {
-        child,
-        host,
-        _dir: dir,
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if TcpStream::connect(&registry.host).is_ok() {
-            return Ok(registry);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    bail!("registry did not start")
-}
-
-/// One keep-alive HTTP/1.1 connection for filling the registry quickly.
-struct Conn {
-    stream: TcpStream,
-    reader: BufReader<TcpStream>,
-    host: String,
-}
-
-impl Conn {
-    fn new(host: &str) -> Result<Self> {
-        let stream = TcpStream::connect(host)?;
-        // Header and body in one segment, no Nagle: otherwise every request waits
-        // for a delayed ACK (40 ms).
-        stream.set_nodelay(true)?;
-        let reader = BufReader::new(stream.try_clone()?);
-        Ok(Self {
-            stream,
-            reader,
-            host: host.to_owned(),
-        })
-    }
-
-    fn send(&mut self, method: &str, path: &str, content_type: &str, body: &[u8]) -> Result<u16> {
-        let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
-            self.host,
-            body.len()
-        );
-        let mut request = head.into_bytes();
-        request.extend_from_slice(body);
-        self.stream.write_all(&request)?;
-        let mut status = 0;
-        let mut length = 0usize;
-        loop {
-            let mut line = String::new();
-            self.reader.read_line(&mut line)?;
-            if status == 0 {
-                status = line
-                    .split_whitespace()
-                    .nth(1)
-                    .and_then(|s| s.parse().ok())
-                    .unwrap_or(0);
-            }
-            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                length = v.trim().parse().unwrap_or(0);
-            }
-            if line == "\r\n" || line.is_empty() {
-                break;
-            }
-        }
-        let mut sink = vec![0; length];
-        self.reader.read_exact(&mut sink)?;
-        Ok(status)
-    }
-}
-
 fn fill(registry: &Registry) -> Result<()> {
-    let work = tempfile::tempdir()?;
-    let layout = work.path().join("layout");
-    let image = format!("{}:base", layout.display());
-    run(Command::new("umoci")
-        .args(["init", "--layout"])
-        .arg(&layout))?;
-    run(Command::new("umoci").args(["new", "--image", &image]))?;
-    let bundle = work.path().join("bundle");
-    run(Command::new("umoci")
-        .args(["unpack", "--rootless", "--image", &image])
-        .arg(&bundle))?;
-    std::fs::write(bundle.join("rootfs/hello"), "hello")?;
-    run(Command::new("umoci")
-        .args(["repack", "--image", &image])
-        .arg(&bundle))?;
-    run(Command::new("skopeo")
-        .args(["copy", "-q", "--dest-tls-verify=false"])
-        .arg(format!("oci:{image}"))
-        .arg(format!("docker://{}/seed/img:1", registry.host)))?;
-    let manifest = run(Command::new("curl").args([
-        "-sf",
-        "-H",
-        "Accept: application/vnd.oci.image.manifest.v1+json",
-        &format!("http://{}/v2/seed/img/manifests/1", registry.host),
-    ]))?;
-    let doc: serde_json::Value = serde_json::from_slice(&manifest)?;
-    let media_type = doc["mediaType"]
-        .as_str()
-        .unwrap_or("application/vnd.oci.image.manifest.v1+json")
-        .to_owned();
-    let mut blobs = vec![doc["config"]["digest"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned()];
-    blobs.extend(
-        doc["layers"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|l| l["digest"].as_str().map(str::to_owned)),
-    );
-    let seed_repo = |conn: &mut Conn, repo: &str| -> Result<()> {
-        for blob in &blobs {
-            let status = conn.send(
-                "POST",
-                &format!("/v2/{repo}/blobs/uploads/?mount={blob}&from=seed/img"),
-                "application/octet-stream",
-                b"",
-            )?;
-            if status != 201 {
-                bail!("mount {blob} into {repo}: HTTP {status}");
-            }
+    let seed = Seed::push(registry)?;
+    seed.mount(&mut Conn::new(&registry.host)?, "bench/many")?;
+    in_parallel(&registry.host, 8, |conn, w, workers| {
+        for i in (w..REPOSITORIES).step_by(workers) {
+            let repo = format!("bench/r{i:04}");
+            seed.mount(conn, &repo)?;
+            seed.put(conn, &repo, "1")?;
+        }
+        for t in (w..MANY_TAGS).step_by(workers) {
+            seed.put(conn, "bench/many", &format!("t{t:05}"))?;
         }
         Ok(())
-    };
-    let put = |conn: &mut Conn, repo: &str, tag: &str| -> Result<()> {
-        let status = conn.send(
-            "PUT",
-            &format!("/v2/{repo}/manifests/{tag}"),
-            &media_type,
-            &manifest,
-        )?;
-        if status != 201 {
-            bail!("PUT {repo}:{tag}: HTTP {status}");
-        }
-        Ok(())
-    };
-    seed_repo(&mut Conn::new(&registry.host)?, "bench/many")?;
-    // Several connections in parallel: the registry writes files per request.
-    let workers = 8;
-    std::thread::scope(|scope| -> Result<()> {
-        let handles: Vec<_> = (0..workers)
-            .map(|w| {
-                let (seed_repo, put, host) = (&seed_repo, &put, &registry.host);
-                scope.spawn(move || -> Result<()> {
-                    let mut conn = Conn::new(host)?;
-                    for i in (w..REPOSITORIES).step_by(workers) {
-                        let repo = format!("bench/r{i:04}");
-                        seed_repo(&mut conn, &repo)?;
-                        put(&mut conn, &repo, "1")?;
-                    }
-                    for t in (w..MANY_TAGS).step_by(workers) {
-                        put(&mut conn, "bench/many", &format!("t{t:05}"))?;
-                    }
-                    Ok(())
-                })
-            })
-            .collect();
-        for handle in handles {
-            handle
-                .join()
-                .map_err(|_| anyhow::anyhow!("fill thread panicked"))??;
-        }
-        Ok(())
-    })?;
-    Ok(())
+    })
 }
 
 async fn bare_heads(host: &str, refs: &[String]) -> Result<Duration> {
@@ -501,35 +313,4 @@ async fn watcher(registry: &Registry, refs: &[Reference]) -> Result<()> {
         steady.observations.len() + restarted.observations.len()
     );
     Ok(())
-}
-
-/// User + system CPU seconds of this process so far (`/proc/self/stat`, clock ticks of 100 Hz).
-fn cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return 0.0;
-    };
-    let Some((_, after)) = stat.rsplit_once(')') else {
-        return 0.0;
-    };
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-/// Peak resident memory of this process, MB (`VmHWM` of `/proc/self/status`).
-fn peak_rss_mb() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb / 1024)
 }
