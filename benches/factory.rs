@@ -478,6 +478,8 @@ fn main() -> Result<()> {
     factory.alive()?;
     let rss = status_kb(&factory.pid, "VmRSS:").unwrap_or(0);
     let hwm = status_kb(&factory.pid, "VmHWM:").unwrap_or(0);
+    let anon = status_kb(&factory.pid, "RssAnon:").unwrap_or(0);
+    let file = status_kb(&factory.pid, "RssFile:").unwrap_or(0);
     let threads = std::fs::read_to_string(format!("/proc/{}/status", factory.pid))
         .ok()
         .and_then(|s| {
@@ -530,6 +532,16 @@ fn main() -> Result<()> {
         "{:<58} {:>11.1} MB",
         format!("RSS idle (VmRSS, {threads} threads)"),
         rss as f64 / 1024.0
+    );
+    println!(
+        "{:<58} {:>11.1} MB",
+        "  of which anonymous (heap, stacks; RssAnon)",
+        anon as f64 / 1024.0
+    );
+    println!(
+        "{:<58} {:>11.1} MB",
+        "  of which file-backed (the binary, libraries; RssFile)",
+        file as f64 / 1024.0
     );
     println!(
         "{:<58} {:>11.1} MB",

@@ -69,7 +69,10 @@ static PATH: LazyLock<Regex> = LazyLock::new(|| {
 });
 static TAG: LazyLock<Regex> = LazyLock::new(|| {
     #[allow(clippy::expect_used)]
-    Regex::new(r"^[\w][\w.-]{0,127}$").expect("valid tag regex")
+    // distribution/reference's `[\w][\w.-]{0,127}` in Go's RE2, where `\w` is ASCII
+    // `[0-9A-Za-z_]`: spelled out, so a Unicode letter is no tag character (and the
+    // pattern does not compile to a multi-megabyte Unicode automaton).
+    Regex::new(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$").expect("valid tag regex")
 });
 static DIGEST: LazyLock<Regex> = LazyLock::new(|| {
     #[allow(clippy::expect_used)]
@@ -551,6 +554,20 @@ mod tests {
             assert!(
                 matches!(result, Err(ReferenceError::NameTooLong { length: 256, .. })),
                 "{result:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn tag_characters_are_ascii_as_in_gos_word_class() {
+        for tag in ["v1.2_3-rc", "_x", &"a".repeat(128)] {
+            assert!(Reference::parse(&format!("app:{tag}")).is_ok(), "{tag}");
+        }
+        for tag in ["é", "v1é", "１", ".x", "-x", &"a".repeat(129)] {
+            let result = Reference::parse(&format!("app:{tag}"));
+            assert!(
+                matches!(result, Err(ReferenceError::BadTag { .. })),
+                "{tag}: {result:?}"
             );
         }
     }

@@ -212,8 +212,13 @@ impl EventSource for RegistryWatcher {
                     }
                 }
             }
+            let baselined = !done.is_empty();
             for i in done.into_iter().rev() {
                 self.watched.swap_remove(i);
+            }
+            if baselined {
+                // The one-time baseline checks of managed images are gone for good.
+                self.watched.shrink_to_fit();
             }
             polled
         })
