@@ -204,3 +204,121 @@ mod tests {
         assert_eq!(w["metadata"]["labels"][LABEL_IMAGE], "python-3-12-slim");
     }
 }
+
+/// A Kargo `Freight` (`kargo.akuity.io/v1alpha1`, namespaced), the subset we read.
+///
+/// Freight has no `spec`: `alias`, `origin`, `images[]` and `discoveredAt` sit next to
+/// `metadata` (`../shared/kargo/crds/kargo.akuity.io_freights.yaml`), so this type has a
+/// hand-written [`kube::Resource`] impl instead of `#[derive(CustomResource)]`. Kargo puts
+/// no Warehouse label on Freight: filter on [`FreightOrigin::name`] client-side. The
+/// object name is Kargo's Freight ID (a SHA-1 hex of the artifacts), our idempotency key.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Freight {
+    /// `kargo.akuity.io/v1alpha1` ([`API_VERSION`]).
+    #[serde(default = "freight_api_version")]
+    pub api_version: String,
+    /// `Freight`.
+    #[serde(default = "freight_kind")]
+    pub kind: String,
+    /// Standard object metadata.
+    pub metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    /// Kargo's human-friendly alias (`wonky-wombat`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
+    /// Where the Freight comes from: a Warehouse.
+    #[serde(default)]
+    pub origin: FreightOrigin,
+    /// The images it carries.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<FreightImage>,
+    /// When the Warehouse discovered the artifacts; absent on old Kargo versions (then
+    /// `metadata.creationTimestamp` stands in).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discovered_at: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+}
+
+/// `Freight.origin`: `kind` is always `Warehouse`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FreightOrigin {
+    /// `Warehouse`.
+    pub kind: String,
+    /// The Warehouse's name.
+    pub name: String,
+}
+
+/// `Freight.images[]`: Kargo's schema requires none of its fields.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FreightImage {
+    /// The repository, without tag or digest (Kargo's spelling).
+    #[serde(rename = "repoURL", default, skip_serializing_if = "Option::is_none")]
+    pub repo_url: Option<String>,
+    /// The tag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    /// The digest (`sha256:…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+}
+
+fn freight_api_version() -> String {
+    API_VERSION.to_string()
+}
+
+fn freight_kind() -> String {
+    "Freight".to_string()
+}
+
+impl Freight {
+    /// An empty Freight named `name` in `namespace` (the Kargo Project), with
+    /// `apiVersion` and `kind` set, as a base for tests and replays.
+    pub fn new(namespace: &str, name: &str) -> Self {
+        Self {
+            api_version: freight_api_version(),
+            kind: freight_kind(),
+            metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                name: Some(name.to_string()),
+                namespace: Some(namespace.to_string()),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    /// Discovered-at: `discoveredAt`, else `metadata.creationTimestamp`.
+    pub fn discovered_at(&self) -> Option<jiff::Timestamp> {
+        self.discovered_at
+            .as_ref()
+            .or(self.metadata.creation_timestamp.as_ref())
+            .map(|t| t.0)
+    }
+}
+
+impl kube::Resource for Freight {
+    type DynamicType = ();
+    type Scope = k8s_openapi::NamespaceResourceScope;
+
+    fn kind(_: &()) -> std::borrow::Cow<'_, str> {
+        "Freight".into()
+    }
+    fn group(_: &()) -> std::borrow::Cow<'_, str> {
+        "kargo.akuity.io".into()
+    }
+    fn version(_: &()) -> std::borrow::Cow<'_, str> {
+        "v1alpha1".into()
+    }
+    fn api_version(_: &()) -> std::borrow::Cow<'_, str> {
+        API_VERSION.into()
+    }
+    /// Kargo's CRD names the plural `freights`.
+    fn plural(_: &()) -> std::borrow::Cow<'_, str> {
+        "freights".into()
+    }
+    fn meta(&self) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+        &mut self.metadata
+    }
+}

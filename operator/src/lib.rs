@@ -18,6 +18,7 @@ pub mod cli;
 pub mod clock;
 pub mod completion;
 pub mod crash;
+pub mod crd;
 pub mod dockerfile;
 pub mod engine;
 pub mod enrollment;

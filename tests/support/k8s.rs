@@ -48,3 +48,38 @@ pub fn kubectl(args: &[&str]) -> (bool, String) {
     );
     (out.status.success(), text)
 }
+
+/// A kube client for this test binary's API server (or `IMAGE_FACTORY_KUBECONFIG`'s).
+pub async fn client() -> kube::Client {
+    let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig()).expect("kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(
+        kubeconfig,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .expect("kubeconfig is usable");
+    kube::Client::try_from(config).expect("client")
+}
+
+/// Applies a CRD file (server-side, idempotent) and waits until it is Established.
+pub fn apply_crd(path: &std::path::Path, name: &str) {
+    let (ok, out) = kubectl(&["apply", "--server-side", "-f", &path.display().to_string()]);
+    assert!(ok, "{out}");
+    let (ok, out) = kubectl(&[
+        "wait",
+        "--for=condition=Established",
+        "--timeout=30s",
+        &format!("crd/{name}"),
+    ]);
+    assert!(ok, "{out}");
+}
+
+/// Creates a uniquely named namespace for one test and returns its name.
+pub fn namespace(prefix: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = format!("{prefix}-{}-{n}", std::process::id());
+    let (ok, out) = kubectl(&["create", "namespace", &name]);
+    assert!(ok, "{out}");
+    name
+}

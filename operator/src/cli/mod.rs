@@ -101,6 +101,21 @@ pub enum Command {
     },
     /// Print the JSON Schema of images.yaml (for editors: yaml-language-server).
     Schema,
+    /// Write the CustomResourceDefinitions of our resources (`ImageFactoryRebuild`) into a
+    /// folder, one YAML file each, for `kubectl apply -f crds/` or `deploy/`.
+    ///
+    /// With `--check`, write nothing and exit 1 when the folder's files differ from what
+    /// this binary generates (for CI: the committed `crds/` must not drift).
+    ///
+    /// Example: `image-factory crds` (writes `crds/`), `image-factory crds --check`
+    Crds {
+        /// The folder, relative to the working directory.
+        #[arg(long, default_value = "crds")]
+        dir: PathBuf,
+        /// Compare instead of writing; exit 1 on any difference.
+        #[arg(long)]
+        check: bool,
+    },
     /// Read images.yaml, fetch sources, parse Dockerfiles, build the graph, and write
     /// state/ and the Kargo Warehouses (state/warehouses/).
     #[command(after_help = PATHS_HELP)]
@@ -420,6 +435,7 @@ pub fn run(cli: Cli) -> ExitCode {
     let code = match cli.command {
         Command::Validate { file, format } => validate(file.path(), format),
         Command::Schema => print(&schema_json()),
+        Command::Crds { dir, check } => crds(&dir, check),
         Command::Analyze {
             input,
             state_dir,
@@ -521,6 +537,59 @@ pub fn run(cli: Cli) -> ExitCode {
 pub fn schema_json() -> String {
     let schema = schemars::schema_for!(enrollment::schema::EnrollmentFile);
     serde_json::to_string_pretty(&schema).unwrap_or_default() + "\n"
+}
+
+/// `image-factory crds`: write the CRDs, or with `check` compare them with `dir`.
+fn crds(dir: &Path, check: bool) -> u8 {
+    if !check {
+        return match crate::crd::write_crds(dir) {
+            Ok(paths) => {
+                for path in paths {
+                    println!("wrote {}", path.display());
+                }
+                EXIT_OK
+            }
+            Err(e) => {
+                eprintln!("error: cannot write the CRDs into {}: {e}", dir.display());
+                EXIT_ERROR
+            }
+        };
+    }
+    let files = match crate::crd::crd_files() {
+        Ok(files) => files,
+        Err(e) => {
+            eprintln!("error: cannot generate the CRDs: {e}");
+            return EXIT_ERROR;
+        }
+    };
+    let mut stale = 0;
+    for (name, content) in files {
+        let path = dir.join(&name);
+        match std::fs::read_to_string(&path) {
+            Ok(committed) if committed == content => {}
+            Ok(_) => {
+                stale += 1;
+                eprintln!(
+                    "{}: differs from the generated CRD; run `image-factory crds --dir {}`",
+                    path.display(),
+                    dir.display()
+                );
+            }
+            Err(e) => {
+                stale += 1;
+                eprintln!(
+                    "{}: {e}; run `image-factory crds --dir {}`",
+                    path.display(),
+                    dir.display()
+                );
+            }
+        }
+    }
+    if stale == 0 {
+        EXIT_OK
+    } else {
+        EXIT_FINDINGS
+    }
 }
 
 fn print(text: &str) -> u8 {
