@@ -310,6 +310,11 @@ mod tests {
         }
         assert_eq!(rebuild_name("team/app", "x").split('-').count(), 3);
         assert!(rebuild_name("---", "x").starts_with("ifr-"));
+        // The README's example.
+        assert_eq!(
+            rebuild_name("team/app", "f0123456789abcdef"),
+            "team-app-713e720b15"
+        );
     }
 
     proptest::proptest! {
