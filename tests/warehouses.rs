@@ -7,7 +7,8 @@ use image_factory::kargo;
 use image_factory::reference::Reference;
 use image_factory::registry::{Platform, SelectionStrategy, TagSelection};
 
-use crate::support::{k8s::kubectl, repo_root, shared_dir};
+use crate::support::k8s::{apply_crd, kubectl};
+use crate::support::{repo_root, shared_dir};
 
 fn warehouse_files() -> Vec<std::path::PathBuf> {
     let dir = repo_root().join("state/warehouses");
@@ -46,16 +47,10 @@ fn subscriptions_satisfy_kargos_image_schema() {
 
 #[test]
 fn the_api_server_accepts_the_generated_warehouses() {
-    let crd = shared_dir().join("kargo/crds/kargo.akuity.io_warehouses.yaml");
-    let (ok, out) = kubectl(&["apply", "--server-side", "-f", &crd.display().to_string()]);
-    assert!(ok, "{out}");
-    let (ok, out) = kubectl(&[
-        "wait",
-        "--for=condition=Established",
-        "crd/warehouses.kargo.akuity.io",
-        "--timeout=30s",
-    ]);
-    assert!(ok, "{out}");
+    apply_crd(
+        &shared_dir().join("kargo/crds/kargo.akuity.io_warehouses.yaml"),
+        "warehouses.kargo.akuity.io",
+    );
     let _ = kubectl(&["create", "namespace", "image-factory"]);
     // deploy/ is what Argo CD syncs; it includes state/warehouses/.
     let dir = repo_root().join("deploy");

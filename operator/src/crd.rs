@@ -209,8 +209,8 @@ pub struct ImageFactoryRebuildStatus {
 /// The deterministic name of the rebuild of `image` for the update `update_key` (a Freight
 /// name, or `base@digest` when the registry watcher saw the update).
 ///
-/// Shape: the image name lower-cased with every run of characters outside `[a-z0-9]`
-/// replaced by one `-`, cut so the whole fits [`MAX_NAME_LEN`] (63), then `-` and the first
+/// Shape: [`crate::reference::slug`] of the image name (lower-case, every run of characters
+/// outside `[a-z0-9]` one `-`), cut so the whole fits [`MAX_NAME_LEN`] (63), then `-` and the first
 /// 10 hex digits of SHA-256(`image` NUL `update_key`). It is a DNS-1123 label (so also a
 /// valid label value) and the same inputs always give the same name, which makes creating
 /// a rebuild idempotent.
@@ -219,21 +219,8 @@ pub fn rebuild_name(image: &str, update_key: &str) -> String {
     hasher.update(image.as_bytes());
     hasher.update([0]);
     hasher.update(update_key.as_bytes());
-    let hash: String = hasher
-        .finalize()
-        .iter()
-        .take(5)
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let mut prefix = String::new();
-    for c in image.chars() {
-        let c = c.to_ascii_lowercase();
-        if c.is_ascii_lowercase() || c.is_ascii_digit() {
-            prefix.push(c);
-        } else if !prefix.is_empty() && !prefix.ends_with('-') {
-            prefix.push('-');
-        }
-    }
+    let hash = crate::runtime::hex_of(&hasher.finalize()[..5]);
+    let mut prefix = crate::reference::slug(image);
     prefix.truncate(MAX_NAME_LEN - hash.len() - 1);
     let prefix = prefix.trim_end_matches('-');
     if prefix.is_empty() {

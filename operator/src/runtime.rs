@@ -151,7 +151,8 @@ impl Digest {
     }
 }
 
-fn hex_of(bytes: &[u8]) -> String {
+/// `bytes` as lower-case hex, two digits per byte.
+pub(crate) fn hex_of(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
