@@ -1059,7 +1059,9 @@ fn recorded_kargo_freight_drives_a_built_cascade_once_and_never_again() {
     assert_eq!(
         update.source,
         image_factory::runtime::UpdateSource::Freight {
-            name: "0f1e2d3c4b5a69788796a5b4c3d2e1f001122334".to_string()
+            name: "0f1e2d3c4b5a69788796a5b4c3d2e1f001122334".to_string(),
+            alias: Some("brave-otter".to_string()),
+            warehouse: Some("base".to_string()),
         }
     );
     assert_eq!(update.discovered_at.as_second(), discovered.as_second());

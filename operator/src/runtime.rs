@@ -403,8 +403,14 @@ pub struct Observed {
 pub enum UpdateSource {
     /// A Kargo Freight (`kargo.akuity.io/v1alpha1`), by name.
     Freight {
-        /// `metadata.name` of the Freight.
+        /// `metadata.name` of the Freight (Kargo's Freight ID).
         name: String,
+        /// Kargo's alias of the Freight (`brave-otter`), when it had one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        alias: Option<String>,
+        /// The Warehouse it came from (`origin.name`), when named.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        warehouse: Option<String>,
     },
     /// The standalone registry watcher (`run`).
     Watcher,

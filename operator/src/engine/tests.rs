@@ -814,7 +814,11 @@ fn a_platform_manifest_of_the_pinned_base_counts_as_built_on_it() {
             digest: digest(1),
             platforms: BTreeMap::from([("linux/amd64".to_string(), digest(11))]),
             discovered_at: t0(),
-            source: UpdateSource::Freight { name: "f1".into() },
+            source: UpdateSource::Freight {
+                name: "f1".into(),
+                alias: None,
+                warehouse: None,
+            },
         },
         t0(),
     );

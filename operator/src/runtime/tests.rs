@@ -69,6 +69,8 @@ fn sample() -> (ImageRuntime, ImageRuntime) {
     let mut first = Update::test('a', "2026-11-01T08:00:00Z");
     first.source = UpdateSource::Freight {
         name: "0a1b2c3d4e".into(),
+        alias: None,
+        warehouse: None,
     };
     first.superseded_by = Some(digest('b'));
     first.expedited = Some(mark("alice", "CVE-2026-1234", "2026-11-01T12:00:00Z"));

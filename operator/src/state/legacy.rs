@@ -107,6 +107,8 @@ pub fn migrate(reference: &crate::reference::Reference, legacy: &LegacyRuntime) 
         let source = match old.origin.as_deref() {
             Some(origin) if origin.starts_with("freight/") => UpdateSource::Freight {
                 name: origin.trim_start_matches("freight/").to_string(),
+                alias: None,
+                warehouse: None,
             },
             Some("watcher") => UpdateSource::Watcher,
             _ => UpdateSource::Manual,

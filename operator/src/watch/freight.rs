@@ -24,7 +24,10 @@ use std::time::SystemTime;
 use jiff::Timestamp;
 use serde::Deserialize;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
 use super::{EventSource, Observation, PollFuture, Polled};
+use crate::kargo::{Freight, FreightImage, FreightOrigin};
 use crate::runtime::{Digest, UpdateSource};
 
 /// How often the folder is listed again, in seconds.
@@ -41,12 +44,131 @@ pub struct ImageKey {
     pub tag: Option<String>,
 }
 
-/// One Kargo document as read: a Freight, or a `List` of them.
+/// The enrolled images indexed for Freight: by `repoURL`, and by name (the Warehouse
+/// names `analyze` generates).
+#[derive(Debug, Clone, Default)]
+pub struct Keys {
+    by_repo: BTreeMap<String, Vec<ImageKey>>,
+    names: std::collections::BTreeSet<String>,
+}
+
+impl Keys {
+    /// Indexes `keys` (in graph order: the first of a repository wins a tie).
+    pub fn new(keys: Vec<ImageKey>) -> Self {
+        let mut index = Self::default();
+        for k in keys {
+            index.names.insert(k.name.clone());
+            index.by_repo.entry(k.repo_url.clone()).or_default().push(k);
+        }
+        index
+    }
+
+    /// Whether `name` is an enrolled image, so a Warehouse of that name is one
+    /// `analyze` generated.
+    pub fn has_warehouse(&self, name: &str) -> bool {
+        self.names.contains(name)
+    }
+
+    /// The enrolled image a Freight image stands for: the only one of its `repoURL`;
+    /// of several, the one enrolled with this tag, then the one named like the origin
+    /// Warehouse, then the first.
+    pub fn key_for(
+        &self,
+        repo_url: &str,
+        tag: Option<&str>,
+        warehouse: Option<&str>,
+    ) -> Option<&ImageKey> {
+        let candidates = self.by_repo.get(repo_url)?;
+        if candidates.len() <= 1 {
+            return candidates.first();
+        }
+        candidates
+            .iter()
+            .find(|k| tag.is_some() && k.tag.as_deref() == tag)
+            .or_else(|| {
+                candidates
+                    .iter()
+                    .find(|k| Some(k.name.as_str()) == warehouse)
+            })
+            .or_else(|| candidates.first())
+    }
+}
+
+/// The observations one Freight stands for: each of its `images[]` mapped onto an
+/// enrolled image through [`Keys::key_for`]; images of repositories nobody enrolled are
+/// skipped. Discovered-at is [`Freight::discovered_at`], else `fallback` (when the
+/// Freight was first seen). The source of each is `UpdateSource::Freight` with the
+/// Freight's name (the idempotency key), alias and origin Warehouse.
+///
+/// Problems (an image without a digest, a digest that does not parse) are pushed to
+/// `problems`, each starting with `at` (where the Freight came from) and its name.
+pub fn observations(
+    freight: &Freight,
+    keys: &Keys,
+    fallback: Timestamp,
+    at: &str,
+    problems: &mut Vec<String>,
+) -> Vec<Observation> {
+    let mut found = Vec::new();
+    let Some(name) = freight.metadata.name.clone() else {
+        problems.push(format!(
+            "{at}: a Freight without metadata.name (its idempotency key)"
+        ));
+        return found;
+    };
+    let discovered_at = freight.discovered_at().unwrap_or(fallback);
+    let warehouse = Some(&freight.origin)
+        .filter(|o| o.kind.is_empty() || o.kind == "Warehouse")
+        .map(|o| o.name.as_str())
+        .filter(|n| !n.is_empty());
+    for image in &freight.images {
+        let Some(repo_url) = image.repo_url.as_deref() else {
+            continue;
+        };
+        let Some(key) = keys.key_for(repo_url, image.tag.as_deref(), warehouse) else {
+            continue;
+        };
+        let digest = match image.digest.as_deref().map(Digest::parse) {
+            Some(Ok(d)) => d,
+            Some(Err(e)) => {
+                problems.push(format!("{at}: Freight {name}: {repo_url}: {e}"));
+                continue;
+            }
+            None => {
+                problems.push(format!(
+                    "{at}: Freight {name}: {repo_url} has no digest; the factory tracks digests (use imageSelectionStrategy Digest or a Warehouse that records digests)"
+                ));
+                continue;
+            }
+        };
+        found.push(Observation {
+            image: key.name.clone(),
+            tag: image
+                .tag
+                .clone()
+                .or_else(|| key.tag.clone())
+                .unwrap_or_default(),
+            digest,
+            platforms: BTreeMap::new(),
+            discovered_at: Some(discovered_at),
+            source: UpdateSource::Freight {
+                name: name.clone(),
+                alias: freight.alias.clone(),
+                warehouse: warehouse.map(str::to_string),
+            },
+        });
+    }
+    found
+}
+
+/// One Kargo document as read from a file: a Freight, or a `List` of them. Read
+/// loosely (every field optional) so one bad Freight is a problem, not a bad file.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 struct Document {
     kind: Option<String>,
     metadata: Metadata,
+    alias: Option<String>,
     origin: Option<Origin>,
     images: Vec<FreightImage>,
     discovered_at: Option<String>,
@@ -57,6 +179,7 @@ struct Document {
 #[serde(rename_all = "camelCase", default)]
 struct Metadata {
     name: Option<String>,
+    namespace: Option<String>,
     creation_timestamp: Option<String>,
 }
 
@@ -67,14 +190,38 @@ struct Origin {
     name: Option<String>,
 }
 
-/// `Freight.images[]`: no field is required by Kargo's schema.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-struct FreightImage {
-    #[serde(rename = "repoURL")]
-    repo_url: Option<String>,
-    tag: Option<String>,
-    digest: Option<String>,
+impl Document {
+    /// The typed Freight, or why its times do not parse.
+    fn into_freight(self) -> Result<Freight, String> {
+        let time = |what: &str, t: Option<String>| -> Result<Option<Time>, String> {
+            t.map(|t| {
+                t.parse::<Timestamp>()
+                    .map(Time)
+                    .map_err(|e| format!("{what}: {e}"))
+            })
+            .transpose()
+        };
+        let mut freight = Freight::new(
+            self.metadata.namespace.as_deref().unwrap_or_default(),
+            "",
+        );
+        freight.metadata.name = self.metadata.name;
+        if freight.metadata.namespace.as_deref() == Some("") {
+            freight.metadata.namespace = None;
+        }
+        freight.metadata.creation_timestamp =
+            time("metadata.creationTimestamp", self.metadata.creation_timestamp)?;
+        freight.discovered_at = time("discoveredAt", self.discovered_at)?;
+        freight.alias = self.alias;
+        if let Some(o) = self.origin {
+            freight.origin = FreightOrigin {
+                kind: o.kind.unwrap_or_default(),
+                name: o.name.unwrap_or_default(),
+            };
+        }
+        freight.images = self.images;
+        Ok(freight)
+    }
 }
 
 /// What a file held when it was last read.
@@ -87,7 +234,7 @@ struct Seen {
 /// The Freight replay: see the module docs.
 pub struct FreightReplay {
     dir: PathBuf,
-    images: Vec<ImageKey>,
+    keys: Keys,
     seen: BTreeMap<PathBuf, Seen>,
     last_poll: Option<Timestamp>,
 }
@@ -97,7 +244,7 @@ impl FreightReplay {
     pub fn new(dir: PathBuf, images: Vec<ImageKey>) -> Self {
         Self {
             dir,
-            images,
+            keys: Keys::new(images),
             seen: BTreeMap::new(),
             last_poll: None,
         }
@@ -182,94 +329,18 @@ impl FreightReplay {
         if doc.kind.as_deref().is_some_and(|k| k != "Freight") {
             return;
         }
-        let at = |what: &str| format!("freight: {}: {what}", path.display());
-        let Some(name) = doc.metadata.name.clone() else {
-            polled
-                .problems
-                .push(at("a Freight without metadata.name (its idempotency key)"));
-            return;
-        };
-        let discovered_at = match doc
-            .discovered_at
-            .as_deref()
-            .or(doc.metadata.creation_timestamp.as_deref())
-            .map(str::parse::<Timestamp>)
-        {
-            None => read_at,
-            Some(Ok(t)) => t,
-            Some(Err(e)) => {
-                polled
-                    .problems
-                    .push(at(&format!("Freight {name}: discoveredAt: {e}")));
-                return;
-            }
-        };
-        let warehouse = doc
-            .origin
-            .as_ref()
-            .filter(|o| o.kind.as_deref().is_none_or(|k| k == "Warehouse"))
-            .and_then(|o| o.name.as_deref());
-        for image in &doc.images {
-            let Some(repo_url) = image.repo_url.as_deref() else {
-                continue;
-            };
-            let Some(key) = self.key_for(repo_url, image.tag.as_deref(), warehouse) else {
-                continue;
-            };
-            let digest = match image.digest.as_deref().map(Digest::parse) {
-                Some(Ok(d)) => d,
-                Some(Err(e)) => {
-                    polled
-                        .problems
-                        .push(at(&format!("Freight {name}: {repo_url}: {e}")));
-                    continue;
-                }
-                None => {
-                    polled.problems.push(at(&format!(
-                        "Freight {name}: {repo_url} has no digest; the factory tracks digests (use imageSelectionStrategy Digest or a Warehouse that records digests)"
-                    )));
-                    continue;
-                }
-            };
-            polled.observations.push(Observation {
-                image: key.name.clone(),
-                tag: image
-                    .tag
-                    .clone()
-                    .or_else(|| key.tag.clone())
-                    .unwrap_or_default(),
-                digest,
-                platforms: BTreeMap::new(),
-                discovered_at: Some(discovered_at),
-                source: UpdateSource::Freight { name: name.clone() },
-            });
+        let at = format!("freight: {}", path.display());
+        let name = doc.metadata.name.clone().unwrap_or_default();
+        match doc.into_freight() {
+            Ok(freight) => polled.observations.extend(observations(
+                &freight,
+                &self.keys,
+                read_at,
+                &at,
+                &mut polled.problems,
+            )),
+            Err(e) => polled.problems.push(format!("{at}: Freight {name}: {e}")),
         }
-    }
-
-    fn key_for(
-        &self,
-        repo_url: &str,
-        tag: Option<&str>,
-        warehouse: Option<&str>,
-    ) -> Option<&ImageKey> {
-        let candidates: Vec<&ImageKey> = self
-            .images
-            .iter()
-            .filter(|k| k.repo_url == repo_url)
-            .collect();
-        if candidates.len() <= 1 {
-            return candidates.first().copied();
-        }
-        candidates
-            .iter()
-            .find(|k| tag.is_some() && k.tag.as_deref() == tag)
-            .or_else(|| {
-                candidates
-                    .iter()
-                    .find(|k| Some(k.name.as_str()) == warehouse)
-            })
-            .or_else(|| candidates.first())
-            .copied()
     }
 }
 
@@ -367,7 +438,11 @@ mod tests {
         );
         assert_eq!(
             polled.observations[0].source,
-            UpdateSource::Freight { name: "f1".into() }
+            UpdateSource::Freight {
+                name: "f1".into(),
+                alias: Some("wild-fox".into()),
+                warehouse: Some("python-alpine".into()),
+            }
         );
         // Unchanged files are not read again.
         assert_eq!(poll(&mut replay, now()), Polled::default());
