@@ -17,6 +17,7 @@ pub mod analyze;
 pub mod cli;
 pub mod clock;
 pub mod completion;
+pub mod controller;
 pub mod crash;
 pub mod crd;
 pub mod dockerfile;

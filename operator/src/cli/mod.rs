@@ -61,7 +61,8 @@ impl Cli {
     /// The log format asked for (`run --log-format`); text for every other command.
     pub fn log_format(&self) -> run::LogFormat {
         match &self.command {
-            Command::Run(args) => args.log_format,
+            Command::Run(args) => args.factory.log_format,
+            Command::Controller(args) => args.factory.log_format,
             _ => run::LogFormat::Text,
         }
     }
@@ -70,7 +71,7 @@ impl Cli {
     /// for the one-shot commands. `RUST_LOG` overrides both.
     pub fn default_log_level(&self) -> &'static str {
         match &self.command {
-            Command::Run(_) => "info",
+            Command::Run(_) | Command::Controller(_) => "info",
             _ => "warn",
         }
     }
@@ -257,6 +258,14 @@ pub enum Command {
     /// Example: `image-factory run --commit` (or `image-factory run --once` in CI)
     #[command(after_help = PATHS_HELP)]
     Run(run::RunArgs),
+    /// The in-cluster operator: Kargo Freight of the generated Warehouses → holds →
+    /// triggers → cascade → git, every rebuild an ImageFactoryRebuild object with Events
+    /// (`kubectl get ifr`); `kubectl annotate ifr NAME imagefactory.dev/expedite=REASON`
+    /// skips a hold. Needs the CRDs (`kubectl apply -f crds/`) and Kargo's.
+    ///
+    /// Example: `image-factory controller --push --namespace images`
+    #[command(after_help = PATHS_HELP)]
+    Controller(run::ControllerArgs),
     /// Print what the state folder says now: holds (image, bases, due in), rebuilds by
     /// phase, builds in flight, failures with reasons, blocked digests, and stale images
     /// (built on a base digest that is no longer the base's current one). Reads only
@@ -480,6 +489,7 @@ pub fn run(cli: Cli) -> ExitCode {
         } => run_dockerfile(&files, build_args, output),
         Command::Inspect(args) => return run_inspect(args),
         Command::Run(args) => return run::run(args),
+        Command::Controller(args) => return run::controller(args),
         Command::Status(args) => return status::run(&args),
         Command::Expedite {
             target,

@@ -21,36 +21,20 @@ pub enum LogFormat {
     Json,
 }
 
-/// Flags of `run`.
+/// Flags `run` and `controller` share.
 #[derive(Debug, clap::Args)]
-pub struct RunArgs {
+pub struct FactoryArgs {
     /// images.yaml and the source cache.
     #[command(flatten)]
     pub input: Input,
     /// The state folder.
     #[arg(long, default_value = "state")]
     pub state_dir: PathBuf,
-    /// One pass: check every source, decide, start what is due, wait for the builds
-    /// (up to --timeout), commit, exit: 0 nothing failed, 1 a build or a source failed.
-    #[arg(long)]
-    pub once: bool,
-    /// Print what would be decided; write, commit and build nothing (one pass).
-    #[arg(long)]
-    pub dry_run: bool,
-    /// With --once: the longest wait for builds in flight (e.g. 30m).
-    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
-    pub timeout: Duration,
-    /// Replay Kargo Freight files (YAML/JSON) from this folder as updates.
-    #[arg(long, value_name = "DIR")]
-    pub freight_dir: Option<PathBuf>,
-    /// Do not watch registries (with --freight-dir: updates come from Freight only).
-    #[arg(long)]
-    pub no_watch: bool,
     /// Commit state changes to the git repository holding the state folder.
-    #[arg(long, conflicts_with = "dry_run")]
+    #[arg(long)]
     pub commit: bool,
     /// Commit and push the current branch to its remote (rebasing on concurrent pushes).
-    #[arg(long, conflicts_with = "dry_run")]
+    #[arg(long)]
     pub push: bool,
     /// Builds at once, at most.
     #[arg(long, default_value_t = 4)]
@@ -76,74 +60,95 @@ pub struct RunArgs {
     pub clock_offset_file: Option<PathBuf>,
 }
 
+/// Flags of `run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// What `run` shares with `controller`.
+    #[command(flatten)]
+    pub factory: FactoryArgs,
+    /// One pass: check every source, decide, start what is due, wait for the builds
+    /// (up to --timeout), commit, exit: 0 nothing failed, 1 a build or a source failed.
+    #[arg(long)]
+    pub once: bool,
+    /// Print what would be decided; write, commit and build nothing (one pass).
+    #[arg(long, conflicts_with_all = ["commit", "push"])]
+    pub dry_run: bool,
+    /// With --once: the longest wait for builds in flight (e.g. 30m).
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+    /// Replay Kargo Freight files (YAML/JSON) from this folder as updates.
+    #[arg(long, value_name = "DIR")]
+    pub freight_dir: Option<PathBuf>,
+    /// Do not watch registries (with --freight-dir: updates come from Freight only).
+    #[arg(long)]
+    pub no_watch: bool,
+}
+
+/// Flags of `controller`.
+#[derive(Debug, clap::Args)]
+pub struct ControllerArgs {
+    /// What `controller` shares with `run`.
+    #[command(flatten)]
+    pub factory: FactoryArgs,
+    /// Namespace of the ImageFactoryRebuild objects (default: the pod's namespace, or
+    /// the kubeconfig context's).
+    #[arg(long, env = "IMAGE_FACTORY_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Namespace of the Kargo Freight, the Kargo Project (default: --namespace; `*`:
+    /// every namespace).
+    #[arg(long, env = "IMAGE_FACTORY_FREIGHT_NAMESPACE")]
+    pub freight_namespace: Option<String>,
+    /// Also watch registries (Kargo's Warehouses normally do; then the first source to
+    /// see a digest records it).
+    #[arg(long)]
+    pub watch_registry: bool,
+}
+
+impl FactoryArgs {
+    /// The factory options these flags ask for.
+    fn options(&self) -> Result<Options, String> {
+        let settings = match &self.registry_settings {
+            Some(path) => ClientSettings::from_file(path).map_err(|e| e.to_string())?,
+            None => ClientSettings::default(),
+        };
+        let mut options = Options::new(self.input.file(), &self.state_dir);
+        options.cache_dir = self.input.cache_dir.clone();
+        options.registry = settings;
+        options.git = match (self.commit, self.push) {
+            (_, true) => GitMode::Push,
+            (true, false) => GitMode::Commit,
+            (false, false) => GitMode::Off,
+        };
+        options.max_parallel = self.max_parallel.max(1);
+        options.retry_backoff = self.retry_backoff;
+        options.clock_offset_file = self.clock_offset_file.clone();
+        // Bars for long first runs, only for a person watching (text logs, a terminal).
+        options.progress = self.log_format == LogFormat::Text
+            && std::io::IsTerminal::is_terminal(&std::io::stdout())
+            && std::io::IsTerminal::is_terminal(&std::io::stderr());
+        options.config_check = self.config_check.max(Duration::from_millis(100));
+        Ok(options)
+    }
+}
+
 /// Runs the factory until SIGTERM/SIGINT (or one pass with `--once`/`--dry-run`).
 pub fn run(args: RunArgs) -> ExitCode {
-    let settings = match &args.registry_settings {
-        Some(path) => match ClientSettings::from_file(path) {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::from(super::EXIT_ERROR);
-            }
-        },
-        None => ClientSettings::default(),
-    };
-    let mut options = Options::new(args.input.file(), &args.state_dir);
-    options.cache_dir = args.input.cache_dir.clone();
-    options.watch_registry = !args.no_watch;
-    options.freight_dir = args.freight_dir.clone();
-    options.registry = settings;
-    options.once = args.once || args.dry_run;
-    options.dry_run = args.dry_run;
-    options.timeout = args.timeout;
-    options.git = match (args.commit, args.push) {
-        (_, true) => GitMode::Push,
-        (true, false) => GitMode::Commit,
-        (false, false) => GitMode::Off,
-    };
-    options.max_parallel = args.max_parallel.max(1);
-    options.retry_backoff = args.retry_backoff;
-    options.clock_offset_file = args.clock_offset_file.clone();
-    // Bars for long first runs, only for a person watching (text logs, a terminal).
-    options.progress = args.log_format == LogFormat::Text
-        && std::io::IsTerminal::is_terminal(&std::io::stdout())
-        && std::io::IsTerminal::is_terminal(&std::io::stderr());
-    options.config_check = args.config_check.max(Duration::from_millis(100));
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
+    let mut options = match args.factory.options() {
+        Ok(o) => o,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            eprintln!("error: {e}");
             return ExitCode::from(super::EXIT_ERROR);
         }
     };
+    options.watch_registry = !args.no_watch;
+    options.freight_dir = args.freight_dir.clone();
+    options.once = args.once || args.dry_run;
+    options.dry_run = args.dry_run;
+    options.timeout = args.timeout;
     let dry_run = options.dry_run;
     let once = options.once;
-    runtime.block_on(async move {
-        let shutdown = CancellationToken::new();
-        spawn_signal_handler(shutdown.clone());
-        let metrics = Arc::new(Metrics::new());
-        let server = match args.listen {
-            Some(addr) => match factory::metrics::serve(addr, metrics.clone(), shutdown.clone()).await {
-                Ok((bound, task)) => {
-                    tracing::info!(%bound, "serving /metrics, /healthz, /readyz");
-                    Some(task)
-                }
-                Err(e) => {
-                    eprintln!("error: cannot listen on {addr}: {e}");
-                    return ExitCode::from(super::EXIT_ERROR);
-                }
-            },
-            None => None,
-        };
-        let result = factory::run(options, shutdown.clone(), metrics).await;
-        shutdown.cancel();
-        if let Some(task) = server {
-            let _ = task.await;
-        }
-        match result {
+    serve(args.factory.listen, move |shutdown, metrics| async move {
+        match factory::run(options, shutdown, metrics).await {
             Ok(summary) => {
                 if dry_run || once {
                     for line in &summary.decisions {
@@ -171,6 +176,77 @@ pub fn run(args: RunArgs) -> ExitCode {
                 ExitCode::from(super::EXIT_ERROR)
             }
         }
+    })
+}
+
+/// Runs the controller until SIGTERM/SIGINT (see [`crate::controller`]).
+pub fn controller(args: ControllerArgs) -> ExitCode {
+    let mut options = match args.factory.options() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(super::EXIT_ERROR);
+        }
+    };
+    options.watch_registry = args.watch_registry;
+    let cluster = crate::controller::ClusterOptions {
+        namespace: args.namespace.clone(),
+        freight_namespace: args.freight_namespace.clone(),
+        instance: std::env::var("POD_NAME")
+            .ok()
+            .or_else(|| std::env::var("HOSTNAME").ok()),
+    };
+    serve(args.factory.listen, move |shutdown, metrics| async move {
+        match crate::controller::run(options, cluster, shutdown, metrics).await {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(super::EXIT_ERROR)
+            }
+        }
+    })
+}
+
+/// Starts the runtime, the signal handler and (with `listen`) the metrics server, then
+/// runs `main` to its exit code.
+fn serve<F, Fut>(listen: Option<SocketAddr>, main: F) -> ExitCode
+where
+    F: FnOnce(CancellationToken, Arc<Metrics>) -> Fut,
+    Fut: std::future::Future<Output = ExitCode>,
+{
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(super::EXIT_ERROR);
+        }
+    };
+    runtime.block_on(async move {
+        let shutdown = CancellationToken::new();
+        spawn_signal_handler(shutdown.clone());
+        let metrics = Arc::new(Metrics::new());
+        let server = match listen {
+            Some(addr) => match factory::metrics::serve(addr, metrics.clone(), shutdown.clone()).await {
+                Ok((bound, task)) => {
+                    tracing::info!(%bound, "serving /metrics, /healthz, /readyz");
+                    Some(task)
+                }
+                Err(e) => {
+                    eprintln!("error: cannot listen on {addr}: {e}");
+                    return ExitCode::from(super::EXIT_ERROR);
+                }
+            },
+            None => None,
+        };
+        let code = main(shutdown.clone(), metrics).await;
+        shutdown.cancel();
+        if let Some(task) = server {
+            let _ = task.await;
+        }
+        code
     })
 }
 

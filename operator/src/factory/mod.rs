@@ -56,7 +56,7 @@ use crate::registry::{ClientSettings, CredentialStore, RegistryClient, TagSelect
 use crate::runtime::{Digest, ImageRuntime, RebuildId};
 use crate::state::{self, journal, Changes, FileStore, StateError};
 use crate::trigger::{self, Context, LocalSource, Request, SourceInfo};
-use crate::watch::freight::{FreightReplay, ImageKey};
+use crate::watch::freight::{FreightReplay, ImageKey, Keys};
 use crate::watch::registry::{RegistryWatcher, Target};
 use crate::watch::{EventSource, Observation};
 
@@ -205,6 +205,37 @@ impl Summary {
     }
 }
 
+/// A decision made in the cluster (an `imagefactory.dev/expedite` annotation), applied
+/// by the factory like one from its inbox; the answer goes back on `reply`.
+#[derive(Debug)]
+pub struct ClusterDecision {
+    /// What to do.
+    pub action: decide::Action,
+    /// Who, as recorded in state and git.
+    pub by: String,
+    /// The decisions it led to, one line each, or why it was refused.
+    pub reply: tokio::sync::oneshot::Sender<Result<Vec<String>, String>>,
+}
+
+/// Makes an event source for the enrolled images (at start-up and after each reload).
+pub type SourceFactory = Box<dyn Fn(Keys) -> Box<dyn EventSource> + Send>;
+
+/// What the in-cluster controller ([`crate::controller`]) plugs into the loop; the
+/// default plugs in nothing (`run`).
+#[derive(Default)]
+pub struct Hooks {
+    /// The cluster's event source (the Freight watch).
+    pub source: Option<SourceFactory>,
+    /// Every runtime record, by image name, after it is persisted: all of them at
+    /// start-up, then the ones each step changed.
+    pub records: Option<mpsc::UnboundedSender<Vec<(String, ImageRuntime)>>>,
+    /// Decisions from the cluster.
+    pub decisions: Option<mpsc::UnboundedReceiver<ClusterDecision>>,
+    /// Notified when a source has something new: the loop wakes and polls the sources
+    /// that are due.
+    pub wake: Arc<tokio::sync::Notify>,
+}
+
 /// A build task's messages to the loop.
 enum BuildEvent {
     Started { id: RebuildId, handle: String },
@@ -224,7 +255,21 @@ pub async fn run(
     shutdown: CancellationToken,
     metrics: Arc<Metrics>,
 ) -> Result<Summary, FactoryError> {
-    let mut factory = Factory::start(options, metrics).await?;
+    run_with(options, Hooks::default(), shutdown, metrics).await
+}
+
+/// [`run`] with the controller's [`Hooks`].
+///
+/// # Errors
+///
+/// As [`run`].
+pub async fn run_with(
+    options: Options,
+    hooks: Hooks,
+    shutdown: CancellationToken,
+    metrics: Arc<Metrics>,
+) -> Result<Summary, FactoryError> {
+    let mut factory = Factory::start(options, hooks, metrics).await?;
     let result = factory.serve(&shutdown).await;
     factory.stop().await;
     result.map(|()| factory.summary)
@@ -253,10 +298,15 @@ struct Factory {
     _owner: Option<OwnerLock>,
     /// Who made the decision being persisted, when it came through the inbox.
     person: Option<String>,
+    hooks: Hooks,
 }
 
 impl Factory {
-    async fn start(options: Options, metrics: Arc<Metrics>) -> Result<Self, FactoryError> {
+    async fn start(
+        options: Options,
+        hooks: Hooks,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, FactoryError> {
         let owner = if options.dry_run {
             None
         } else {
@@ -313,6 +363,7 @@ impl Factory {
             clock,
             _owner: owner,
             person: None,
+            hooks,
         };
         factory.sources = factory.make_sources(factory.options.progress);
         factory.resubmit_all().await;
@@ -336,18 +387,13 @@ impl Factory {
             sources.push(Box::new(watcher));
         }
         if let Some(dir) = &self.options.freight_dir {
-            let keys = self
-                .model
-                .graph
-                .nodes()
-                .into_iter()
-                .map(|n| ImageKey {
-                    name: n.name.clone(),
-                    repo_url: n.reference.repo_url(),
-                    tag: n.reference.tag().map(str::to_string),
-                })
-                .collect();
-            sources.push(Box::new(FreightReplay::new(dir.clone(), keys)));
+            sources.push(Box::new(FreightReplay::new(
+                dir.clone(),
+                image_keys(&self.model),
+            )));
+        }
+        if let Some(make) = &self.hooks.source {
+            sources.push(make(Keys::new(image_keys(&self.model))));
         }
         sources
     }
@@ -355,6 +401,15 @@ impl Factory {
     /// Hands every runtime record to the git writer: what an earlier run wrote but did
     /// not commit before it stopped is committed now (an unchanged tree makes no commit).
     async fn resubmit_all(&mut self) {
+        if let Some(records) = &self.hooks.records {
+            let all = self
+                .engine
+                .runtimes()
+                .into_iter()
+                .map(|(n, r)| (n.to_string(), r.clone()))
+                .collect();
+            let _ = records.send(all);
+        }
         let Some((writer, _)) = &self.writer else {
             return;
         };
@@ -447,6 +502,8 @@ impl Factory {
             tokio::select! {
                 () = shutdown.cancelled() => {}
                 () = tokio::time::sleep_until(wait_until) => {}
+                () = self.hooks.wake.notified() => {}
+                Some(d) = next_decision(&mut self.hooks.decisions) => self.cluster_decision(d).await?,
                 Some(done) = self.builds.join_next(), if !self.builds.is_empty() => {
                     match done {
                         Ok((id, completed)) => self.finished(id, completed).await?,
@@ -541,6 +598,27 @@ impl Factory {
             crate::crash::point("answered");
             if let Err(e) = inbox::answer(&self.options.state_dir, &id, &reply) {
                 warn!(error = %e, "cannot answer a request");
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies a decision made in the cluster, persists it under the person's name and
+    /// answers it.
+    async fn cluster_decision(&mut self, d: ClusterDecision) -> Result<(), FactoryError> {
+        info!(by = %d.by, action = ?d.action, "a decision from the cluster");
+        let now = self.clock.now();
+        match decide::apply(&mut self.engine, &self.model.graph, d.action, &d.by, now) {
+            Ok(decisions) => {
+                let lines = decisions.iter().map(describe).collect();
+                self.person = Some(d.by);
+                let handled = self.handle(decisions, "decision").await;
+                self.person = None;
+                handled?;
+                let _ = d.reply.send(Ok(lines));
+            }
+            Err(e) => {
+                let _ = d.reply.send(Err(e.to_string()));
             }
         }
         Ok(())
@@ -766,6 +844,13 @@ impl Factory {
         }
         journal::commit(&self.options.state_dir, &changes)?;
         crate::crash::point("journaled");
+        if let Some(records) = &self.hooks.records {
+            let batch = changed
+                .iter()
+                .filter_map(|n| self.engine.runtime(n).map(|r| (n.clone(), r.clone())))
+                .collect();
+            let _ = records.send(batch);
+        }
         if let Some((writer, _)) = &self.writer {
             let mut reason = reason_for(decisions, &changed, cause);
             if let Some(by) = &self.person {
@@ -955,6 +1040,30 @@ impl Factory {
             let _ = task.await;
         }
     }
+}
+
+/// The next cluster decision; pending forever without a channel.
+async fn next_decision(
+    rx: &mut Option<mpsc::UnboundedReceiver<ClusterDecision>>,
+) -> Option<ClusterDecision> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Every node of the graph as Freight names it.
+fn image_keys(model: &Model) -> Vec<ImageKey> {
+    model
+        .graph
+        .nodes()
+        .into_iter()
+        .map(|n| ImageKey {
+            name: n.name.clone(),
+            repo_url: n.reference.repo_url(),
+            tag: n.reference.tag().map(str::to_string),
+        })
+        .collect()
 }
 
 fn config_for(options: &Options, model: &Model) -> crate::engine::EngineConfig {

@@ -1,0 +1,154 @@
+//! `image-factory controller`: the factory in a cluster with Kargo (issue 12).
+//!
+//! The same [`crate::factory`] loop as `run` — one task owns the engine, records are
+//! persisted to `state/` and committed through the git writer before anything is acted
+//! on, triggers start builds, completion is verified in the registry — with three
+//! cluster parts plugged in through [`crate::factory::Hooks`]:
+//!
+//! - [`freight::FreightWatch`]: the event source. Kargo Freight of the Warehouses
+//!   `analyze` generated becomes updates (discovered at `discoveredAt`, else the
+//!   Freight's creation). Registry watching is off unless asked for: Kargo watches the
+//!   registries.
+//! - [`mirror::Mirror`]: every rebuild the engine records is written as an
+//!   `ImageFactoryRebuild` (spec and status, server-side apply, one field manager) with
+//!   an Event per phase change, so `kubectl get ifr` shows holds and cascades.
+//! - [`annotations`]: a kube-runtime controller over the rebuild objects that turns the
+//!   `imagefactory.dev/expedite` annotation into the engine's expedite decision.
+//!
+//! Where holds live: in the runtime records (`state/`, in git), which survive restarts
+//! and Kargo's garbage collection of Freight; the rebuild objects are derived from them
+//! and rewritten from them at every start (only what differs).
+
+pub mod annotations;
+pub mod freight;
+pub mod mirror;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::runtime::events::{Recorder, Reporter};
+use kube::{Api, Client};
+use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::crd::ImageFactoryRebuild;
+use crate::factory::{self, FactoryError, Hooks, Metrics, Summary};
+use crate::kargo::Freight;
+
+/// Where the controller works in the cluster.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterOptions {
+    /// Namespace of the rebuild objects; `None`: the client's default namespace (the
+    /// pod's own in a cluster, the kubeconfig context's outside).
+    pub namespace: Option<String>,
+    /// Namespace of the Freight (the Kargo Project); `None`: the rebuild namespace;
+    /// `Some("*")`: every namespace.
+    pub freight_namespace: Option<String>,
+    /// The controller instance in Events (`reportingInstance`): the pod name.
+    pub instance: Option<String>,
+}
+
+/// Errors that stop the controller.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    /// No usable kubeconfig or in-cluster configuration.
+    #[error("cannot reach the Kubernetes API: {0}; set KUBECONFIG or run in a pod with a service account")]
+    Client(#[source] kube::Error),
+    /// A CRD is not installed (or the service account may not read it).
+    #[error("{what} cannot be read in namespace {namespace}: {source}; {hint}")]
+    Crd {
+        /// Which resource.
+        what: &'static str,
+        /// Where.
+        namespace: String,
+        /// What to do.
+        hint: &'static str,
+        /// The API server's answer.
+        source: kube::Error,
+    },
+    /// The factory stopped.
+    #[error(transparent)]
+    Factory(#[from] FactoryError),
+}
+
+/// Runs the controller until `shutdown`: checks the CRDs, starts the mirror and the
+/// annotation controller, then the factory with the Freight watch.
+///
+/// # Errors
+///
+/// [`ControllerError`] when the API server cannot be reached, a CRD is missing, or the
+/// factory cannot start (see [`factory::run`]).
+pub async fn run(
+    options: factory::Options,
+    cluster: ClusterOptions,
+    shutdown: CancellationToken,
+    metrics: Arc<Metrics>,
+) -> Result<Summary, ControllerError> {
+    let client = Client::try_default().await.map_err(ControllerError::Client)?;
+    let namespace = cluster
+        .namespace
+        .clone()
+        .unwrap_or_else(|| client.default_namespace().to_string());
+    let rebuilds: Api<ImageFactoryRebuild> = Api::namespaced(client.clone(), &namespace);
+    let freight_ns = cluster.freight_namespace.clone().unwrap_or_else(|| namespace.clone());
+    let freights: Api<Freight> = if freight_ns == "*" {
+        Api::all(client.clone())
+    } else {
+        Api::namespaced(client.clone(), &freight_ns)
+    };
+    if let Err(source) = freights.list(&kube::api::ListParams::default().limit(1)).await {
+        return Err(ControllerError::Crd {
+            what: "Kargo Freight (kargo.akuity.io/v1alpha1)",
+            namespace: freight_ns,
+            hint: "install Kargo (its CRDs) and grant the service account get/list/watch on freights",
+            source,
+        });
+    }
+    let reporter = Reporter {
+        controller: "image-factory".to_string(),
+        instance: cluster.instance.clone(),
+    };
+    let recorder = Recorder::new(client.clone(), reporter);
+    let mut mirror = mirror::Mirror::new(rebuilds.clone(), &namespace, Some(recorder.clone()));
+    match mirror.load().await {
+        Ok(n) => info!(%namespace, existing = n, "rebuild objects read"),
+        Err(source) => {
+            return Err(ControllerError::Crd {
+                what: "ImageFactoryRebuild (imagefactory.dev/v1alpha1)",
+                namespace,
+                hint: "apply the CRD first: kubectl apply -f crds/ (or `image-factory crds`)",
+                source,
+            })
+        }
+    }
+
+    let tasks = CancellationToken::new();
+    let (records_tx, records_rx) = mpsc::unbounded_channel();
+    let (decisions_tx, decisions_rx) = mpsc::unbounded_channel();
+    let mirror_task = tokio::spawn(mirror.run(records_rx, tasks.clone(), Duration::from_secs(5)));
+    let ctx = Arc::new(annotations::Context::new(decisions_tx, Some(recorder)));
+    let annotations_task = tokio::spawn(annotations::run(rebuilds, ctx, tasks.clone()));
+
+    let wake = Arc::new(Notify::new());
+    let source_wake = wake.clone();
+    let hooks = Hooks {
+        source: Some(Box::new(move |keys| {
+            Box::new(freight::FreightWatch::start(
+                freights.clone(),
+                keys,
+                source_wake.clone(),
+            ))
+        })),
+        records: Some(records_tx),
+        decisions: Some(decisions_rx),
+        wake,
+    };
+    info!(%namespace, freight_namespace = %freight_ns, "controller starting");
+    let result = factory::run_with(options, hooks, shutdown, metrics).await;
+    // The factory has dropped its record sender: the mirror writes what is left.
+    let _ = mirror_task.await;
+    tasks.cancel();
+    let _ = annotations_task.await;
+    Ok(result?)
+}
