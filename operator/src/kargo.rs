@@ -174,6 +174,32 @@ mod tests {
     use crate::enrollment::{SelectionStrategy, DEFAULT_INTERVAL};
 
     #[test]
+    fn freight_ids_follow_kargos_rule() {
+        let mut f = Freight::new("images", "");
+        f.origin = FreightOrigin {
+            kind: "Warehouse".into(),
+            name: "base".into(),
+        };
+        // Images in either order give the same id: the artifacts are sorted.
+        for (a, b) in [
+            ("ghcr.io/org/tool", "docker.io/library/alpine"),
+            ("docker.io/library/alpine", "ghcr.io/org/tool"),
+        ] {
+            let image = |repo: &str| FreightImage {
+                repo_url: Some(repo.into()),
+                tag: Some(if repo.contains("alpine") { "3.20" } else { "1" }.into()),
+                digest: Some(format!(
+                    "sha256:{}",
+                    if repo.contains("alpine") { "a" } else { "b" }.repeat(64)
+                )),
+            };
+            f.images = vec![image(a), image(b)];
+            // sha1("Warehouse/base:" + sorted "repoURL:tag@digest" joined by "|"), by Python's hashlib.
+            assert_eq!(f.generate_id(), "9ac47b88153c243a3f735cfd94a1c674559d4bf3");
+        }
+    }
+
+    #[test]
     fn go_durations() {
         assert_eq!(go_duration(DEFAULT_INTERVAL), "5m0s");
         assert_eq!(go_duration(Duration::from_secs(45)), "45s");
@@ -284,6 +310,35 @@ impl Freight {
             },
             ..Default::default()
         }
+    }
+
+    /// Kargo's Freight ID for this Freight's origin and images: the lowercase hex SHA-1 of
+    /// `Kind/name:` followed by the sorted `repoURL:tag@digest` of every image joined
+    /// with `|` (Kargo's `Freight.GenerateID` in `api/v1alpha1/freight_types.go`; Git
+    /// commits and charts, which we never carry, would join the same list). Kargo names
+    /// the Freight object by it, so it is our idempotency key.
+    pub fn generate_id(&self) -> String {
+        use sha1::Digest as _;
+        let mut artifacts: Vec<String> = self
+            .images
+            .iter()
+            .map(|i| {
+                format!(
+                    "{}:{}@{}",
+                    i.repo_url.as_deref().unwrap_or_default(),
+                    i.tag.as_deref().unwrap_or_default(),
+                    i.digest.as_deref().unwrap_or_default()
+                )
+            })
+            .collect();
+        artifacts.sort();
+        let text = format!(
+            "{}/{}:{}",
+            self.origin.kind,
+            self.origin.name,
+            artifacts.join("|")
+        );
+        crate::runtime::hex_of(&sha1::Sha1::digest(text.as_bytes()))
     }
 
     /// Discovered-at: `discoveredAt`, else `metadata.creationTimestamp`.

@@ -229,16 +229,18 @@ where
         spawn_signal_handler(shutdown.clone());
         let metrics = Arc::new(Metrics::new());
         let server = match listen {
-            Some(addr) => match factory::metrics::serve(addr, metrics.clone(), shutdown.clone()).await {
-                Ok((bound, task)) => {
-                    tracing::info!(%bound, "serving /metrics, /healthz, /readyz");
-                    Some(task)
+            Some(addr) => {
+                match factory::metrics::serve(addr, metrics.clone(), shutdown.clone()).await {
+                    Ok((bound, task)) => {
+                        tracing::info!(%bound, "serving /metrics, /healthz, /readyz");
+                        Some(task)
+                    }
+                    Err(e) => {
+                        eprintln!("error: cannot listen on {addr}: {e}");
+                        return ExitCode::from(super::EXIT_ERROR);
+                    }
                 }
-                Err(e) => {
-                    eprintln!("error: cannot listen on {addr}: {e}");
-                    return ExitCode::from(super::EXIT_ERROR);
-                }
-            },
+            }
             None => None,
         };
         let code = main(shutdown.clone(), metrics).await;

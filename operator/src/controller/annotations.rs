@@ -158,7 +158,9 @@ pub fn error_policy(
         *n
     });
     warn!(%error, attempt = n, "reconcile failed; requeued");
-    let secs = 5u64.saturating_mul(1 << n.min(6).saturating_sub(1)).min(300);
+    let secs = 5u64
+        .saturating_mul(1 << n.min(6).saturating_sub(1))
+        .min(300);
     Action::requeue(Duration::from_secs(secs))
 }
 

@@ -178,15 +178,18 @@ pub fn phase_of(phase: Phase) -> RebuildPhase {
 
 fn status_of(rebuild: &Rebuild, now: Timestamp) -> ImageFactoryRebuildStatus {
     let phase = phase_of(rebuild.phase);
-    let message = rebuild.reason.clone().unwrap_or_else(|| match rebuild.phase {
-        Phase::Waiting => format!("held until {}", rebuild.due_at),
-        Phase::Triggered => "trigger fired".to_string(),
-        Phase::Running => "building".to_string(),
-        Phase::Succeeded => "built and verified".to_string(),
-        Phase::Failed => "every attempt failed".to_string(),
-        Phase::Superseded => "replaced by a rebuild on newer bases".to_string(),
-        Phase::Skipped => "not built".to_string(),
-    });
+    let message = rebuild
+        .reason
+        .clone()
+        .unwrap_or_else(|| match rebuild.phase {
+            Phase::Waiting => format!("held until {}", rebuild.due_at),
+            Phase::Triggered => "trigger fired".to_string(),
+            Phase::Running => "building".to_string(),
+            Phase::Succeeded => "built and verified".to_string(),
+            Phase::Failed => "every attempt failed".to_string(),
+            Phase::Superseded => "replaced by a rebuild on newer bases".to_string(),
+            Phase::Skipped => "not built".to_string(),
+        });
     let ready = match rebuild.phase {
         Phase::Succeeded => ("True", "Succeeded"),
         Phase::Failed => ("False", "Failed"),
@@ -257,7 +260,9 @@ pub fn event_for(
     now: &ImageFactoryRebuild,
 ) -> Vec<(EventType, &'static str, String)> {
     let mut out = Vec::new();
-    let old_phase = previous.and_then(|p| p.status.as_ref()).and_then(|s| s.phase);
+    let old_phase = previous
+        .and_then(|p| p.status.as_ref())
+        .and_then(|s| s.phase);
     let status = now.status.clone().unwrap_or_default();
     let phase = status.phase.unwrap_or_default();
     let image = &now.spec.image;
@@ -283,7 +288,10 @@ pub fn event_for(
         RebuildPhase::Waiting if status.attempts > 0 => (
             EventType::Warning,
             "RebuildRetryScheduled",
-            format!("attempt {} of {image} failed; next at {due}", status.attempts),
+            format!(
+                "attempt {} of {image} failed; next at {due}",
+                status.attempts
+            ),
         ),
         RebuildPhase::Waiting if now.spec.parent.is_some() => (
             EventType::Normal,
@@ -348,7 +356,10 @@ fn up_to_date(server: &ImageFactoryRebuild, want: &ImageFactoryRebuild) -> bool 
             s
         })
     };
-    let labels_ok = want.labels().iter().all(|(k, v)| server.labels().get(k) == Some(v));
+    let labels_ok = want
+        .labels()
+        .iter()
+        .all(|(k, v)| server.labels().get(k) == Some(v));
     let owners_ok = want.metadata.owner_references.as_ref().is_none_or(|w| {
         server
             .metadata
@@ -477,7 +488,12 @@ impl Mirror {
             let Some(want) = self.desired_of(rebuild, &image, now) else {
                 continue;
             };
-            jobs.push((id, image, want, self.server.get(rebuild.id.as_str()).cloned()));
+            jobs.push((
+                id,
+                image,
+                want,
+                self.server.get(rebuild.id.as_str()).cloned(),
+            ));
         }
         let api = self.api.clone();
         let recorder = self.recorder.clone();
@@ -595,7 +611,9 @@ async fn write(
         "kind": "ImageFactoryRebuild",
         "status": status,
     });
-    let object = api.patch_status(&name, &params, &Patch::Apply(&body)).await?;
+    let object = api
+        .patch_status(&name, &params, &Patch::Apply(&body))
+        .await?;
     if let Some(recorder) = recorder {
         let reference = object.object_ref(&());
         for (type_, reason, note) in event_for(previous, &object) {

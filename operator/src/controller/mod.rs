@@ -85,23 +85,32 @@ pub async fn run(
     shutdown: CancellationToken,
     metrics: Arc<Metrics>,
 ) -> Result<Summary, ControllerError> {
-    let client = Client::try_default().await.map_err(ControllerError::Client)?;
+    let client = Client::try_default()
+        .await
+        .map_err(ControllerError::Client)?;
     let namespace = cluster
         .namespace
         .clone()
         .unwrap_or_else(|| client.default_namespace().to_string());
     let rebuilds: Api<ImageFactoryRebuild> = Api::namespaced(client.clone(), &namespace);
-    let freight_ns = cluster.freight_namespace.clone().unwrap_or_else(|| namespace.clone());
+    let freight_ns = cluster
+        .freight_namespace
+        .clone()
+        .unwrap_or_else(|| namespace.clone());
     let freights: Api<Freight> = if freight_ns == "*" {
         Api::all(client.clone())
     } else {
         Api::namespaced(client.clone(), &freight_ns)
     };
-    if let Err(source) = freights.list(&kube::api::ListParams::default().limit(1)).await {
+    if let Err(source) = freights
+        .list(&kube::api::ListParams::default().limit(1))
+        .await
+    {
         return Err(ControllerError::Crd {
             what: "Kargo Freight (kargo.akuity.io/v1alpha1)",
             namespace: freight_ns,
-            hint: "install Kargo (its CRDs) and grant the service account get/list/watch on freights",
+            hint:
+                "install Kargo (its CRDs) and grant the service account get/list/watch on freights",
             source,
         });
     }

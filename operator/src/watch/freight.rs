@@ -201,16 +201,15 @@ impl Document {
             })
             .transpose()
         };
-        let mut freight = Freight::new(
-            self.metadata.namespace.as_deref().unwrap_or_default(),
-            "",
-        );
+        let mut freight = Freight::new(self.metadata.namespace.as_deref().unwrap_or_default(), "");
         freight.metadata.name = self.metadata.name;
         if freight.metadata.namespace.as_deref() == Some("") {
             freight.metadata.namespace = None;
         }
-        freight.metadata.creation_timestamp =
-            time("metadata.creationTimestamp", self.metadata.creation_timestamp)?;
+        freight.metadata.creation_timestamp = time(
+            "metadata.creationTimestamp",
+            self.metadata.creation_timestamp,
+        )?;
         freight.discovered_at = time("discoveredAt", self.discovered_at)?;
         freight.alias = self.alias;
         if let Some(o) = self.origin {
