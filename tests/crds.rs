@@ -17,7 +17,7 @@ use crate::support::{image_factory, repo_root, shared_dir};
 
 const DIGEST: &str = "sha256:4bcff63911fcb4448bd4fdacec207030997caf25e9bea4045fa6c8c44de311d1";
 
-fn crds_applied() {
+pub(crate) fn crds_applied() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         apply_crd(

@@ -23,13 +23,13 @@ use crate::support::registry::{Fault, FaultProxy};
 const BIN: &str = env!("CARGO_BIN_EXE_image-factory");
 
 /// One configuration repository with its fleet, remote and build log.
-struct Site {
+pub(crate) struct Site {
     _dir: tempfile::TempDir,
-    work: PathBuf,
-    bare: PathBuf,
+    pub(crate) work: PathBuf,
+    pub(crate) bare: PathBuf,
     _daemon: GitDaemon,
-    ns: String,
-    log: PathBuf,
+    pub(crate) ns: String,
+    pub(crate) log: PathBuf,
     scratch: PathBuf,
     releases: usize,
     /// `127.0.0.1:PORT` the external images (`base`, `helper`) are enrolled under: the
@@ -40,20 +40,20 @@ struct Site {
 }
 
 /// How the fleet is enrolled.
-struct Fleet<'a> {
+pub(crate) struct Fleet<'a> {
     /// `rebuild:` of `base` (a YAML flow mapping).
-    base_rebuild: &'a str,
+    pub(crate) base_rebuild: &'a str,
     /// Managed images whose build fails (`exit 1`).
-    failing: &'a [&'a str],
+    pub(crate) failing: &'a [&'a str],
     /// Whether `app2` is enrolled.
-    app2: bool,
+    pub(crate) app2: bool,
     /// Enroll (and build `FROM`) the external images under this host instead of the
     /// registry's (a [`FaultProxy`] in front of it).
-    external_host: Option<&'a str>,
+    pub(crate) external_host: Option<&'a str>,
 }
 
 impl Site {
-    fn new(ns: &str, fleet: &Fleet<'_>) -> Self {
+    pub(crate) fn new(ns: &str, fleet: &Fleet<'_>) -> Self {
         let r = registry();
         let dir = tempfile::tempdir().unwrap();
         let bare = config_repo(dir.path(), "cfg");
@@ -154,11 +154,11 @@ impl Site {
         site
     }
 
-    fn repo(&self, name: &str) -> String {
+    pub(crate) fn repo(&self, name: &str) -> String {
         format!("{}/{name}", self.ns)
     }
 
-    fn reference(&self, name: &str) -> Reference {
+    pub(crate) fn reference(&self, name: &str) -> Reference {
         let host = if matches!(name, "base" | "helper") {
             &self.external_host
         } else {
@@ -168,7 +168,7 @@ impl Site {
     }
 
     /// A new release of the external `name`; its digest.
-    fn release(&mut self, name: &str) -> Digest {
+    pub(crate) fn release(&mut self, name: &str) -> Digest {
         self.releases += 1;
         let content = format!("{} {name} release {}", self.ns, self.releases);
         push_base(registry(), &self.scratch, &self.repo(name), &content)
@@ -178,7 +178,7 @@ impl Site {
     /// pinned Dockerfile, in its own storage (app builds may run at once). With
     /// `CRASH_MID_BUILD=name` in its environment, it kills its whole session (the
     /// factory and every build) once its image is built but before the push.
-    fn build_shell(&self, name: &str) -> String {
+    pub(crate) fn build_shell(&self, name: &str) -> String {
         let r = registry();
         let b = format!(
             "buildah --root {} --runroot {} --storage-driver vfs",
@@ -194,7 +194,7 @@ impl Site {
     }
 
     /// Builds `name` outside the factory (its state before enrollment).
-    fn build_now(&self, name: &str) {
+    pub(crate) fn build_now(&self, name: &str) {
         let d = self.work.join(name);
         run(Command::new("sh")
             .arg("-c")
@@ -207,7 +207,18 @@ impl Site {
     }
 
     /// `image-factory run ARGS` in the working copy, leading its own session.
-    fn spawn(&self, args: &[&str], env: &[(&str, &str)]) -> Child {
+    pub(crate) fn spawn(&self, args: &[&str], env: &[(&str, &str)]) -> Child {
+        self.spawn_command("run", args, env)
+    }
+
+    /// `image-factory COMMAND ARGS` (`run` or `controller`) in the working copy,
+    /// leading its own session, logging to `.cache-run.log`.
+    pub(crate) fn spawn_command(
+        &self,
+        command: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Child {
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -215,7 +226,7 @@ impl Site {
             .unwrap();
         let mut cmd = Command::new("setsid");
         cmd.arg(BIN)
-            .arg("run")
+            .arg(command)
             .args(["--config-check", "300ms", "--retry-backoff", "1s"])
             .args(args)
             .current_dir(&self.work)
@@ -232,7 +243,7 @@ impl Site {
     }
 
     /// `image-factory ARGS` in the working copy, to completion.
-    fn cli(&self, args: &[&str]) -> std::process::Output {
+    pub(crate) fn cli(&self, args: &[&str]) -> std::process::Output {
         Command::new(BIN)
             .args(args)
             .current_dir(&self.work)
@@ -242,11 +253,11 @@ impl Site {
             .unwrap()
     }
 
-    fn run_log(&self) -> String {
+    pub(crate) fn run_log(&self) -> String {
         std::fs::read_to_string(self.work.join(".cache-run.log")).unwrap_or_default()
     }
 
-    fn runtime(&self, name: &str) -> Option<ImageRuntime> {
+    pub(crate) fn runtime(&self, name: &str) -> Option<ImageRuntime> {
         state::read_runtime(
             &FileStore::read_only(self.work.join("state")),
             &self.reference(name),
@@ -256,7 +267,7 @@ impl Site {
     }
 
     /// Build log lines of the factory's builds (not the initial ones).
-    fn builds(&self) -> Vec<String> {
+    pub(crate) fn builds(&self) -> Vec<String> {
         std::fs::read_to_string(&self.log)
             .unwrap()
             .lines()
@@ -265,7 +276,7 @@ impl Site {
             .collect()
     }
 
-    fn wait(&self, what: &str, timeout: Duration, mut done: impl FnMut(&Self) -> bool) {
+    pub(crate) fn wait(&self, what: &str, timeout: Duration, mut done: impl FnMut(&Self) -> bool) {
         let deadline = Instant::now() + timeout;
         while !done(self) {
             assert!(
@@ -279,7 +290,7 @@ impl Site {
     }
 
     /// The rebuild of `image` that pins base `base` at `digest`.
-    fn rebuild_on(
+    pub(crate) fn rebuild_on(
         &self,
         image: &str,
         base: &str,
@@ -292,20 +303,20 @@ impl Site {
         })
     }
 
-    fn succeeded_on(&self, image: &str, base: &str, digest: &Digest) -> Option<Digest> {
+    pub(crate) fn succeeded_on(&self, image: &str, base: &str, digest: &Digest) -> Option<Digest> {
         self.rebuild_on(image, base, digest)
             .filter(|r| r.phase == Phase::Succeeded)
             .and_then(|r| r.digest)
     }
 
-    fn baselines(&self, names: &[&str]) -> bool {
+    pub(crate) fn baselines(&self, names: &[&str]) -> bool {
         names
             .iter()
             .all(|n| self.runtime(n).is_some_and(|rt| rt.current.is_some()))
     }
 
     /// The remote's `main` checked out fresh.
-    fn remote_checkout(&self) -> tempfile::TempDir {
+    pub(crate) fn remote_checkout(&self) -> tempfile::TempDir {
         let d = tempfile::tempdir().unwrap();
         run(Command::new("git")
             .args(["clone", "-q"])
@@ -315,7 +326,7 @@ impl Site {
     }
 }
 
-fn tail(s: &str, n: usize) -> &str {
+pub(crate) fn tail(s: &str, n: usize) -> &str {
     let start = s.len().saturating_sub(n);
     let mut i = start;
     while !s.is_char_boundary(i) {
@@ -324,7 +335,7 @@ fn tail(s: &str, n: usize) -> &str {
     &s[i..]
 }
 
-fn stop(child: &mut Child) -> std::process::ExitStatus {
+pub(crate) fn stop(child: &mut Child) -> std::process::ExitStatus {
     run(Command::new("kill").args(["-TERM", &child.id().to_string()]));
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -336,7 +347,7 @@ fn stop(child: &mut Child) -> std::process::ExitStatus {
     }
 }
 
-fn wait_exit(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+pub(crate) fn wait_exit(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -350,7 +361,7 @@ fn wait_exit(child: &mut Child, timeout: Duration) -> Option<std::process::ExitS
 }
 
 /// Files under `dir/state` (runtime records and analysis), relative.
-fn state_files(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+pub(crate) fn state_files(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     crate::support::snapshot(&root.join("state"))
         .into_iter()
         .filter(|(p, _)| !p.to_string_lossy().contains(".journal"))
@@ -358,7 +369,7 @@ fn state_files(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
 }
 
 /// Each key's `pushed` lines: at most one per key (no build reached the registry twice).
-fn pushed_once(lines: &[String]) -> BTreeMap<String, usize> {
+pub(crate) fn pushed_once(lines: &[String]) -> BTreeMap<String, usize> {
     let mut pushed = BTreeMap::new();
     for l in lines {
         if let Some(key) = l.strip_prefix("pushed ") {

@@ -6,6 +6,7 @@ mod support;
 mod analyze;
 mod analyze_commit;
 mod cli;
+mod controller;
 mod crds;
 mod decisions;
 mod dockerfile_cli;

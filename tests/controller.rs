@@ -1,0 +1,289 @@
+//! `image-factory controller` end to end against the real API server: Kargo Freight
+//! created as Kargo would (named by its Freight ID) drives a held, expedited-by-annotation,
+//! really built (buildah, real registry) cascade whose every rebuild shows as an
+//! `ImageFactoryRebuild` with Events; a restart mid-cascade loses and duplicates nothing,
+//! and surviving Freight re-triggers nothing.
+//!
+//! The fleet is `tests/factory.rs`'s: external `base` → `platform` → `app1`.
+
+use std::time::Duration;
+
+use image_factory::kargo::{Freight, FreightImage, FreightOrigin};
+use image_factory::runtime::{Digest, Phase};
+use serde_json::Value;
+
+use crate::crds::crds_applied;
+use crate::factory::{pushed_once, stop, Fleet, Site};
+use crate::support::k8s::{kubeconfig, kubectl, namespace};
+
+/// A Freight of Warehouse `warehouse` carrying `repo_url:tag@digest`, named by Kargo's
+/// Freight ID rule, as JSON for `kubectl create`.
+fn freight(
+    ns: &str,
+    warehouse: &str,
+    alias: &str,
+    repo_url: &str,
+    digest: &Digest,
+) -> (String, String) {
+    let mut f = Freight::new(ns, "");
+    f.alias = Some(alias.to_string());
+    f.origin = FreightOrigin {
+        kind: "Warehouse".to_string(),
+        name: warehouse.to_string(),
+    };
+    f.images = vec![FreightImage {
+        repo_url: Some(repo_url.to_string()),
+        tag: Some("1".to_string()),
+        digest: Some(digest.to_string()),
+    }];
+    let id = f.generate_id();
+    f.metadata.name = Some(id.clone());
+    (id, serde_json::to_string(&f).unwrap())
+}
+
+fn create(json: &str) {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), json).unwrap();
+    let (ok, out) = kubectl(&["create", "-f", &file.path().display().to_string()]);
+    assert!(ok, "{out}");
+}
+
+/// The rebuild objects of `ns`, as JSON.
+fn rebuilds(ns: &str) -> Vec<Value> {
+    let (ok, out) = kubectl(&["get", "ifr", "-n", ns, "-o", "json", "--show-managed-fields"]);
+    assert!(ok, "{out}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    v["items"].as_array().cloned().unwrap_or_default()
+}
+
+fn rebuild_object(ns: &str, name: &str) -> Option<Value> {
+    rebuilds(ns)
+        .into_iter()
+        .find(|o| o["metadata"]["name"] == name)
+}
+
+/// Reasons of the Events in `ns` about `name`.
+fn event_reasons(ns: &str, name: &str) -> Vec<String> {
+    let (ok, out) = kubectl(&["get", "events.events.k8s.io", "-n", ns, "-o", "json"]);
+    assert!(ok, "{out}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    v["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| e["regarding"]["name"] == name)
+        .filter_map(|e| e["reason"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn freight_drives_held_expedited_cascades_visible_as_rebuild_objects_across_a_restart() {
+    crds_applied();
+    let ns = namespace("controller");
+    let mut site = Site::new(
+        "ctl-chain",
+        &Fleet {
+            base_rebuild: "{delay: 1h}",
+            failing: &[],
+            app2: false,
+            external_host: None,
+        },
+    );
+    // The state before: baselines of every image (one pass watching the registry).
+    let out = site.cli(&["run", "--once", "--timeout", "5m"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(site.baselines(&["base", "helper", "platform", "app1"]));
+
+    let kube = kubeconfig().display().to_string();
+    let env = [("KUBECONFIG", kube.as_str())];
+    let args = ["--push", "--namespace", ns.as_str()];
+    let mut controller = site.spawn_command("controller", &args, &env);
+
+    // Kargo finds a new base digest and creates Freight; another Warehouse's Freight of
+    // the same repository is not ours and is ignored.
+    let v2 = site.release("base");
+    let repo_url = site.reference("base").repo_url();
+    let (id, json) = freight(&ns, "base", "brave-otter", &repo_url, &v2);
+    create(&json);
+    let v3 = site.release("base");
+    let (_, foreign) = freight(&ns, "someone-elses-warehouse", "odd-fox", &repo_url, &v3);
+    create(&foreign);
+
+    // The hold appears as a Waiting rebuild object with the Freight's names.
+    site.wait("the held rebuild", Duration::from_secs(60), |s| {
+        s.rebuild_on("platform", "base", &v2).is_some()
+    });
+    let held = site.rebuild_on("platform", "base", &v2).unwrap();
+    assert_eq!(held.phase, Phase::Waiting);
+    let name = held.id.to_string();
+    site.wait("the rebuild object", Duration::from_secs(30), |_| {
+        rebuild_object(&ns, &name).is_some_and(|o| o["status"]["phase"] == "Waiting")
+    });
+    let object = rebuild_object(&ns, &name).unwrap();
+    assert_eq!(object["spec"]["image"], "platform");
+    assert_eq!(object["spec"]["update"]["base"], "base");
+    assert_eq!(object["spec"]["update"]["digest"], v2.as_str());
+    assert_eq!(object["spec"]["update"]["freight"]["name"], id.as_str());
+    assert_eq!(object["spec"]["update"]["freight"]["alias"], "brave-otter");
+    assert_eq!(object["spec"]["update"]["freight"]["warehouse"], "base");
+    assert_eq!(
+        object["metadata"]["labels"]["imagefactory.dev/freight"],
+        id.as_str()
+    );
+    assert_eq!(
+        object["metadata"]["labels"]["imagefactory.dev/image"],
+        "platform"
+    );
+    let due: jiff::Timestamp = object["status"]["dueAt"].as_str().unwrap().parse().unwrap();
+    let discovered: jiff::Timestamp = object["spec"]["update"]["discoveredAt"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(due.duration_since(discovered).as_secs(), 3600);
+    let managers: Vec<&str> = object["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["manager"].as_str())
+        .collect();
+    assert!(
+        managers.iter().all(|m| *m == "image-factory"),
+        "{managers:?}"
+    );
+    let (ok, table) = kubectl(&["get", "ifr", "-n", &ns]);
+    assert!(ok, "{table}");
+    let row = table
+        .lines()
+        .find(|l| l.starts_with(&name))
+        .unwrap_or_else(|| panic!("no row {name}:\n{table}"));
+    assert!(
+        row.contains("platform") && row.contains("Waiting"),
+        "{table}"
+    );
+    assert!(row.contains(&site.reference("base").to_string()), "{table}");
+    assert!(site.builds().is_empty(), "built during the hold");
+
+    // A person expedites it on the object.
+    let (ok, out) = kubectl(&[
+        "annotate",
+        "ifr",
+        &name,
+        "-n",
+        &ns,
+        "imagefactory.dev/expedite=CVE-2026-4242",
+    ]);
+    assert!(ok, "{out}");
+    // The cascade reaches app1; stop the controller once app1's rebuild exists, before
+    // it is verified, and start it again.
+    site.wait("platform built", Duration::from_secs(180), |s| {
+        s.succeeded_on("platform", "base", &v2).is_some()
+    });
+    let p2 = site.succeeded_on("platform", "base", &v2).unwrap();
+    let status = stop(&mut controller);
+    assert!(
+        status.success(),
+        "controller exit: {status:?}\n{}",
+        site.run_log()
+    );
+    let mut controller = site.spawn_command("controller", &args, &env);
+    site.wait(
+        "app1 built on the new platform",
+        Duration::from_secs(180),
+        |s| s.succeeded_on("app1", "platform", &p2).is_some(),
+    );
+    let app1 = site.rebuild_on("app1", "platform", &p2).unwrap();
+    let child = app1.id.to_string();
+    site.wait("app1's object Succeeded", Duration::from_secs(30), |_| {
+        rebuild_object(&ns, &child).is_some_and(|o| o["status"]["phase"] == "Succeeded")
+    });
+    site.wait(
+        "platform's object Succeeded",
+        Duration::from_secs(30),
+        |_| rebuild_object(&ns, &name).is_some_and(|o| o["status"]["phase"] == "Succeeded"),
+    );
+    let parent = rebuild_object(&ns, &name).unwrap();
+    assert_eq!(parent["spec"]["expedite"]["reason"], "CVE-2026-4242");
+    assert_eq!(
+        parent["spec"]["expedite"]["by"],
+        "annotation:kubectl-annotate"
+    );
+    assert_eq!(parent["status"]["resultDigest"], p2.as_str());
+    assert_eq!(
+        parent["status"]["observedGeneration"],
+        parent["metadata"]["generation"]
+    );
+    let ready = parent["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .unwrap()
+        .clone();
+    assert_eq!(ready["status"], "True");
+    let child_object = rebuild_object(&ns, &child).unwrap();
+    assert_eq!(child_object["spec"]["parent"], name.as_str());
+    assert_eq!(
+        child_object["metadata"]["labels"]["imagefactory.dev/parent"],
+        name.as_str()
+    );
+    assert_eq!(
+        child_object["metadata"]["ownerReferences"][0]["uid"],
+        parent["metadata"]["uid"]
+    );
+    assert_eq!(child_object["spec"]["update"]["digest"], p2.as_str());
+
+    // Events tell the story on the objects.
+    let reasons = event_reasons(&ns, &name);
+    for r in [
+        "RebuildHeld",
+        "RebuildExpedited",
+        "RebuildTriggered",
+        "RebuildSucceeded",
+    ] {
+        assert!(
+            reasons.iter().any(|x| x == r),
+            "{r} missing from {reasons:?}"
+        );
+    }
+    assert!(
+        event_reasons(&ns, &child)
+            .iter()
+            .any(|x| x == "RebuildSucceeded"),
+        "{:?}",
+        event_reasons(&ns, &child)
+    );
+
+    // Every build reached the registry once; the foreign Freight triggered nothing; the
+    // expedite is in git history with who did it.
+    let builds = site.builds();
+    assert_eq!(pushed_once(&builds).len(), 2, "{builds:?}");
+    assert!(site.rebuild_on("platform", "base", &v3).is_none());
+    let checkout = site.remote_checkout();
+    let log = std::process::Command::new("git")
+        .args(["log", "--format=%B"])
+        .current_dir(checkout.path().join("c"))
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&log.stdout);
+    assert!(log.contains("annotation:kubectl-annotate"), "{log}");
+
+    // Another restart with the Freight still there: nothing new.
+    let objects = rebuilds(&ns).len();
+    let status = stop(&mut controller);
+    assert!(status.success(), "{status:?}");
+    let mut controller = site.spawn_command("controller", &args, &env);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        site.builds().len(),
+        builds.len(),
+        "rebuilt from surviving Freight"
+    );
+    assert_eq!(rebuilds(&ns).len(), objects);
+    stop(&mut controller);
+}
