@@ -50,7 +50,15 @@ fn create(json: &str) {
 
 /// The rebuild objects of `ns`, as JSON.
 fn rebuilds(ns: &str) -> Vec<Value> {
-    let (ok, out) = kubectl(&["get", "ifr", "-n", ns, "-o", "json", "--show-managed-fields"]);
+    let (ok, out) = kubectl(&[
+        "get",
+        "ifr",
+        "-n",
+        ns,
+        "-o",
+        "json",
+        "--show-managed-fields",
+    ]);
     assert!(ok, "{out}");
     let v: Value = serde_json::from_str(&out).unwrap();
     v["items"].as_array().cloned().unwrap_or_default()

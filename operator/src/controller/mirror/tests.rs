@@ -1,1 +1,276 @@
 use super::*;
+use crate::runtime::{Attempt, AttemptOutcome, Cause, Digest, Mark, PinnedBase, Update, UpdateRef};
+
+fn digest(c: char) -> Digest {
+    Digest::parse(&format!("sha256:{}", c.to_string().repeat(64))).unwrap()
+}
+
+fn at(s: &str) -> Timestamp {
+    s.parse().unwrap()
+}
+
+/// `base` (external) got digest `b` from Freight `f1`; `platform` has a rebuild on it;
+/// `app` a cascade from that rebuild.
+fn records() -> (BTreeMap<String, ImageRuntime>, Rebuild, Rebuild) {
+    let mut base = ImageRuntime::new("registry.example/base:1");
+    base.updates.push(Update {
+        digest: digest('b'),
+        tag: "1".into(),
+        platforms: BTreeMap::new(),
+        discovered_at: at("2026-12-01T08:00:00Z"),
+        source: UpdateSource::Freight {
+            name: "0123abcd".into(),
+            alias: Some("brave-otter".into()),
+            warehouse: Some("base".into()),
+        },
+        superseded_by: None,
+        expedited: None,
+    });
+    let platform_id = RebuildId::derive("platform", "registry.example/platform:1", &["x".into()]);
+    let platform = Rebuild {
+        id: platform_id.clone(),
+        cause: Cause {
+            updates: vec![UpdateRef {
+                image: "base".into(),
+                reference: "registry.example/base:1".into(),
+                digest: digest('b'),
+            }],
+            parents: vec![],
+        },
+        bases: vec![PinnedBase::new(
+            "base",
+            "registry.example/base:1",
+            Some(&digest('b')),
+        )],
+        phase: Phase::Waiting,
+        reason: None,
+        created_at: at("2026-12-01T08:00:01Z"),
+        due_at: at("2026-12-08T08:00:00Z"),
+        needs_approval: false,
+        approved: None,
+        retried: vec![],
+        attempts: vec![],
+        trigger: None,
+        digest: None,
+    };
+    let app = Rebuild {
+        id: RebuildId::derive("app", "registry.example/app:1", &["y".into()]),
+        cause: Cause {
+            updates: vec![UpdateRef {
+                image: "platform".into(),
+                reference: "registry.example/platform:1".into(),
+                digest: digest('c'),
+            }],
+            parents: vec![platform_id],
+        },
+        bases: vec![PinnedBase::new(
+            "platform",
+            "registry.example/platform:1",
+            Some(&digest('c')),
+        )],
+        ..platform.clone()
+    };
+    let mut platform_rt = ImageRuntime::new("registry.example/platform:1");
+    platform_rt.rebuilds.push(platform.clone());
+    let mut app_rt = ImageRuntime::new("registry.example/app:1");
+    app_rt.rebuilds.push(app.clone());
+    let records = BTreeMap::from([
+        ("base".to_string(), base),
+        ("platform".to_string(), platform_rt),
+        ("app".to_string(), app_rt),
+    ]);
+    (records, platform, app)
+}
+
+#[test]
+fn a_held_rebuild_names_its_freight_pins_and_due_time() {
+    let (records, platform, _) = records();
+    let now = at("2026-12-01T09:00:00Z");
+    let o = desired(&platform, "platform", &records, "images", None, now).unwrap();
+    assert_eq!(o.metadata.name.as_deref(), Some(platform.id.as_str()));
+    assert_eq!(o.metadata.namespace.as_deref(), Some("images"));
+    let labels = o.metadata.labels.clone().unwrap();
+    assert_eq!(labels[crd::LABEL_IMAGE], "platform");
+    assert_eq!(labels[crd::LABEL_FREIGHT], "0123abcd");
+    assert!(!labels.contains_key(crd::LABEL_PARENT));
+    assert!(o.metadata.owner_references.is_none());
+    let u = &o.spec.update;
+    assert_eq!(
+        (u.base.as_str(), u.reference.as_str()),
+        ("base", "registry.example/base:1")
+    );
+    assert_eq!(u.tag.as_deref(), Some("1"));
+    assert_eq!(u.digest, digest('b').to_string());
+    assert_eq!(u.discovered_at.0, at("2026-12-01T08:00:00Z"));
+    let f = u.freight.clone().unwrap();
+    assert_eq!(
+        (f.name.as_str(), f.alias.as_deref(), f.warehouse.as_deref()),
+        ("0123abcd", Some("brave-otter"), Some("base"))
+    );
+    assert_eq!(o.spec.pinned_bases.len(), 1);
+    assert_eq!(o.spec.pinned_bases[0].reference, "registry.example/base:1");
+    let s = o.status.unwrap();
+    assert_eq!(s.phase, Some(RebuildPhase::Waiting));
+    assert_eq!(s.due_at.unwrap().0, at("2026-12-08T08:00:00Z"));
+    assert_eq!(
+        s.message.as_deref(),
+        Some("held until 2026-12-08T08:00:00Z")
+    );
+    let held = s.conditions.iter().find(|c| c.type_ == "Held").unwrap();
+    assert_eq!(
+        (held.status.as_str(), held.last_transition_time.0),
+        ("True", now)
+    );
+}
+
+#[test]
+fn a_cascade_names_and_is_owned_by_its_parent() {
+    let (records, platform, app) = records();
+    let o = desired(
+        &app,
+        "app",
+        &records,
+        "images",
+        Some("uid-1"),
+        Timestamp::now(),
+    )
+    .unwrap();
+    assert_eq!(o.spec.parent.as_deref(), Some(platform.id.as_str()));
+    assert_eq!(o.labels()[crd::LABEL_PARENT], platform.id.as_str());
+    let owner = &o.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!(
+        (owner.name.as_str(), owner.uid.as_str()),
+        (platform.id.as_str(), "uid-1")
+    );
+    assert_eq!(owner.kind, "ImageFactoryRebuild");
+    // A managed parent's new digest has no Freight.
+    assert!(o.spec.update.freight.is_none());
+    assert_eq!(o.spec.update.digest, digest('c').to_string());
+}
+
+#[test]
+fn unchanged_conditions_keep_their_transition_time() {
+    let (records, platform, _) = records();
+    let first = desired(
+        &platform,
+        "platform",
+        &records,
+        "ns",
+        None,
+        at("2026-12-01T09:00:00Z"),
+    )
+    .unwrap()
+    .status
+    .unwrap();
+    let mut running = platform.clone();
+    running.phase = Phase::Running;
+    let mut second = desired(
+        &running,
+        "platform",
+        &records,
+        "ns",
+        None,
+        at("2026-12-01T10:00:00Z"),
+    )
+    .unwrap()
+    .status
+    .unwrap();
+    keep_transitions(&mut second, Some(&first), Some(3));
+    let ready = second
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    let held = second
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Held")
+        .unwrap();
+    // Ready stayed False: its time is kept. Held went True → False: it is new.
+    assert_eq!(ready.last_transition_time.0, at("2026-12-01T09:00:00Z"));
+    assert_eq!(held.last_transition_time.0, at("2026-12-01T10:00:00Z"));
+    assert_eq!(second.observed_generation, Some(3));
+    assert!(second
+        .conditions
+        .iter()
+        .all(|c| c.observed_generation == Some(3)));
+}
+
+#[test]
+fn phase_changes_are_events_and_repeats_are_not() {
+    let (mut records, platform, app) = records();
+    let now = Timestamp::now();
+    let held = desired(&platform, "platform", &records, "ns", None, now).unwrap();
+    let reasons =
+        |prev: Option<&ImageFactoryRebuild>, o: &ImageFactoryRebuild| -> Vec<&'static str> {
+            event_for(prev, o).into_iter().map(|(_, r, _)| r).collect()
+        };
+    assert_eq!(reasons(None, &held), ["RebuildHeld"]);
+    assert!(reasons(Some(&held), &held).is_empty());
+    assert!(up_to_date(&held, &held));
+
+    // Expedited by a person: one RebuildExpedited, no phase event.
+    records.get_mut("base").unwrap().updates[0].expedited = Some(Mark {
+        by: "annotation:kubectl-annotate".into(),
+        reason: "CVE-2026-1".into(),
+        at: now,
+    });
+    let expedited = desired(&platform, "platform", &records, "ns", None, now).unwrap();
+    assert!(!up_to_date(&held, &expedited));
+    assert_eq!(reasons(Some(&held), &expedited), ["RebuildExpedited"]);
+    assert_eq!(
+        expedited.spec.expedite.as_ref().unwrap().reason,
+        "CVE-2026-1"
+    );
+
+    let mut r = platform.clone();
+    r.phase = Phase::Triggered;
+    r.attempts.push(Attempt {
+        number: 1,
+        triggered_at: now,
+        finished_at: None,
+        outcome: None,
+        reason: None,
+        log: None,
+    });
+    let triggered = desired(&r, "platform", &records, "ns", None, now).unwrap();
+    assert_eq!(reasons(Some(&expedited), &triggered), ["RebuildTriggered"]);
+    r.phase = Phase::Waiting;
+    r.attempts[0].outcome = Some(AttemptOutcome::Failed);
+    let retry = desired(&r, "platform", &records, "ns", None, now).unwrap();
+    let events = event_for(Some(&triggered), &retry);
+    assert_eq!(events[0].1, "RebuildRetryScheduled");
+    assert_eq!(events[0].0, EventType::Warning);
+    r.phase = Phase::Succeeded;
+    r.digest = Some(digest('d'));
+    let done = desired(&r, "platform", &records, "ns", None, now).unwrap();
+    assert_eq!(reasons(Some(&retry), &done), ["RebuildSucceeded"]);
+    assert_eq!(
+        done.status.as_ref().unwrap().result_digest.as_deref(),
+        Some(digest('d').as_str())
+    );
+
+    let queued = desired(&app, "app", &records, "ns", None, now).unwrap();
+    assert_eq!(reasons(None, &queued), ["CascadeQueued"]);
+}
+
+#[test]
+fn a_rebuild_without_a_cause_is_not_mirrored() {
+    let (records, mut platform, _) = records();
+    platform.cause = Cause::default();
+    assert!(desired(
+        &platform,
+        "platform",
+        &records,
+        "ns",
+        None,
+        Timestamp::now()
+    )
+    .is_none());
+}
+
+#[test]
+fn label_values_are_dns_labels() {
+    assert_eq!(label_value("team/App_1"), "team-app-1");
+    assert!(label_value(&"x".repeat(100)).len() <= 63);
+}
