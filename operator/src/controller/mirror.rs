@@ -468,13 +468,17 @@ impl Mirror {
         // A rebuild whose parent is pending waits for the next round, so its owner
         // reference can name the parent's uid.
         let pending = std::mem::take(&mut self.pending);
-        let (ready, later): (Vec<_>, Vec<_>) = pending.into_iter().partition(|(id, image)| {
+        let parent_pending = |id: &str, image: &str| {
             self.records
                 .get(image)
                 .and_then(|rt| rt.rebuilds.iter().find(|r| r.id.as_str() == id))
                 .and_then(|r| r.cause.parents.first())
-                .is_none_or(|p| !self.pending_contains(p.as_str(), id))
-        });
+                .is_some_and(|p| p.as_str() != id && pending.contains_key(p.as_str()))
+        };
+        let (later, ready): (Vec<_>, Vec<_>) = pending
+            .iter()
+            .map(|(id, image)| (id.clone(), image.clone()))
+            .partition(|(id, image)| parent_pending(id, image));
         self.pending.extend(later.clone());
         let mut jobs = Vec::new();
         for (id, image) in ready {
@@ -527,10 +531,6 @@ impl Mirror {
             return Box::pin(self.flush(now)).await;
         }
         failed
-    }
-
-    fn pending_contains(&self, parent: &str, child: &str) -> bool {
-        parent != child && self.pending.contains_key(parent)
     }
 
     /// The task: absorb batches from the factory, flush, retry failures with backoff.

@@ -274,3 +274,108 @@ fn label_values_are_dns_labels() {
     assert_eq!(label_value("team/App_1"), "team-app-1");
     assert!(label_value(&"x".repeat(100)).len() <= 63);
 }
+
+/// The API server as the mirror sees it, asserting each request in order (the
+/// controller-rs `ApiServerVerifier` pattern on `tower-test`).
+mod api_server {
+    use super::*;
+    use http::{Request, Response};
+    use kube::client::Body;
+    use serde_json::{json, Value};
+
+    type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+    fn mirror() -> (Mirror, Handle) {
+        let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let client = kube::Client::new(service, "images");
+        (
+            Mirror::new(Api::namespaced(client, "images"), "images", None),
+            handle,
+        )
+    }
+
+    /// Expects a server-side apply of `path` under our field manager; answers `status`
+    /// with the applied body plus `uid` and `generation`. Returns the body sent.
+    async fn expect_apply(handle: &mut Handle, path: &str, code: u16, uid: &str) -> Value {
+        let (request, send) = handle.next_request().await.expect("a request");
+        assert_eq!(request.method(), http::Method::PATCH);
+        assert_eq!(request.uri().path(), path);
+        let query = request.uri().query().unwrap_or_default().to_string();
+        assert!(query.contains("fieldManager=image-factory"), "{query}");
+        assert!(query.contains("force=true"), "{query}");
+        assert_eq!(
+            request.headers()["content-type"],
+            "application/apply-patch+yaml"
+        );
+        let body: Value =
+            serde_json::from_slice(&request.into_body().collect_bytes().await.unwrap()).unwrap();
+        if code != 200 {
+            let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                "message": "etcd is down", "reason": "InternalError", "code": code});
+            send.send_response(
+                Response::builder()
+                    .status(code)
+                    .body(Body::from(serde_json::to_vec(&status).unwrap()))
+                    .unwrap(),
+            );
+            return body;
+        }
+        let mut object = body.clone();
+        object["metadata"]["uid"] = json!(uid);
+        object["metadata"]["generation"] = json!(1);
+        object["metadata"]["namespace"] = json!("images");
+        if object.get("spec").is_none() {
+            object["spec"] = json!({"image": "x", "update": {"base": "b", "reference": "r",
+                "digest": digest('b').to_string(), "discoveredAt": "2026-12-01T08:00:00Z"}});
+            object["metadata"]["name"] = json!(path.rsplit('/').nth(1).unwrap());
+        }
+        send.send_response(
+            Response::builder()
+                .body(Body::from(serde_json::to_vec(&object).unwrap()))
+                .unwrap(),
+        );
+        body
+    }
+
+    const BASE: &str = "/apis/imagefactory.dev/v1alpha1/namespaces/images/imagefactoryrebuilds";
+
+    #[tokio::test]
+    async fn parents_are_written_before_children_spec_then_status_and_failures_retried() {
+        let (records, platform, app) = records();
+        let (mut mirror, mut handle) = mirror();
+        mirror.absorb(records.into_iter().collect(), Timestamp::now());
+        assert_eq!(mirror.pending(), 2);
+        let server = tokio::spawn(async move {
+            let p = format!("{BASE}/{}", platform.id);
+            let a = format!("{BASE}/{}", app.id);
+            // Round 1: the parent's spec, its status; then the child with the parent's
+            // uid as owner, whose status write fails.
+            let spec = expect_apply(&mut handle, &p, 200, "uid-p").await;
+            assert_eq!(spec["spec"]["image"], "platform");
+            assert!(spec.get("status").is_none(), "status goes to /status");
+            assert!(spec["metadata"].get("ownerReferences").is_none());
+            let status = expect_apply(&mut handle, &format!("{p}/status"), 200, "uid-p").await;
+            assert_eq!(status["status"]["phase"], "Waiting");
+            assert_eq!(status["status"]["observedGeneration"], 1);
+            let spec = expect_apply(&mut handle, &a, 200, "uid-a").await;
+            assert_eq!(spec["metadata"]["ownerReferences"][0]["uid"], "uid-p");
+            expect_apply(&mut handle, &format!("{a}/status"), 500, "uid-a").await;
+            // Round 2: only the child again, spec then status.
+            expect_apply(&mut handle, &a, 200, "uid-a").await;
+            expect_apply(&mut handle, &format!("{a}/status"), 200, "uid-a").await;
+            handle
+        });
+        assert_eq!(mirror.flush(Timestamp::now()).await, 1);
+        assert_eq!(mirror.pending(), 1);
+        assert_eq!(mirror.flush(Timestamp::now()).await, 0);
+        assert_eq!(mirror.pending(), 0);
+        let mut handle = server.await.unwrap();
+        // Nothing changed: the next flush sends nothing.
+        assert_eq!(mirror.flush(Timestamp::now()).await, 0);
+        drop(mirror);
+        assert!(
+            handle.next_request().await.is_none(),
+            "an unexpected request"
+        );
+    }
+}
