@@ -85,6 +85,16 @@ fn event_reasons(ns: &str, name: &str) -> Vec<String> {
         .collect()
 }
 
+/// Who holds the controller's Lease in `ns`.
+fn lease_holder(ns: &str) -> Option<String> {
+    let (ok, out) = kubectl(&["get", "lease", "image-factory", "-n", ns, "-o", "json"]);
+    if !ok {
+        return None;
+    }
+    let v: Value = serde_json::from_str(&out).ok()?;
+    v["spec"]["holderIdentity"].as_str().map(str::to_string)
+}
+
 #[test]
 fn freight_drives_held_expedited_cascades_visible_as_rebuild_objects_across_a_restart() {
     crds_applied();
@@ -108,9 +118,18 @@ fn freight_drives_held_expedited_cascades_visible_as_rebuild_objects_across_a_re
     assert!(site.baselines(&["base", "helper", "platform", "app1"]));
 
     let kube = kubeconfig().display().to_string();
-    let env = [("KUBECONFIG", kube.as_str())];
+    let env_a = [("KUBECONFIG", kube.as_str()), ("POD_NAME", "replica-a")];
+    let env_b = [("KUBECONFIG", kube.as_str()), ("POD_NAME", "replica-b")];
     let args = ["--push", "--namespace", ns.as_str()];
-    let mut controller = site.spawn_command("controller", &args, &env);
+    let mut controller = site.spawn_command("controller", &args, &env_a);
+    site.wait("replica-a leads", Duration::from_secs(30), |_| {
+        lease_holder(&ns).as_deref() == Some("replica-a")
+    });
+    // A second replica on the same working copy stands by: it must not even open it.
+    let mut standby = site.spawn_command("controller", &args, &env_b);
+    site.wait("replica-b stands by", Duration::from_secs(30), |s| {
+        s.run_log().contains("another replica leads; standing by")
+    });
 
     // Kargo finds a new base digest and creates Freight; another Warehouse's Freight of
     // the same repository is not ours and is ignored.
@@ -193,13 +212,16 @@ fn freight_drives_held_expedited_cascades_visible_as_rebuild_objects_across_a_re
         s.succeeded_on("platform", "base", &v2).is_some()
     });
     let p2 = site.succeeded_on("platform", "base", &v2).unwrap();
+    // The leader stops mid-cascade: it releases the Lease and the standby takes over.
     let status = stop(&mut controller);
     assert!(
         status.success(),
         "controller exit: {status:?}\n{}",
         site.run_log()
     );
-    let mut controller = site.spawn_command("controller", &args, &env);
+    site.wait("replica-b takes over", Duration::from_secs(30), |_| {
+        lease_holder(&ns).as_deref() == Some("replica-b")
+    });
     site.wait(
         "app1 built on the new platform",
         Duration::from_secs(180),
@@ -283,9 +305,12 @@ fn freight_drives_held_expedited_cascades_visible_as_rebuild_objects_across_a_re
 
     // Another restart with the Freight still there: nothing new.
     let objects = rebuilds(&ns).len();
-    let status = stop(&mut controller);
+    let status = stop(&mut standby);
     assert!(status.success(), "{status:?}");
-    let mut controller = site.spawn_command("controller", &args, &env);
+    let mut controller = site.spawn_command("controller", &args, &env_a);
+    site.wait("replica-a leads again", Duration::from_secs(30), |_| {
+        lease_holder(&ns).as_deref() == Some("replica-a")
+    });
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(
         site.builds().len(),
@@ -294,4 +319,13 @@ fn freight_drives_held_expedited_cascades_visible_as_rebuild_objects_across_a_re
     );
     assert_eq!(rebuilds(&ns).len(), objects);
     stop(&mut controller);
+    let log = site.run_log();
+    for bad in [
+        "cannot write the rebuild object",
+        "lost the leader Lease",
+        "panicked",
+        "reconcile failed",
+    ] {
+        assert!(!log.contains(bad), "{bad}:\n{log}");
+    }
 }

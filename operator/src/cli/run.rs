@@ -98,6 +98,10 @@ pub struct ControllerArgs {
     /// every namespace).
     #[arg(long, env = "IMAGE_FACTORY_FREIGHT_NAMESPACE")]
     pub freight_namespace: Option<String>,
+    /// The Lease of the leader election (in --namespace): of the replicas sharing it,
+    /// only the holder acts.
+    #[arg(long, default_value = "image-factory")]
+    pub lease: String,
     /// Also watch registries (Kargo's Warehouses normally do; then the first source to
     /// see a digest records it).
     #[arg(long)]
@@ -192,9 +196,8 @@ pub fn controller(args: ControllerArgs) -> ExitCode {
     let cluster = crate::controller::ClusterOptions {
         namespace: args.namespace.clone(),
         freight_namespace: args.freight_namespace.clone(),
-        instance: std::env::var("POD_NAME")
-            .ok()
-            .or_else(|| std::env::var("HOSTNAME").ok()),
+        instance: std::env::var("POD_NAME").ok().filter(|n| !n.is_empty()),
+        lease: args.lease.clone(),
     };
     serve(args.factory.listen, move |shutdown, metrics| async move {
         match crate::controller::run(options, cluster, shutdown, metrics).await {

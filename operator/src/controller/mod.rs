@@ -21,6 +21,7 @@
 
 pub mod annotations;
 pub mod freight;
+pub mod lease;
 pub mod mirror;
 
 use std::sync::Arc;
@@ -45,8 +46,21 @@ pub struct ClusterOptions {
     /// Namespace of the Freight (the Kargo Project); `None`: the rebuild namespace;
     /// `Some("*")`: every namespace.
     pub freight_namespace: Option<String>,
-    /// The controller instance in Events (`reportingInstance`): the pod name.
+    /// The controller instance in Events (`reportingInstance`) and the Lease holder
+    /// identity: the pod name (`None`: host name and process id).
     pub instance: Option<String>,
+    /// The Lease of the leader election (`image-factory`), in the rebuild namespace.
+    pub lease: String,
+}
+
+impl ClusterOptions {
+    /// Defaults: the client's namespace for everything, Lease `image-factory`.
+    pub fn new() -> Self {
+        Self {
+            lease: "image-factory".to_string(),
+            ..Self::default()
+        }
+    }
 }
 
 /// Errors that stop the controller.
@@ -70,6 +84,10 @@ pub enum ControllerError {
     /// The factory stopped.
     #[error(transparent)]
     Factory(#[from] FactoryError),
+    /// Another replica took the Lease, or it could not be renewed: this one stopped
+    /// acting (restart it to stand by again).
+    #[error("lost the leader Lease {0}; stopped acting")]
+    LostLease(String),
 }
 
 /// Runs the controller until `shutdown`: checks the CRDs, starts the mirror and the
@@ -92,7 +110,6 @@ pub async fn run(
         .namespace
         .clone()
         .unwrap_or_else(|| client.default_namespace().to_string());
-    let rebuilds: Api<ImageFactoryRebuild> = Api::namespaced(client.clone(), &namespace);
     let freight_ns = cluster
         .freight_namespace
         .clone()
@@ -114,50 +131,126 @@ pub async fn run(
             source,
         });
     }
-    let reporter = Reporter {
-        controller: "image-factory".to_string(),
-        instance: cluster.instance.clone(),
-    };
-    let recorder = Recorder::new(client.clone(), reporter);
-    let mut mirror = mirror::Mirror::new(rebuilds.clone(), &namespace, Some(recorder.clone()));
-    match mirror.load().await {
-        Ok(n) => info!(%namespace, existing = n, "rebuild objects read"),
-        Err(source) => {
-            return Err(ControllerError::Crd {
-                what: "ImageFactoryRebuild (imagefactory.dev/v1alpha1)",
-                namespace,
-                hint: "apply the CRD first: kubectl apply -f crds/ (or `image-factory crds`)",
-                source,
-            })
-        }
+    let identity = cluster.instance.clone().unwrap_or_else(|| {
+        format!(
+            "{}-{}",
+            std::env::var("HOSTNAME").unwrap_or_else(|_| "image-factory".to_string()),
+            std::process::id()
+        )
+    });
+    let elector = Arc::new(lease::Elector::new(
+        Api::namespaced(client.clone(), &namespace),
+        lease::LeaseConfig::new(&cluster.lease, &identity),
+    ));
+    if !elector.acquire(&shutdown).await {
+        return Ok(Summary::default());
     }
-
-    let tasks = CancellationToken::new();
-    let (records_tx, records_rx) = mpsc::unbounded_channel();
-    let (decisions_tx, decisions_rx) = mpsc::unbounded_channel();
-    let mirror_task = tokio::spawn(mirror.run(records_rx, tasks.clone(), Duration::from_secs(5)));
-    let ctx = Arc::new(annotations::Context::new(decisions_tx, Some(recorder)));
-    let annotations_task = tokio::spawn(annotations::run(rebuilds, ctx, tasks.clone()));
-
-    let wake = Arc::new(Notify::new());
-    let source_wake = wake.clone();
-    let hooks = Hooks {
-        source: Some(Box::new(move |keys| {
-            Box::new(freight::FreightWatch::start(
-                freights.clone(),
-                keys,
-                source_wake.clone(),
-            ))
-        })),
-        records: Some(records_tx),
-        decisions: Some(decisions_rx),
-        wake,
+    // Acting from here: the factory stops when asked to or when the Lease is lost; the
+    // Lease is released only after the factory has stopped (its git writes flushed).
+    let lost = CancellationToken::new();
+    let release = CancellationToken::new();
+    let hold_task = {
+        let (elector, lost, release) = (elector.clone(), lost.clone(), release.clone());
+        tokio::spawn(async move { elector.hold(&lost, &release).await })
     };
-    info!(%namespace, freight_namespace = %freight_ns, "controller starting");
-    let result = factory::run_with(options, hooks, shutdown, metrics).await;
-    // The factory has dropped its record sender: the mirror writes what is left.
-    let _ = mirror_task.await;
-    tasks.cancel();
-    let _ = annotations_task.await;
-    Ok(result?)
+    let acting = CancellationToken::new();
+    {
+        let (acting, lost, shutdown) = (acting.clone(), lost.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                () = shutdown.cancelled() => {}
+                () = lost.cancelled() => {}
+            }
+            acting.cancel();
+        });
+    }
+    let leader = Leader {
+        client,
+        namespace,
+        freights,
+        freight_ns,
+        identity,
+    };
+    let result = leader.act(options, acting, metrics).await;
+    release.cancel();
+    let _ = hold_task.await;
+    if lost.is_cancelled() {
+        return Err(ControllerError::LostLease(cluster.lease));
+    }
+    result
+}
+
+/// Where the leader works.
+struct Leader {
+    client: Client,
+    namespace: String,
+    freights: Api<Freight>,
+    freight_ns: String,
+    identity: String,
+}
+
+impl Leader {
+    /// The leader's work: see [`run`].
+    async fn act(
+        self,
+        options: factory::Options,
+        shutdown: CancellationToken,
+        metrics: Arc<Metrics>,
+    ) -> Result<Summary, ControllerError> {
+        let Self {
+            client,
+            namespace,
+            freights,
+            freight_ns,
+            identity,
+        } = self;
+        let rebuilds: Api<ImageFactoryRebuild> = Api::namespaced(client.clone(), &namespace);
+        let reporter = Reporter {
+            controller: "image-factory".to_string(),
+            instance: Some(identity),
+        };
+        let recorder = Recorder::new(client.clone(), reporter);
+        let mut mirror = mirror::Mirror::new(rebuilds.clone(), &namespace, Some(recorder.clone()));
+        match mirror.load().await {
+            Ok(n) => info!(%namespace, existing = n, "rebuild objects read"),
+            Err(source) => {
+                return Err(ControllerError::Crd {
+                    what: "ImageFactoryRebuild (imagefactory.dev/v1alpha1)",
+                    namespace,
+                    hint: "apply the CRD first: kubectl apply -f crds/ (or `image-factory crds`)",
+                    source,
+                })
+            }
+        }
+
+        let tasks = CancellationToken::new();
+        let (records_tx, records_rx) = mpsc::unbounded_channel();
+        let (decisions_tx, decisions_rx) = mpsc::unbounded_channel();
+        let mirror_task =
+            tokio::spawn(mirror.run(records_rx, tasks.clone(), Duration::from_secs(5)));
+        let ctx = Arc::new(annotations::Context::new(decisions_tx, Some(recorder)));
+        let annotations_task = tokio::spawn(annotations::run(rebuilds, ctx, tasks.clone()));
+
+        let wake = Arc::new(Notify::new());
+        let source_wake = wake.clone();
+        let hooks = Hooks {
+            source: Some(Box::new(move |keys| {
+                Box::new(freight::FreightWatch::start(
+                    freights.clone(),
+                    keys,
+                    source_wake.clone(),
+                ))
+            })),
+            records: Some(records_tx),
+            decisions: Some(decisions_rx),
+            wake,
+        };
+        info!(%namespace, freight_namespace = %freight_ns, "controller starting");
+        let result = factory::run_with(options, hooks, shutdown, metrics).await;
+        // The factory has dropped its record sender: the mirror writes what is left.
+        let _ = mirror_task.await;
+        tasks.cancel();
+        let _ = annotations_task.await;
+        Ok(result?)
+    }
 }
