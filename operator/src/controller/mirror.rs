@@ -36,7 +36,7 @@ use crate::runtime::{ImageRuntime, Phase, Rebuild, RebuildId, UpdateSource};
 pub const FIELD_MANAGER: &str = "image-factory";
 
 /// Objects written at once, at most.
-const CONCURRENCY: usize = 16;
+const CONCURRENCY: usize = 32;
 
 /// The desired object of `rebuild` of `image` in `namespace`: metadata (name, labels,
 /// owner reference to the parent rebuild when its uid is known), spec and status.
@@ -382,8 +382,9 @@ pub struct Mirror {
     records: BTreeMap<String, ImageRuntime>,
     /// What the server last returned, by object name.
     server: BTreeMap<String, ImageFactoryRebuild>,
-    /// Object names whose write is due (name → image).
-    pending: BTreeMap<String, String>,
+    /// Object names whose write is due → (arrival number, image): written oldest first.
+    pending: BTreeMap<String, (u64, String)>,
+    arrivals: u64,
     failures: u32,
 }
 
@@ -398,6 +399,7 @@ impl Mirror {
             records: BTreeMap::new(),
             server: BTreeMap::new(),
             pending: BTreeMap::new(),
+            arrivals: 0,
             failures: 0,
         }
     }
@@ -438,7 +440,9 @@ impl Mirror {
                 };
                 let id = r.id.to_string();
                 if self.server.get(&id).is_none_or(|s| !up_to_date(s, &want)) {
-                    self.pending.insert(id, name.clone());
+                    self.arrivals += 1;
+                    let n = self.arrivals;
+                    self.pending.entry(id).or_insert((n, name.clone()));
                 }
             }
         }
@@ -459,12 +463,37 @@ impl Mirror {
         self.pending.len()
     }
 
-    /// Writes what is pending, parents before children, [`CONCURRENCY`] at once.
-    /// Returns how many writes failed (they stay pending).
+    /// Writes what is pending, oldest first, parents before children, [`CONCURRENCY`]
+    /// at once; then publishes the round's Events (after the objects: an Event is
+    /// commentary, the object is the record). Returns how many writes failed (they stay
+    /// pending).
     pub async fn flush(&mut self, now: Timestamp) -> usize {
-        if self.pending.is_empty() {
-            return 0;
+        let mut failed = 0;
+        let mut events = Vec::new();
+        while !self.pending.is_empty() {
+            let (round_failed, round_events, more) = self.round(now).await;
+            failed += round_failed;
+            events.extend(round_events);
+            if round_failed > 0 || !more {
+                break;
+            }
         }
+        if let Some(recorder) = &self.recorder {
+            futures::stream::iter(events)
+                .for_each_concurrent(CONCURRENCY, |(event, reference, name)| async move {
+                    // An Event is a courtesy: a failed one is logged, the object is written.
+                    if let Err(e) = recorder.publish(&event, &reference).await {
+                        debug!(rebuild = %name, error = %e, "cannot publish an Event");
+                    }
+                })
+                .await;
+        }
+        failed
+    }
+
+    /// One round of [`flush`](Self::flush): every pending object whose parent is not
+    /// pending. Returns (failures, Events to publish, whether children wait).
+    async fn round(&mut self, now: Timestamp) -> (usize, Vec<PendingEvent>, bool) {
         // A rebuild whose parent is pending waits for the next round, so its owner
         // reference can name the parent's uid.
         let pending = std::mem::take(&mut self.pending);
@@ -475,13 +504,15 @@ impl Mirror {
                 .and_then(|r| r.cause.parents.first())
                 .is_some_and(|p| p.as_str() != id && pending.contains_key(p.as_str()))
         };
-        let (later, ready): (Vec<_>, Vec<_>) = pending
+        let (later, mut ready): (Vec<_>, Vec<_>) = pending
             .iter()
-            .map(|(id, image)| (id.clone(), image.clone()))
-            .partition(|(id, image)| parent_pending(id, image));
-        self.pending.extend(later.clone());
+            .map(|(id, (n, image))| (id.clone(), (*n, image.clone())))
+            .partition(|(id, (_, image))| parent_pending(id, image));
+        ready.sort_by_key(|(_, (n, _))| *n);
+        let more = !later.is_empty();
+        self.pending.extend(later);
         let mut jobs = Vec::new();
-        for (id, image) in ready {
+        for (id, (n, image)) in ready {
             let Some(rebuild) = self
                 .records
                 .get(&image)
@@ -492,45 +523,47 @@ impl Mirror {
             let Some(want) = self.desired_of(rebuild, &image, now) else {
                 continue;
             };
-            jobs.push((
-                id,
-                image,
-                want,
-                self.server.get(rebuild.id.as_str()).cloned(),
-            ));
+            let previous = self.server.get(rebuild.id.as_str()).cloned();
+            jobs.push((id, n, image, want, previous));
         }
         let api = self.api.clone();
-        let recorder = self.recorder.clone();
         let results: Vec<_> = futures::stream::iter(jobs)
-            .map(|(id, image, want, previous)| {
+            .map(|(id, n, image, want, previous)| {
                 let api = api.clone();
-                let recorder = recorder.clone();
                 async move {
-                    let result = write(&api, recorder.as_ref(), want, previous.as_ref()).await;
-                    (id, image, result)
+                    let result = write(&api, want, previous.as_ref()).await;
+                    (id, n, image, previous, result)
                 }
             })
-            .buffer_unordered(CONCURRENCY)
+            .buffered(CONCURRENCY)
             .collect()
             .await;
         let mut failed = 0;
-        for (id, image, result) in results {
+        let mut events = Vec::new();
+        for (id, n, image, previous, result) in results {
             match result {
                 Ok(object) => {
+                    let reference = object.object_ref(&());
+                    for (type_, reason, note) in event_for(previous.as_ref(), &object) {
+                        let event = KubeEvent {
+                            type_,
+                            reason: reason.to_string(),
+                            note: Some(note),
+                            action: "Reconcile".to_string(),
+                            secondary: None,
+                        };
+                        events.push((event, reference.clone(), id.clone()));
+                    }
                     self.server.insert(id, object);
                 }
                 Err(e) => {
                     failed += 1;
                     warn!(rebuild = %id, error = %e, "cannot write the rebuild object; retrying");
-                    self.pending.insert(id, image);
+                    self.pending.insert(id, (n, image));
                 }
             }
         }
-        if failed == 0 && !later.is_empty() {
-            // Children of what was just written: write them now with their owner.
-            return Box::pin(self.flush(now)).await;
-        }
-        failed
+        (failed, events, more)
     }
 
     /// The task: absorb batches from the factory, flush, retry failures with backoff.
@@ -578,11 +611,17 @@ impl Mirror {
     }
 }
 
+/// An Event to publish: the Event, its object, the object's name (for logs).
+type PendingEvent = (
+    KubeEvent,
+    k8s_openapi::api::core::v1::ObjectReference,
+    String,
+);
+
 /// Applies one object: metadata + spec, then status (with the generation the spec
-/// write returned), then its Events. Returns the object as the server has it.
+/// write returned). Returns the object as the server has it.
 async fn write(
     api: &Api<ImageFactoryRebuild>,
-    recorder: Option<&Recorder>,
     mut want: ImageFactoryRebuild,
     previous: Option<&ImageFactoryRebuild>,
 ) -> Result<ImageFactoryRebuild, kube::Error> {
@@ -611,26 +650,7 @@ async fn write(
         "kind": "ImageFactoryRebuild",
         "status": status,
     });
-    let object = api
-        .patch_status(&name, &params, &Patch::Apply(&body))
-        .await?;
-    if let Some(recorder) = recorder {
-        let reference = object.object_ref(&());
-        for (type_, reason, note) in event_for(previous, &object) {
-            let event = KubeEvent {
-                type_,
-                reason: reason.to_string(),
-                note: Some(note),
-                action: "Reconcile".to_string(),
-                secondary: None,
-            };
-            // An Event is a courtesy: a failed one is logged, the object is written.
-            if let Err(e) = recorder.publish(&event, &reference).await {
-                debug!(rebuild = %name, error = %e, "cannot publish an Event");
-            }
-        }
-    }
-    Ok(object)
+    api.patch_status(&name, &params, &Patch::Apply(&body)).await
 }
 
 #[cfg(test)]
