@@ -5,8 +5,8 @@
 //! writes it reads back through our hand-written `Resource` impl.
 
 use image_factory::crd::{
-    rebuild_name, FreightRef, ImageFactoryRebuild, ImageFactoryRebuildSpec,
-    ImageFactoryRebuildStatus, RebuildPhase, TriggeringUpdate,
+    FreightRef, ImageFactoryRebuild, ImageFactoryRebuildSpec, ImageFactoryRebuildStatus,
+    RebuildPhase, TriggeringUpdate,
 };
 use image_factory::kargo::{Freight, FreightImage, FreightOrigin};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -33,7 +33,7 @@ pub(crate) fn crds_applied() {
 
 fn rebuild(ns: &str, image: &str, freight: &str) -> ImageFactoryRebuild {
     let mut rebuild = ImageFactoryRebuild::new(
-        &rebuild_name(image, freight),
+        image_factory::runtime::RebuildId::derive(image, freight, &[]).as_str(),
         ImageFactoryRebuildSpec {
             image: image.to_string(),
             update: TriggeringUpdate {

@@ -19,7 +19,6 @@ use std::path::{Path, PathBuf};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest as _, Sha256};
 
 /// The API group of our resources.
 pub const GROUP: &str = "imagefactory.dev";
@@ -31,7 +30,8 @@ pub const LABEL_IMAGE: &str = crate::kargo::LABEL_IMAGE;
 pub const LABEL_FREIGHT: &str = "imagefactory.dev/freight";
 /// Label naming the parent rebuild of a cascaded one.
 pub const LABEL_PARENT: &str = "imagefactory.dev/parent";
-/// Longest object name we generate: 63, so a name is also a valid label value.
+/// Longest object name we generate: 63, so a name is also a valid label value. Rebuild
+/// objects are named by their [`crate::runtime::RebuildId`], which fits.
 pub const MAX_NAME_LEN: usize = 63;
 
 /// The desired rebuild: which managed image, on which base update, with which pins.
@@ -206,30 +206,6 @@ pub struct ImageFactoryRebuildStatus {
     pub conditions: Vec<Condition>,
 }
 
-/// The deterministic name of the rebuild of `image` for the update `update_key` (a Freight
-/// name, or `base@digest` when the registry watcher saw the update).
-///
-/// Shape: [`crate::reference::slug`] of the image name (lower-case, every run of characters
-/// outside `[a-z0-9]` one `-`), cut so the whole fits [`MAX_NAME_LEN`] (63), then `-` and the first
-/// 10 hex digits of SHA-256(`image` NUL `update_key`). It is a DNS-1123 label (so also a
-/// valid label value) and the same inputs always give the same name, which makes creating
-/// a rebuild idempotent.
-pub fn rebuild_name(image: &str, update_key: &str) -> String {
-    let mut hasher = Sha256::new();
-    hasher.update(image.as_bytes());
-    hasher.update([0]);
-    hasher.update(update_key.as_bytes());
-    let hash = crate::runtime::hex_of(&hasher.finalize()[..5]);
-    let mut prefix = crate::reference::slug(image);
-    prefix.truncate(MAX_NAME_LEN - hash.len() - 1);
-    let prefix = prefix.trim_end_matches('-');
-    if prefix.is_empty() {
-        format!("ifr-{hash}")
-    } else {
-        format!("{prefix}-{hash}")
-    }
-}
-
 /// The CRD of [`ImageFactoryRebuild`] as YAML, with a header saying it is generated.
 ///
 /// # Errors
@@ -277,37 +253,13 @@ pub fn write_crds(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn rebuild_names_are_dns_labels_and_deterministic() {
-        let label = regex::Regex::new("^[a-z0-9]([-a-z0-9]*[a-z0-9])?$").unwrap();
-        let long = "Team/".repeat(30) + "App_Server";
-        for image in [
-            "app",
-            "team/app",
-            "Team__App..x",
-            "---",
-            "ünï",
-            long.as_str(),
-        ] {
-            let name = rebuild_name(image, "f0123456789abcdef");
-            assert!(name.len() <= MAX_NAME_LEN, "{name}");
-            assert!(label.is_match(&name), "{name}");
-            assert_eq!(name, rebuild_name(image, "f0123456789abcdef"));
-            assert_ne!(name, rebuild_name(image, "f0123456789abcdee"));
-        }
-        assert_eq!(rebuild_name("team/app", "x").split('-').count(), 3);
-        assert!(rebuild_name("---", "x").starts_with("ifr-"));
-        // The README's example.
-        assert_eq!(
-            rebuild_name("team/app", "f0123456789abcdef"),
-            "team-app-713e720b15"
-        );
-    }
-
     proptest::proptest! {
+        /// Rebuild objects are named by the engine's rebuild id: whatever the image name,
+        /// it is a DNS-1123 label of at most 63 characters (a valid object name and
+        /// label value).
         #[test]
-        fn any_image_name_gives_a_dns_label(image in "\\PC{0,200}", key in "\\PC{0,50}") {
-            let name = rebuild_name(&image, &key);
+        fn any_rebuild_id_is_an_object_name(image in "\\PC{0,200}", pin in "\\PC{0,50}") {
+            let name = crate::runtime::RebuildId::derive(&image, "r/x:1", &[pin]).to_string();
             let label = regex::Regex::new("^[a-z0-9]([-a-z0-9]*[a-z0-9])?$").unwrap();
             proptest::prop_assert!(name.len() <= MAX_NAME_LEN && label.is_match(&name), "{}", name);
         }

@@ -172,3 +172,95 @@ pub async fn run(api: Api<ImageFactoryRebuild>, ctx: Arc<Context>, shutdown: Can
         .for_each(|_| async {})
         .await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{ImageFactoryRebuildSpec, TriggeringUpdate};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry, Time};
+
+    fn object(annotation: Option<&str>) -> ImageFactoryRebuild {
+        let mut o = ImageFactoryRebuild::new(
+            "app-0123456789",
+            ImageFactoryRebuildSpec {
+                image: "app".into(),
+                update: TriggeringUpdate {
+                    base: "base".into(),
+                    reference: "r/base:1".into(),
+                    tag: None,
+                    digest: format!("sha256:{}", "a".repeat(64)),
+                    freight: None,
+                    discovered_at: Time("2026-12-01T00:00:00Z".parse().unwrap()),
+                },
+                pinned_bases: vec![],
+                parent: None,
+                expedite: None,
+            },
+        );
+        if let Some(a) = annotation {
+            o.metadata.annotations =
+                Some([(ANNOTATION_EXPEDITE.to_string(), a.to_string())].into());
+        }
+        o.metadata.managed_fields = Some(vec![
+            ManagedFieldsEntry {
+                manager: Some("image-factory".into()),
+                fields_v1: Some(FieldsV1(serde_json::json!({"f:spec": {}}))),
+                ..ManagedFieldsEntry::default()
+            },
+            ManagedFieldsEntry {
+                manager: Some("kubectl-annotate".into()),
+                fields_v1: Some(FieldsV1(serde_json::json!({
+                    "f:metadata": {"f:annotations": {"f:imagefactory.dev/expedite": {}}}
+                }))),
+                ..ManagedFieldsEntry::default()
+            },
+        ]);
+        o
+    }
+
+    #[test]
+    fn the_annotation_asks_for_an_expedite_by_its_manager_until_the_spec_shows_it() {
+        assert_eq!(
+            wanted_expedite(&object(Some(" CVE-2026-1 "))),
+            Some((
+                "CVE-2026-1".to_string(),
+                "annotation:kubectl-annotate".to_string()
+            ))
+        );
+        assert_eq!(wanted_expedite(&object(None)), None);
+        assert_eq!(wanted_expedite(&object(Some("  "))), None);
+        let mut done = object(Some("CVE-2026-1"));
+        done.spec.expedite = Some(crate::crd::Expedite {
+            reason: "CVE-2026-1".into(),
+            by: Some("annotation:kubectl-annotate".into()),
+        });
+        assert_eq!(wanted_expedite(&done), None);
+    }
+
+    #[tokio::test]
+    async fn a_reconcile_hands_the_expedite_to_the_factory_once_and_remembers_a_refusal() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let ctx = Arc::new(Context::new(tx, None));
+        let o = Arc::new(object(Some("CVE-2026-1")));
+        let factory = tokio::spawn(async move {
+            let d = rx.recv().await.unwrap();
+            assert!(
+                matches!(&d.action, Decide::Expedite { target, reason } if target == "app" && reason == "CVE-2026-1")
+            );
+            assert_eq!(d.by, "annotation:kubectl-annotate");
+            d.reply.send(Err("already started".into())).unwrap();
+            rx
+        });
+        reconcile(o.clone(), ctx.clone()).await.unwrap();
+        let mut rx = factory.await.unwrap();
+        // Refused once: the next reconcile of the same object and reason sends nothing.
+        reconcile(o, ctx.clone()).await.unwrap();
+        assert!(rx.try_recv().is_err());
+        // The factory gone: an error, requeued with backoff.
+        drop(rx);
+        let err = reconcile(Arc::new(object(Some("CVE-2"))), ctx.clone())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ReconcileError::FactoryGone));
+    }
+}
