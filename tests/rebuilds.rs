@@ -202,7 +202,7 @@ async fn attempt(
 ) -> Completed {
     let image = enrolled(model, &t.image);
     let build = image.build.as_ref().unwrap();
-    let backend = trigger::backend(build.trigger.as_ref().unwrap())
+    let backend = trigger::backend(build.trigger.as_ref().unwrap(), None)
         .unwrap()
         .unwrap();
     let request = request_for(fleet, model, t);

@@ -206,6 +206,14 @@ pub struct ImageFactoryRebuildStatus {
     pub conditions: Vec<Condition>,
 }
 
+/// A label value for `text` (an image or Freight name): its [`crate::reference::slug`],
+/// at most 63 characters, no leading or trailing `-` (Kubernetes label value syntax).
+pub fn label_value(text: &str) -> String {
+    let mut s = crate::reference::slug(text);
+    s.truncate(MAX_NAME_LEN);
+    s.trim_matches('-').to_string()
+}
+
 /// The CRD of [`ImageFactoryRebuild`] as YAML, with a header saying it is generated.
 ///
 /// # Errors

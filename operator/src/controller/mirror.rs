@@ -55,9 +55,9 @@ pub fn desired(
     let parent = rebuild.cause.parents.first().map(RebuildId::to_string);
     let update = triggering_update(rebuild, records)?;
     let freight = update.freight.as_ref().map(|f| f.name.clone());
-    let mut labels = BTreeMap::from([(crd::LABEL_IMAGE.to_string(), label_value(image))]);
+    let mut labels = BTreeMap::from([(crd::LABEL_IMAGE.to_string(), crd::label_value(image))]);
     if let Some(f) = &freight {
-        labels.insert(crd::LABEL_FREIGHT.to_string(), label_value(f));
+        labels.insert(crd::LABEL_FREIGHT.to_string(), crd::label_value(f));
     }
     if let Some(p) = &parent {
         labels.insert(crd::LABEL_PARENT.to_string(), p.clone());
@@ -244,13 +244,6 @@ pub fn keep_transitions(
             c.last_transition_time = old.last_transition_time.clone();
         }
     }
-}
-
-/// A label value for `text`: its slug, at most 63 characters.
-fn label_value(text: &str) -> String {
-    let mut s = crate::reference::slug(text);
-    s.truncate(crd::MAX_NAME_LEN);
-    s.trim_matches('-').to_string()
 }
 
 /// The Event a phase change stands for: (type, reason, note); `None` when nothing is

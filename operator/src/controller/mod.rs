@@ -244,6 +244,7 @@ impl Leader {
             records: Some(records_tx),
             decisions: Some(decisions_rx),
             wake,
+            cluster: Some(client.clone()),
         };
         info!(%namespace, freight_namespace = %freight_ns, "controller starting");
         let result = factory::run_with(options, hooks, shutdown, metrics).await;

@@ -234,6 +234,8 @@ pub struct Hooks {
     /// Notified when a source has something new: the loop wakes and polls the sources
     /// that are due.
     pub wake: Arc<tokio::sync::Notify>,
+    /// The Kubernetes client `kubernetesJob` triggers create their Jobs with.
+    pub cluster: Option<kube::Client>,
 }
 
 /// A build task's messages to the loop.
@@ -907,6 +909,7 @@ impl Factory {
             cache_dir: self.options.cache_dir.clone(),
             cancel: self.cancel_builds.child_token(),
             events: self.build_events.0.clone(),
+            cluster: self.hooks.cluster.clone(),
         };
         self.metrics.build_started();
         self.builds.spawn(async move {
@@ -1253,6 +1256,8 @@ struct BuildJob {
     cache_dir: PathBuf,
     cancel: CancellationToken,
     events: mpsc::UnboundedSender<BuildEvent>,
+    /// The controller's Kubernetes client (for `kubernetesJob` triggers).
+    cluster: Option<kube::Client>,
 }
 
 impl BuildJob {
@@ -1298,11 +1303,11 @@ impl BuildJob {
                 t.image
             ));
         };
-        let backend = match trigger::backend(trigger_config) {
+        let backend = match trigger::backend(trigger_config, self.cluster.as_ref()) {
             Ok(Some(b)) => b,
             Ok(None) => {
                 return failed(format!(
-                    "{}: this trigger needs the in-cluster controller; `run` starts command, webhook and githubWorkflow triggers",
+                    "{}: this trigger is not available here: `run` starts command, webhook and githubWorkflow triggers, `controller` also kubernetesJob; kargoPromotion is not built yet",
                     t.image
                 ))
             }

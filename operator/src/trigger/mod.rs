@@ -5,6 +5,7 @@
 //!                                    command  (local program)
 //!                                    webhook  (signed JSON POST, optional status polling)
 //!                                    github   (workflow_dispatch, then the run's status)
+//!                                    kubernetes (a Job from a template, then its conditions)
 //! ```
 //!
 //! Every backend hands the build the rebuild's **pinned bases** (`repo:tag@sha256:…`),
@@ -20,6 +21,7 @@
 
 pub mod command;
 pub mod github;
+pub mod kubernetes;
 pub mod webhook;
 
 use std::collections::BTreeMap;
@@ -406,13 +408,17 @@ pub trait Backend: Send + Sync {
     fn run<'a>(&'a self, request: &'a Request, ctx: &'a Context) -> RunFuture<'a>;
 }
 
-/// The backend for an enrolled trigger, or `None` for the ones that need a cluster
-/// (`kubernetesJob`, `kargoPromotion`: the operator's).
+/// The backend for an enrolled trigger, or `None` for one this process cannot start:
+/// `kubernetesJob` without a `cluster` client (only the controller has one) and
+/// `kargoPromotion` (not built yet).
 ///
 /// # Errors
 ///
 /// [`Failure`] (permanent) when the backend cannot be set up (an HTTP client).
-pub fn backend(trigger: &crate::enrollment::Trigger) -> Result<Option<Box<dyn Backend>>, Failure> {
+pub fn backend(
+    trigger: &crate::enrollment::Trigger,
+    cluster: Option<&kube::Client>,
+) -> Result<Option<Box<dyn Backend>>, Failure> {
     use crate::enrollment::Trigger as T;
     Ok(match trigger {
         T::Command(c) => Some(Box::new(command::CommandBackend::new(c.clone()))),
@@ -428,7 +434,17 @@ pub fn backend(trigger: &crate::enrollment::Trigger) -> Result<Option<Box<dyn Ba
             *timeout,
         )?)),
         T::GithubWorkflow { .. } => Some(Box::new(github::GithubBackend::new(trigger)?)),
-        T::KubernetesJob { .. } | T::KargoPromotion { .. } => None,
+        T::KubernetesJob {
+            namespace,
+            template_config_map,
+        } => cluster.map(|client| {
+            Box::new(kubernetes::JobBackend::new(
+                client.clone(),
+                namespace,
+                template_config_map,
+            )) as Box<dyn Backend>
+        }),
+        T::KargoPromotion { .. } => None,
     })
 }
 

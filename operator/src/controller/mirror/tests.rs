@@ -271,8 +271,8 @@ fn a_rebuild_without_a_cause_is_not_mirrored() {
 
 #[test]
 fn label_values_are_dns_labels() {
-    assert_eq!(label_value("team/App_1"), "team-app-1");
-    assert!(label_value(&"x".repeat(100)).len() <= 63);
+    assert_eq!(crd::label_value("team/App_1"), "team-app-1");
+    assert!(crd::label_value(&"x".repeat(100)).len() <= 63);
 }
 
 /// The API server as the mirror sees it, asserting each request in order (the
