@@ -329,3 +329,169 @@ fn freight_drives_held_expedited_cascades_visible_as_rebuild_objects_across_a_re
         assert!(!log.contains(bad), "{bad}:\n{log}");
     }
 }
+
+/// The Job template of the cluster build: what a buildah pod would run.
+const JOB_TEMPLATE: &str = "apiVersion: batch/v1
+kind: Job
+metadata: {name: ignored}
+spec:
+  backoffLimit: 0
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+      - name: build
+        image: quay.io/buildah/stable
+        command: [sh, -c, 'buildah bud --build-arg BASE=\"$IMAGE_FACTORY_BASE_BASE\" -t \"$IMAGE_FACTORY_REFERENCE\" . && buildah push \"$IMAGE_FACTORY_REFERENCE\"']
+";
+
+#[test]
+fn a_kubernetes_job_trigger_builds_in_the_cluster_and_the_cascade_goes_on() {
+    crds_applied();
+    let ns = namespace("controller-job");
+    let mut site = Site::new(
+        "ctl-job",
+        &Fleet {
+            base_rebuild: "{delay: 0s}",
+            failing: &[],
+            app2: false,
+            external_host: None,
+        },
+    );
+    // platform is built by a Job in the cluster; app1 stays a command trigger.
+    let yaml = std::fs::read_to_string(site.work.join("images.yaml")).unwrap();
+    let marker = "    source: {path: platform}\n    trigger: ";
+    let start = yaml.find(marker).unwrap() + marker.len();
+    let end = start + yaml[start..].find('\n').unwrap();
+    let yaml = format!(
+        "{}{{kubernetesJob: {{namespace: {ns}, templateConfigMap: build}}}}{}",
+        &yaml[..start],
+        &yaml[end..]
+    );
+    std::fs::write(site.work.join("images.yaml"), yaml).unwrap();
+    crate::support::git_daemon::git(
+        &site.work,
+        &["commit", "-qam", "platform builds in the cluster"],
+    );
+    let out = site.cli(&["run", "--once", "--timeout", "5m"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let template = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(template.path(), JOB_TEMPLATE).unwrap();
+    let (ok, out) = kubectl(&[
+        "create",
+        "configmap",
+        "build",
+        "-n",
+        &ns,
+        &format!("--from-file=job.yaml={}", template.path().display()),
+    ]);
+    assert!(ok, "{out}");
+
+    let kube = kubeconfig().display().to_string();
+    let env = [("KUBECONFIG", kube.as_str()), ("POD_NAME", "replica-a")];
+    let mut controller = site.spawn_command("controller", &["--namespace", ns.as_str()], &env);
+    let v2 = site.release("base");
+    let (_, json) = freight(
+        &ns,
+        "base",
+        "quick-hare",
+        &site.reference("base").repo_url(),
+        &v2,
+    );
+    create(&json);
+
+    // The Job appears with the pins; the test is its pod and its Job controller.
+    let mut job = Value::Null;
+    site.wait("platform's Job", Duration::from_secs(60), |_| {
+        let (ok, out) = kubectl(&[
+            "get",
+            "jobs",
+            "-n",
+            &ns,
+            "-l",
+            "imagefactory.dev/image=platform",
+            "-o",
+            "json",
+        ]);
+        job = serde_json::from_str::<Value>(&out)
+            .map(|v| v["items"][0].clone())
+            .unwrap_or(Value::Null);
+        ok && !job.is_null()
+    });
+    let name = job["metadata"]["name"].as_str().unwrap().to_string();
+    let env: std::collections::BTreeMap<String, String> = job["spec"]["template"]["spec"]
+        ["containers"][0]["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            (
+                v["name"].as_str().unwrap().to_string(),
+                v["value"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    let pin = &env["IMAGE_FACTORY_BASE_BASE"];
+    assert!(pin.ends_with(&format!("@{v2}")), "{pin}");
+    let build = tempfile::tempdir().unwrap();
+    let dockerfile = build.path().join("Dockerfile");
+    std::fs::write(&dockerfile, format!("FROM {pin}\nCOPY p.txt /p.txt\n")).unwrap();
+    let pod = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(site.build_shell("platform"))
+        .env(
+            "IMAGE_FACTORY_IDEMPOTENCY_KEY",
+            &env["IMAGE_FACTORY_IDEMPOTENCY_KEY"],
+        )
+        .env("IMAGE_FACTORY_IMAGE", "platform")
+        .env("IMAGE_FACTORY_DOCKERFILE", &dockerfile)
+        .env("IMAGE_FACTORY_CONTEXT", site.work.join("platform"))
+        .env("IMAGE_FACTORY_REFERENCE", &env["IMAGE_FACTORY_REFERENCE"])
+        .output()
+        .unwrap();
+    assert!(
+        pod.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pod.stderr)
+    );
+    let now = jiff::Timestamp::now().to_string();
+    let status = serde_json::json!({"status": {"startTime": now, "completionTime": now, "succeeded": 1,
+        "conditions": [{"type": "Complete", "status": "True", "lastTransitionTime": now}]}});
+    let (ok, out) = kubectl(&[
+        "patch",
+        "job",
+        &name,
+        "-n",
+        &ns,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        &status.to_string(),
+    ]);
+    assert!(ok, "{out}");
+
+    // Verified in the registry, recorded with the Job as its trigger, cascaded to app1.
+    site.wait("platform built by the Job", Duration::from_secs(60), |s| {
+        s.succeeded_on("platform", "base", &v2).is_some()
+    });
+    let p2 = site.succeeded_on("platform", "base", &v2).unwrap();
+    let rebuild = site.rebuild_on("platform", "base", &v2).unwrap();
+    assert_eq!(
+        rebuild.trigger.as_deref(),
+        Some(format!("job/{ns}/{name}").as_str())
+    );
+    site.wait("app1 built on it", Duration::from_secs(120), |s| {
+        s.succeeded_on("app1", "platform", &p2).is_some()
+    });
+    let id = rebuild.id.to_string();
+    site.wait("the object shows the Job", Duration::from_secs(30), |_| {
+        rebuild_object(&ns, &id).is_some_and(|o| o["status"]["phase"] == "Succeeded")
+    });
+    let object = rebuild_object(&ns, &id).unwrap();
+    assert_eq!(object["status"]["triggerRef"], format!("job/{ns}/{name}"));
+    stop(&mut controller);
+}
