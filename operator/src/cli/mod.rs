@@ -1058,16 +1058,24 @@ pub fn render_plan(plan: &crate::engine::Plan, digest_given: bool) -> String {
     out
 }
 
-fn run_inspect(args: inspect::InspectArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+/// A multi-threaded tokio runtime for a command; `None` (said on stderr) when the
+/// process cannot start one.
+pub(crate) fn async_runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
-        Ok(rt) => rt,
+        Ok(rt) => Some(rt),
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(EXIT_ERROR);
+            None
         }
+    }
+}
+
+fn run_inspect(args: inspect::InspectArgs) -> ExitCode {
+    let Some(runtime) = async_runtime() else {
+        return ExitCode::from(EXIT_ERROR);
     };
     match runtime.block_on(inspect::run(args)) {
         Ok(code) => code,

@@ -102,15 +102,8 @@ pub struct Request {
 /// Runs `rollback` and prints what was done; returns the exit code (0 done, 1 refused,
 /// 2 registry or I/O error).
 pub fn run(place: &Place, request: Request, settings: ClientSettings) -> u8 {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return EXIT_ERROR;
-        }
+    let Some(runtime) = super::async_runtime() else {
+        return EXIT_ERROR;
     };
     let credentials = match CredentialStore::from_environment() {
         Ok(c) => c,

@@ -217,15 +217,8 @@ where
     F: FnOnce(CancellationToken, Arc<Metrics>) -> Fut,
     Fut: std::future::Future<Output = ExitCode>,
 {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(super::EXIT_ERROR);
-        }
+    let Some(runtime) = super::async_runtime() else {
+        return ExitCode::from(super::EXIT_ERROR);
     };
     runtime.block_on(async move {
         let shutdown = CancellationToken::new();
