@@ -48,6 +48,7 @@ pub struct Context {
     refused: Mutex<BTreeSet<(String, String)>>,
     /// Consecutive errors, for the backoff.
     errors: Mutex<u32>,
+    metrics: Option<Arc<crate::factory::Metrics>>,
 }
 
 impl Context {
@@ -61,7 +62,14 @@ impl Context {
             recorder,
             refused: Mutex::default(),
             errors: Mutex::default(),
+            metrics: None,
         }
+    }
+
+    /// Counts reconcile errors in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<crate::factory::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 }
 
@@ -158,6 +166,9 @@ pub fn error_policy(
         *n
     });
     warn!(%error, attempt = n, "reconcile failed; requeued");
+    if let Some(m) = &ctx.metrics {
+        m.reconcile_error("factory_gone");
+    }
     let secs = 5u64
         .saturating_mul(1 << n.min(6).saturating_sub(1))
         .min(300);

@@ -379,6 +379,7 @@ pub struct Mirror {
     pending: BTreeMap<String, (u64, String)>,
     arrivals: u64,
     failures: u32,
+    metrics: Option<std::sync::Arc<crate::factory::Metrics>>,
 }
 
 impl Mirror {
@@ -394,7 +395,36 @@ impl Mirror {
             pending: BTreeMap::new(),
             arrivals: 0,
             failures: 0,
+            metrics: None,
         }
+    }
+
+    /// Counts writes, errors and objects by phase in `metrics`.
+    pub fn with_metrics(mut self, metrics: std::sync::Arc<crate::factory::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    fn count_phases(&self) {
+        let Some(m) = &self.metrics else { return };
+        let mut by_phase: BTreeMap<String, i64> = [
+            "Waiting",
+            "Triggered",
+            "Running",
+            "Succeeded",
+            "Failed",
+            "Superseded",
+            "Skipped",
+        ]
+        .iter()
+        .map(|p| ((*p).to_string(), 0))
+        .collect();
+        for o in self.server.values() {
+            if let Some(p) = o.status.as_ref().and_then(|s| s.phase) {
+                *by_phase.entry(format!("{p:?}")).or_default() += 1;
+            }
+        }
+        m.rebuild_objects(&by_phase);
     }
 
     /// Reads the rebuild objects that exist (so a restart writes only what differs).
@@ -534,6 +564,12 @@ impl Mirror {
         let mut failed = 0;
         let mut events = Vec::new();
         for (id, n, image, previous, result) in results {
+            if let Some(m) = &self.metrics {
+                m.object_written(result.is_ok());
+                if let Err(e) = &result {
+                    m.reconcile_error(&error_reason(e));
+                }
+            }
             match result {
                 Ok(object) => {
                     let reference = object.object_ref(&());
@@ -556,6 +592,7 @@ impl Mirror {
                 }
             }
         }
+        self.count_phases();
         (failed, events, more)
     }
 
@@ -601,6 +638,16 @@ impl Mirror {
                 "rebuild objects not written at shutdown; the next start writes them from state"
             );
         }
+    }
+}
+
+/// A metrics label for a failed write: the API server's reason (`Conflict`,
+/// `Invalid`, …), else `transport`.
+fn error_reason(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) if !s.reason.is_empty() => s.reason.clone(),
+        kube::Error::Api(s) => format!("http_{}", s.code),
+        _ => "transport".to_string(),
     }
 }
 

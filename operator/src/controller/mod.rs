@@ -145,6 +145,7 @@ pub async fn run(
     if !elector.acquire(&shutdown).await {
         return Ok(Summary::default());
     }
+    metrics.leader(true);
     // Acting from here: the factory stops when asked to or when the Lease is lost; the
     // Lease is released only after the factory has stopped (its git writes flushed).
     let lost = CancellationToken::new();
@@ -171,9 +172,10 @@ pub async fn run(
         freight_ns,
         identity,
     };
-    let result = leader.act(options, acting, metrics).await;
+    let result = leader.act(options, acting, metrics.clone()).await;
     release.cancel();
     let _ = hold_task.await;
+    metrics.leader(false);
     if lost.is_cancelled() {
         return Err(ControllerError::LostLease(cluster.lease));
     }
@@ -210,7 +212,8 @@ impl Leader {
             instance: Some(identity),
         };
         let recorder = Recorder::new(client.clone(), reporter);
-        let mut mirror = mirror::Mirror::new(rebuilds.clone(), &namespace, Some(recorder.clone()));
+        let mut mirror = mirror::Mirror::new(rebuilds.clone(), &namespace, Some(recorder.clone()))
+            .with_metrics(metrics.clone());
         match mirror.load().await {
             Ok(n) => info!(%namespace, existing = n, "rebuild objects read"),
             Err(source) => {
@@ -228,7 +231,9 @@ impl Leader {
         let (decisions_tx, decisions_rx) = mpsc::unbounded_channel();
         let mirror_task =
             tokio::spawn(mirror.run(records_rx, tasks.clone(), Duration::from_secs(5)));
-        let ctx = Arc::new(annotations::Context::new(decisions_tx, Some(recorder)));
+        let ctx = Arc::new(
+            annotations::Context::new(decisions_tx, Some(recorder)).with_metrics(metrics.clone()),
+        );
         let annotations_task = tokio::spawn(annotations::run(rebuilds, ctx, tasks.clone()));
 
         let wake = Arc::new(Notify::new());

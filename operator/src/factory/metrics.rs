@@ -34,6 +34,10 @@ pub struct Metrics {
     builds_finished: Family<Labels, Counter>,
     in_flight: Gauge,
     config_ok: Gauge,
+    object_writes: Family<Labels, Counter>,
+    rebuild_objects: Family<Labels, Gauge>,
+    reconcile_errors: Family<Labels, Counter>,
+    leader: Gauge,
     ready: AtomicBool,
 }
 
@@ -82,8 +86,36 @@ impl Metrics {
             "1 when the last read of images.yaml was usable, 0 when the last good one is kept",
             config_ok.clone(),
         );
+        let object_writes = Family::<Labels, Counter>::default();
+        registry.register(
+            "rebuild_object_writes",
+            "controller: ImageFactoryRebuild writes (spec and status), by result (ok, error)",
+            object_writes.clone(),
+        );
+        let rebuild_objects = Family::<Labels, Gauge>::default();
+        registry.register(
+            "rebuild_objects",
+            "controller: ImageFactoryRebuild objects as last written, by phase",
+            rebuild_objects.clone(),
+        );
+        let reconcile_errors = Family::<Labels, Counter>::default();
+        registry.register(
+            "reconcile_errors",
+            "controller: failed reconciles and object writes, by reason",
+            reconcile_errors.clone(),
+        );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "controller: 1 while this replica holds the Lease",
+            leader.clone(),
+        );
         Self {
             registry,
+            object_writes,
+            rebuild_objects,
+            reconcile_errors,
+            leader,
             observations,
             source_problems,
             decisions,
@@ -147,6 +179,31 @@ impl Metrics {
 
     pub(crate) fn config(&self, ok: bool) {
         self.config_ok.set(i64::from(ok));
+    }
+
+    pub(crate) fn object_written(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.object_writes
+            .get_or_create(&Self::label("result", result))
+            .inc();
+    }
+
+    pub(crate) fn rebuild_objects(&self, by_phase: &std::collections::BTreeMap<String, i64>) {
+        for (phase, n) in by_phase {
+            self.rebuild_objects
+                .get_or_create(&Self::label("phase", phase))
+                .set(*n);
+        }
+    }
+
+    pub(crate) fn reconcile_error(&self, reason: &str) {
+        self.reconcile_errors
+            .get_or_create(&Self::label("reason", reason))
+            .inc();
+    }
+
+    pub(crate) fn leader(&self, holds: bool) {
+        self.leader.set(i64::from(holds));
     }
 
     pub(crate) fn ready(&self) {

@@ -342,7 +342,9 @@ mod api_server {
     #[tokio::test]
     async fn parents_are_written_before_children_spec_then_status_and_failures_retried() {
         let (records, platform, app) = records();
-        let (mut mirror, mut handle) = mirror();
+        let (mirror, mut handle) = mirror();
+        let metrics = std::sync::Arc::new(crate::factory::Metrics::new());
+        let mut mirror = mirror.with_metrics(metrics.clone());
         mirror.absorb(records.into_iter().collect(), Timestamp::now());
         assert_eq!(mirror.pending(), 2);
         let server = tokio::spawn(async move {
@@ -377,5 +379,14 @@ mod api_server {
             handle.next_request().await.is_none(),
             "an unexpected request"
         );
+        let text = metrics.render();
+        for line in [
+            "image_factory_rebuild_object_writes_total{result=\"ok\"} 2",
+            "image_factory_rebuild_object_writes_total{result=\"error\"} 1",
+            "image_factory_reconcile_errors_total{reason=\"InternalError\"} 1",
+            "image_factory_rebuild_objects{phase=\"Waiting\"} 2",
+        ] {
+            assert!(text.contains(line), "{line} missing:\n{text}");
+        }
     }
 }
