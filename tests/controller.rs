@@ -495,3 +495,32 @@ fn a_kubernetes_job_trigger_builds_in_the_cluster_and_the_cascade_goes_on() {
     assert_eq!(object["status"]["triggerRef"], format!("job/{ns}/{name}"));
     stop(&mut controller);
 }
+
+#[tokio::test]
+async fn a_lease_whose_holder_stops_renewing_passes_to_the_next_candidate() {
+    use image_factory::controller::lease::{Elector, LeaseConfig};
+    use k8s_openapi::api::coordination::v1::Lease;
+    let ns = namespace("lease");
+    let client = crate::support::k8s::client().await;
+    let candidate = |identity: &str| {
+        let mut config = LeaseConfig::new("image-factory", identity);
+        config.duration = Duration::from_secs(2);
+        Elector::new(kube::Api::namespaced(client.clone(), &ns), config)
+    };
+    let (a, b) = (candidate("replica-a"), candidate("replica-b"));
+    assert!(a.try_acquire().await.unwrap());
+    assert!(!b.try_acquire().await.unwrap(), "held and fresh");
+    assert!(a.try_acquire().await.unwrap(), "the holder renews");
+    // A dies without releasing: after the lease duration B takes it, and A has lost it.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(b.try_acquire().await.unwrap());
+    assert!(!a.try_acquire().await.unwrap());
+    let leases: kube::Api<Lease> = kube::Api::namespaced(client.clone(), &ns);
+    let spec = leases.get("image-factory").await.unwrap().spec.unwrap();
+    assert_eq!(spec.holder_identity.as_deref(), Some("replica-b"));
+    assert_eq!(spec.lease_transitions, Some(1));
+    assert_eq!(spec.lease_duration_seconds, Some(2));
+    // B releases on a graceful stop: A takes it at once.
+    b.release().await;
+    assert!(a.try_acquire().await.unwrap());
+}
