@@ -36,7 +36,7 @@ pub(crate) struct Site {
     /// registry itself or a fault proxy in front of it.
     external_host: String,
     /// `git://` address of the remote.
-    remote_url: String,
+    pub(crate) remote_url: String,
 }
 
 /// How the fleet is enrolled.
@@ -1224,5 +1224,153 @@ fn killed_at_any_point_of_a_cascade_nothing_is_lost_or_built_twice() {
         CRASH_POINTS.len(),
         pushed.len(),
         took
+    );
+}
+
+/// `run --repo`: the factory clones the configuration repository itself (no checkout
+/// made for it), records and pushes from that checkout under its own author, and takes
+/// in a change merged upstream while it runs (the config check then reloads it); an
+/// unreachable `--repo` fails start-up with the URL named and its credentials kept out.
+#[test]
+fn run_clones_its_configuration_repository_and_takes_in_changes_merged_upstream() {
+    let site = Site::new(
+        "cfgrepo",
+        &Fleet {
+            base_rebuild: "{delay: 1h}",
+            failing: &[],
+            app2: false,
+            external_host: None,
+        },
+    );
+    let elsewhere = tempfile::tempdir().unwrap();
+    let checkout = elsewhere.path().join("checkout");
+    let spawn = |args: &[&str]| {
+        let log = std::fs::File::create(elsewhere.path().join("run.log")).unwrap();
+        Command::new("setsid")
+            .arg(BIN)
+            .args(["run", "--config-check", "300ms"])
+            .args(args)
+            .current_dir(elsewhere.path())
+            .env("IMAGE_FACTORY_CACHE", elsewhere.path().join(".cache"))
+            .env("RUST_LOG", "info")
+            .env_remove(image_factory::crash::ENV)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    };
+    let run_log = || std::fs::read_to_string(elsewhere.path().join("run.log")).unwrap_or_default();
+    let recorded = |name: &str| {
+        state::read_runtime(
+            &FileStore::read_only(checkout.join("state")),
+            &site.reference(name),
+        )
+        .ok()
+        .flatten()
+        .is_some_and(|rt| rt.current.is_some())
+    };
+    let wait = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !done() {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}\nrun log:\n{}",
+                tail(&run_log(), 6000)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+
+    let mut child = spawn(&[
+        "--repo",
+        &site.remote_url,
+        "--checkout",
+        "checkout",
+        "--git-sync",
+        "1s",
+        "--git-author",
+        "Factory Robot <robot@example.com>",
+    ]);
+    wait("the baselines in the factory's own checkout", &|| {
+        ["base", "helper", "platform", "app1"]
+            .iter()
+            .all(|n| recorded(n))
+    });
+    assert!(
+        checkout.join("images.yaml").is_file() && checkout.join("platform/Dockerfile").is_file(),
+        "the checkout holds the configuration repository"
+    );
+
+    // A pull request enrolling another external image is merged upstream.
+    push_base(
+        registry(),
+        &site.scratch,
+        &site.repo("extra"),
+        "cfgrepo extra release",
+    );
+    git(&site.work, &["pull", "-q", "--rebase", "origin", "main"]);
+    let mut yaml = std::fs::read_to_string(site.work.join("images.yaml")).unwrap();
+    yaml.push_str(&format!(
+        "  - name: extra\n    image: {}/{}:1\n",
+        registry().host,
+        site.repo("extra")
+    ));
+    std::fs::write(site.work.join("images.yaml"), yaml).unwrap();
+    git(&site.work, &["commit", "-q", "-am", "enroll extra"]);
+    git(&site.work, &["push", "-q", "origin", "main"]);
+
+    wait(
+        "the merged enrollment taken in and its baseline recorded",
+        &|| recorded("extra"),
+    );
+    // …and pushed: the remote has the record, committed by the factory's author.
+    wait("the new record on the remote", &|| {
+        let c = site.remote_checkout();
+        state::read_runtime(
+            &FileStore::read_only(c.path().join("c/state")),
+            &site.reference("extra"),
+        )
+        .ok()
+        .flatten()
+        .is_some()
+    });
+    let c = site.remote_checkout();
+    let authors = git(
+        &c.path().join("c"),
+        &["log", "--format=%an <%ae>", "-n", "20"],
+    );
+    assert!(
+        authors.contains("Factory Robot <robot@example.com>"),
+        "the factory's commits carry --git-author:\n{authors}"
+    );
+    assert!(
+        authors
+            .lines()
+            .next()
+            .is_some_and(|a| a.contains("Factory Robot")),
+        "the newest commit is the factory's:\n{authors}"
+    );
+    let status = stop(&mut child);
+    assert!(
+        status.success(),
+        "run --repo exits 0 on SIGTERM:\n{}",
+        tail(&run_log(), 4000)
+    );
+
+    // An unreachable repository: start-up fails, naming the remote without the secret.
+    let mut child = spawn(&[
+        "--repo",
+        "https://robot:s3cret-token@127.0.0.1:9/cfg.git",
+        "--checkout",
+        "unreachable",
+    ]);
+    let status = wait_exit(&mut child, Duration::from_secs(60)).expect("run exits");
+    let log = run_log();
+    assert_eq!(status.code(), Some(2), "{log}");
+    assert!(log.contains("127.0.0.1:9"), "names the remote:\n{log}");
+    assert!(
+        !log.contains("s3cret-token"),
+        "never prints the token:\n{log}"
     );
 }

@@ -1,7 +1,7 @@
 //! `image-factory run`: the whole factory on one machine (see [`crate::factory`]).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Input;
 use crate::factory::{self, GitMode, Metrics, Options};
+use crate::git::{self, Identity, SecretSource};
 use crate::registry::ClientSettings;
 
 /// Log line format.
@@ -58,6 +59,111 @@ pub struct FactoryArgs {
     /// `7d 1m`; re-read when it changes): rehearse a hold without waiting it out.
     #[arg(long, value_name = "FILE", hide = true)]
     pub clock_offset_file: Option<PathBuf>,
+    /// The configuration repository itself.
+    #[command(flatten)]
+    pub repository: RepositoryArgs,
+}
+
+/// Where the configuration repository comes from when the factory clones it itself
+/// (`--repo`), instead of running in a checkout someone made.
+#[derive(Debug, clap::Args)]
+pub struct RepositoryArgs {
+    /// Clone the configuration repository from this URL (`https://`, `ssh://`,
+    /// `git://`, `file://` or a path) and work in that checkout: images.yaml (`-f`) and
+    /// `--state-dir` are read there, state changes are committed and pushed to it
+    /// (`--push` is implied; `--commit` alone commits without pushing), and the
+    /// remote's new commits are taken in every `--git-sync`.
+    #[arg(long, value_name = "URL", env = "IMAGE_FACTORY_REPO")]
+    pub repo: Option<String>,
+    /// The branch of `--repo` to work on.
+    #[arg(long, default_value = "main", env = "IMAGE_FACTORY_BRANCH")]
+    pub branch: String,
+    /// Where the checkout of `--repo` lives (default: the cache folder's `config/`).
+    #[arg(long, value_name = "DIR", env = "IMAGE_FACTORY_CHECKOUT")]
+    pub checkout: Option<PathBuf>,
+    /// How often the remote's new commits are taken in when there is nothing to push
+    /// (with `--repo`, or `--push`).
+    #[arg(long, default_value = "1m", value_parser = humantime::parse_duration)]
+    pub git_sync: Duration,
+    /// HTTPS token (or password) for `--repo`: `env:NAME` or `file:PATH` (a mounted
+    /// Kubernetes Secret, re-read at each connection), never the token itself.
+    #[arg(long, value_name = "REF", env = "IMAGE_FACTORY_GIT_TOKEN")]
+    pub git_token: Option<SecretSource>,
+    /// HTTPS user name sent with `--git-token`.
+    #[arg(long, default_value = "x-access-token")]
+    pub git_username: String,
+    /// SSH private key file for an `ssh://` or `user@host:path` `--repo`.
+    #[arg(long, value_name = "FILE", env = "IMAGE_FACTORY_GIT_SSH_KEY")]
+    pub git_ssh_key: Option<PathBuf>,
+    /// `known_hosts` file the SSH host key is checked against (default
+    /// `~/.ssh/known_hosts`).
+    #[arg(long, value_name = "FILE")]
+    pub git_known_hosts: Option<PathBuf>,
+    /// Commit author and committer, `Name <email>` (default `Image Factory
+    /// <image-factory@localhost>`).
+    #[arg(long, value_name = "IDENTITY", value_parser = parse_identity)]
+    pub git_author: Option<Identity>,
+}
+
+/// `Name <email>` as git writes an identity.
+fn parse_identity(s: &str) -> Result<Identity, String> {
+    let bad = || format!("{s:?} is not `Name <email>`");
+    let (name, rest) = s.split_once('<').ok_or_else(bad)?;
+    let email = rest.strip_suffix('>').ok_or_else(bad)?.trim();
+    let name = name.trim();
+    if name.is_empty() || email.is_empty() {
+        return Err(bad());
+    }
+    Ok(Identity {
+        name: name.to_string(),
+        email: email.to_string(),
+    })
+}
+
+impl RepositoryArgs {
+    /// The writer configuration for `--repo`, or `None` without it. `state_dir` must
+    /// be relative (it is inside the checkout).
+    fn config(&self, cache_dir: &Path, state_dir: &Path) -> Result<Option<git::Config>, String> {
+        let Some(url) = &self.repo else {
+            return Ok(None);
+        };
+        if state_dir.is_absolute() {
+            return Err(format!(
+                "--state-dir {} is absolute; with --repo it is a folder inside the checkout",
+                state_dir.display()
+            ));
+        }
+        let workdir = self
+            .checkout
+            .clone()
+            .unwrap_or_else(|| cache_dir.join("config"));
+        let workdir = std::path::absolute(&workdir)
+            .map_err(|e| format!("--checkout {}: {e}", workdir.display()))?;
+        let mut remote = git::Remote::new(url.clone());
+        remote.branch = self.branch.clone();
+        remote.credentials = git::Credentials {
+            ssh_key: self.git_ssh_key.as_ref().map(|key| git::SshKey {
+                user: None,
+                private_key: key.clone(),
+                public_key: None,
+                passphrase: None,
+                known_hosts: self.git_known_hosts.clone(),
+                host_key_checking: git::HostKeyChecking::Yes,
+            }),
+            https: self.git_token.as_ref().map(|token| git::HttpsCredentials {
+                username: self.git_username.clone(),
+                password: token.clone(),
+            }),
+            credential_helper: true,
+        };
+        let mut config = git::Config::new(workdir).with_remote(remote);
+        config.state_dir = state_dir.to_path_buf();
+        config.sync_interval = Some(self.git_sync.max(Duration::from_secs(1)));
+        if let Some(author) = &self.git_author {
+            config.author = author.clone();
+        }
+        Ok(Some(config))
+    }
 }
 
 /// Flags of `run`.
@@ -123,6 +229,19 @@ impl FactoryArgs {
             (true, false) => GitMode::Commit,
             (false, false) => GitMode::Off,
         };
+        options.git_sync = Some(self.repository.git_sync.max(Duration::from_secs(1)));
+        if let Some(config) = self
+            .repository
+            .config(&self.input.cache_dir, &self.state_dir)?
+        {
+            // Everything the factory reads and writes is inside the checkout.
+            options.enrollment = config.workdir.join(self.input.file());
+            options.state_dir = config.workdir.join(&self.state_dir);
+            if options.git == GitMode::Off {
+                options.git = GitMode::Push;
+            }
+            options.repository = Some(config);
+        }
         options.max_parallel = self.max_parallel.max(1);
         options.retry_backoff = self.retry_backoff;
         options.clock_offset_file = self.clock_offset_file.clone();

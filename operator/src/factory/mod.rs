@@ -148,6 +148,16 @@ pub struct Options {
     /// Draw progress bars on stderr for the start-up analysis and the first registry
     /// pass (set by `run` when it runs in a terminal).
     pub progress: bool,
+    /// The configuration repository to work in (`--repo`): its working copy
+    /// (`workdir`) is cloned when missing and brought up to the remote's branch before
+    /// anything is read; `enrollment` and `state_dir` lie inside it; the writer commits
+    /// and pushes there whatever [`Options::git`] says, and takes in the remote's commits
+    /// every `sync_interval`, so a merged `images.yaml` change is picked up by the
+    /// config check. `None`: work in the repository holding `state_dir` (if any).
+    pub repository: Option<git::Config>,
+    /// With [`GitMode::Push`] on a discovered repository: how often the writer takes in
+    /// the remote's commits when it has nothing to commit (`None`: only with changes).
+    pub git_sync: Option<Duration>,
 }
 
 impl Options {
@@ -170,6 +180,8 @@ impl Options {
             retry_backoff: Duration::from_secs(60),
             clock_offset_file: None,
             progress: false,
+            repository: None,
+            git_sync: None,
         }
     }
 }
@@ -309,6 +321,9 @@ impl Factory {
         hooks: Hooks,
         metrics: Arc<Metrics>,
     ) -> Result<Self, FactoryError> {
+        if let Some(config) = &options.repository {
+            check_out(config.clone()).await?;
+        }
         let owner = if options.dry_run {
             None
         } else {
@@ -343,9 +358,16 @@ impl Factory {
             credentials,
             options.cache_dir.join("registry"),
         );
-        let writer = match (options.git, options.dry_run) {
-            (GitMode::Off, _) | (_, true) => None,
-            (mode, false) => Some(start_writer(&options.state_dir, mode)?),
+        let writer = match (&options.repository, options.git, options.dry_run) {
+            (_, GitMode::Off, _) | (_, _, true) => None,
+            (Some(config), mode, false) => {
+                let mut config = config.clone();
+                if mode == GitMode::Commit {
+                    config.remote = None;
+                }
+                Some(git::Writer::spawn(config))
+            }
+            (None, mode, false) => Some(start_writer(&options.state_dir, mode, options.git_sync)?),
         };
         let mut factory = Self {
             options,
@@ -1134,9 +1156,32 @@ fn load_config(options: &Options, progress: bool) -> Result<(Model, u64), Factor
     Ok((model, hash))
 }
 
+/// Clones or updates the configuration repository's working copy (see
+/// [`Options::repository`]) before the factory reads anything from it.
+async fn check_out(config: git::Config) -> Result<(), FactoryError> {
+    let workdir = config.workdir.clone();
+    let remote = config
+        .remote
+        .as_ref()
+        .map(|r| format!("{} ({})", git::display_url(&r.url), r.branch))
+        .unwrap_or_default();
+    let report = tokio::task::spawn_blocking(move || git::check_out(&config))
+        .await
+        .map_err(|_| GitError::Closed)??;
+    info!(
+        checkout = %workdir.display(),
+        %remote,
+        head = ?report.head,
+        taken_in = report.upstream_changed.len(),
+        "configuration repository checked out"
+    );
+    Ok(())
+}
+
 fn start_writer(
     state_dir: &Path,
     mode: GitMode,
+    sync_interval: Option<Duration>,
 ) -> Result<(WriterHandle, tokio::task::JoinHandle<()>), FactoryError> {
     std::fs::create_dir_all(state_dir).map_err(|e| GitError::Open {
         path: state_dir.to_path_buf(),
@@ -1144,6 +1189,7 @@ fn start_writer(
     })?;
     let found = git::discover(state_dir)?;
     let mut config = found.config;
+    config.sync_interval = sync_interval;
     if mode == GitMode::Commit {
         config.remote = None;
     } else if config.remote.is_none() {

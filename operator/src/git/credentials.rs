@@ -88,6 +88,37 @@ impl SecretSource {
     }
 }
 
+impl std::str::FromStr for SecretSource {
+    type Err = String;
+
+    /// `env:NAME` or a bare `NAME` (an environment variable), or `file:PATH` (a mounted
+    /// Secret) — the same forms as secret references in `images.yaml`. Never the value
+    /// itself, so a secret never sits on a command line.
+    ///
+    /// # Errors
+    ///
+    /// A message saying which forms are accepted.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        if let Some(path) = s.strip_prefix("file:") {
+            if !path.is_empty() {
+                return Ok(Self::File(PathBuf::from(path)));
+            }
+        } else {
+            let name = s.strip_prefix("env:").unwrap_or(s);
+            if !name.is_empty()
+                && !name.starts_with(|c: char| c.is_ascii_digit())
+                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            {
+                return Ok(Self::Env(name.to_string()));
+            }
+        }
+        Err(format!(
+            "invalid secret reference {s:?}: write env:NAME (an environment variable), file:PATH (a mounted Secret) or a bare variable name; never the secret itself"
+        ))
+    }
+}
+
 /// How an SSH host key is checked against `known_hosts` (OpenSSH's
 /// `StrictHostKeyChecking`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

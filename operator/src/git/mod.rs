@@ -227,6 +227,11 @@ pub struct Config {
     /// After a round gave up, the writer tries again after this long even with no new
     /// change (default 30 s).
     pub retry_interval: Duration,
+    /// With a remote: after this long without a round, the writer runs one with nothing
+    /// to commit, so commits others pushed (an `images.yaml` change merged by a pull
+    /// request) reach the working copy; `None` (the default): only rounds with changes
+    /// take in the remote's commits.
+    pub sync_interval: Option<Duration>,
     /// Sign commits with this key; `None`: unsigned.
     pub signing: Option<SigningKey>,
 }
@@ -247,6 +252,7 @@ impl Config {
             backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
             retry_interval: Duration::from_secs(30),
+            sync_interval: None,
             signing: None,
         }
     }
@@ -270,6 +276,25 @@ pub struct Discovered {
     /// branch's upstream remote (else `origin`) as the remote, with user info in its URL
     /// or git's credential helper (`credential.helper`) as credentials.
     pub config: Config,
+}
+
+/// Brings the working copy at `config.workdir` up to the remote's branch: clones it
+/// (an empty repository filled by the first fetch) when missing, then takes in the
+/// remote's commits and pushes local commits an earlier run left unpushed — the same
+/// integration the writer does each round, so the checkout a factory starts from is the
+/// one its writer then owns (`run --repo`, `controller --repo`).
+///
+/// # Errors
+///
+/// [`GitError::NoRemote`] without `config.remote`; [`GitError::Open`] when the folder
+/// cannot hold a repository; the fetch and push errors of a round (unreachable remote,
+/// refused credentials — named without the secret).
+pub fn check_out(config: &Config) -> Result<SyncReport, GitError> {
+    if config.remote.is_none() {
+        return Err(GitError::NoRemote);
+    }
+    let mut copy = repo::WorkingCopy::open(config)?;
+    copy.sync()
 }
 
 /// Finds the repository holding `state_dir` (which must exist) by walking up as `git`

@@ -176,16 +176,20 @@ impl Writer {
             Err(_) => Some(Instant::now() + self.config.retry_interval),
         };
         let mut deadline: Option<Instant> = None;
+        // Only with a remote: a local-only copy has nothing to take in.
+        let sync_every = self
+            .config
+            .sync_interval
+            .filter(|_| self.config.remote.is_some());
+        let mut sync_at = sync_every.map(|d| Instant::now() + d);
         loop {
-            let wake = match (deadline, retry_at) {
-                (Some(d), Some(r)) => Some(d.min(r)),
-                (d, r) => d.or(r),
-            };
+            let wake = [deadline, retry_at, sync_at].into_iter().flatten().min();
             let command = tokio::select! {
                 command = rx.recv() => command,
                 () = sleep_until(wake) => {
                     deadline = None;
                     retry_at = self.round_retrying().await;
+                    sync_at = sync_every.map(|d| Instant::now() + d);
                     continue;
                 }
             };
@@ -195,6 +199,7 @@ impl Writer {
                     if self.pending.len() >= self.config.max_batch.max(1) {
                         deadline = None;
                         retry_at = self.round_retrying().await;
+                        sync_at = sync_every.map(|d| Instant::now() + d);
                     } else if deadline.is_none() {
                         deadline = Some(Instant::now() + self.config.batch_window);
                     }
@@ -205,6 +210,7 @@ impl Writer {
                     retry_at = result
                         .is_err()
                         .then(|| Instant::now() + self.config.retry_interval);
+                    sync_at = sync_every.map(|d| Instant::now() + d);
                     let _ = reply.send(result);
                 }
                 Some(Command::Shutdown(reply)) => {
