@@ -233,6 +233,88 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// Every rebuild object in `ns`.
+async fn rebuilds_in(client: &kube::Client, ns: &str) -> Result<Vec<ImageFactoryRebuild>> {
+    let api: Api<ImageFactoryRebuild> = Api::namespaced(client.clone(), ns);
+    Ok(api.list(&kube::api::ListParams::default()).await?.items)
+}
+
+/// Writes copies of `objects` into a fresh namespace with the mirror's own requests,
+/// [`image_factory::controller::mirror::CONCURRENCY`] in flight, then one Event per
+/// object, and prints how long each part took: the floor under the controller's burst
+/// figures on this machine.
+async fn ceiling(client: &kube::Client, objects: &[ImageFactoryRebuild]) -> Result<()> {
+    use image_factory::controller::mirror;
+    use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+    use kube::Resource as _;
+    let ns = "bench-ceiling";
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    let mut namespace = k8s_openapi::api::core::v1::Namespace::default();
+    namespace.metadata.name = Some(ns.to_string());
+    namespaces
+        .create(&PostParams::default(), &namespace)
+        .await?;
+    let api: Api<ImageFactoryRebuild> = Api::namespaced(client.clone(), ns);
+    let copies: Vec<ImageFactoryRebuild> = objects
+        .iter()
+        .map(|o| {
+            let mut c = ImageFactoryRebuild::new(
+                &o.metadata.name.clone().unwrap_or_default(),
+                o.spec.clone(),
+            );
+            c.metadata.namespace = Some(ns.to_string());
+            c.metadata.labels.clone_from(&o.metadata.labels);
+            c.status.clone_from(&o.status);
+            c
+        })
+        .collect();
+    let n = copies.len();
+    let started = Instant::now();
+    let written: Vec<ImageFactoryRebuild> = futures::stream::iter(copies)
+        .map(|want| {
+            let api = api.clone();
+            async move { mirror::write(&api, want, None).await }
+        })
+        .buffer_unordered(mirror::CONCURRENCY)
+        .try_collect()
+        .await?;
+    let objects_took = started.elapsed();
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "image-factory-bench".to_string(),
+            instance: None,
+        },
+    );
+    let started = Instant::now();
+    futures::stream::iter(written)
+        .for_each_concurrent(mirror::CONCURRENCY, |o| {
+            let recorder = recorder.clone();
+            async move {
+                let event = Event {
+                    type_: EventType::Normal,
+                    reason: "RebuildHeld".to_string(),
+                    note: Some("bench".to_string()),
+                    action: "Reconcile".to_string(),
+                    secondary: None,
+                };
+                let _ = recorder.publish(&event, &o.object_ref(&())).await;
+            }
+        })
+        .await;
+    let events_took = started.elapsed();
+    println!(
+        "API server ceiling (this process, controller stopped, {} in flight): {n} objects × (spec apply + status apply) in {:.2} s ({:.0} objects/s); then {n} Events in {:.2} s ({:.0}/s)",
+        mirror::CONCURRENCY,
+        objects_took.as_secs_f64(),
+        n as f64 / objects_took.as_secs_f64().max(1e-9),
+        events_took.as_secs_f64(),
+        n as f64 / events_took.as_secs_f64().max(1e-9),
+    );
+    let _ = namespaces.delete(ns, &Default::default()).await;
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let bases = bases();
     let dir = tempfile::tempdir()?;
@@ -403,11 +485,15 @@ fn main() -> Result<()> {
             .filter(|l| l.contains("\"level\":\"WARN\"") || l.contains("\"level\":\"ERROR\""))
             .count();
         println!("controller log: {problems} warning/error line(s)");
+        // 3. The API server's own ceiling on this machine: the same objects written by
+        // this process with exactly the mirror's requests (spec apply, status apply; then
+        // one Event each), as many in flight as the mirror, the controller stopped.
+        drop(controller);
+        ceiling(&client, &rebuilds_in(&client, NS).await?).await?;
         let kept = repo_root().join("target/controller-bench.log");
         std::fs::copy(&log, &kept)?;
         println!("controller log kept in {}", kept.display());
         let _ = kubectl(&["delete", "namespace", NS, "--wait=false"]);
-        drop(controller);
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(())

@@ -36,7 +36,7 @@ use crate::runtime::{ImageRuntime, Phase, Rebuild, RebuildId, UpdateSource};
 pub const FIELD_MANAGER: &str = "image-factory";
 
 /// Objects written at once, at most.
-const CONCURRENCY: usize = 32;
+pub const CONCURRENCY: usize = 32;
 
 /// The desired object of `rebuild` of `image` in `namespace`: metadata (name, labels,
 /// owner reference to the parent rebuild when its uid is known), spec and status.
@@ -380,6 +380,9 @@ pub struct Mirror {
     arrivals: u64,
     failures: u32,
     metrics: Option<std::sync::Arc<crate::factory::Metrics>>,
+    /// In [`Mirror::run`]: the Event publisher task's queue, so publishing Events never
+    /// holds back the next objects (an Event is commentary, the object is the record).
+    publisher: Option<mpsc::UnboundedSender<PendingEvent>>,
 }
 
 impl Mirror {
@@ -396,6 +399,7 @@ impl Mirror {
             arrivals: 0,
             failures: 0,
             metrics: None,
+            publisher: None,
         }
     }
 
@@ -501,15 +505,12 @@ impl Mirror {
                 break;
             }
         }
-        if let Some(recorder) = &self.recorder {
-            futures::stream::iter(events)
-                .for_each_concurrent(CONCURRENCY, |(event, reference, name)| async move {
-                    // An Event is a courtesy: a failed one is logged, the object is written.
-                    if let Err(e) = recorder.publish(&event, &reference).await {
-                        debug!(rebuild = %name, error = %e, "cannot publish an Event");
-                    }
-                })
-                .await;
+        if let Some(publisher) = &self.publisher {
+            for event in events {
+                let _ = publisher.send(event);
+            }
+        } else if let Some(recorder) = &self.recorder {
+            publish(recorder, futures::stream::iter(events)).await;
         }
         failed
     }
@@ -603,6 +604,17 @@ impl Mirror {
         shutdown: CancellationToken,
         grace: Duration,
     ) {
+        let publisher = self.recorder.take().map(|recorder| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            self.publisher = Some(tx);
+            let events = futures::stream::unfold(
+                rx,
+                |mut rx: mpsc::UnboundedReceiver<PendingEvent>| async move {
+                    rx.recv().await.map(|event| (event, rx))
+                },
+            );
+            tokio::spawn(async move { publish(&recorder, events).await })
+        });
         let mut backoff = Duration::from_secs(1);
         loop {
             let retry = !self.pending.is_empty();
@@ -638,7 +650,28 @@ impl Mirror {
                 "rebuild objects not written at shutdown; the next start writes them from state"
             );
         }
+        // The queue closes with the sender; what is queued is published within `grace`.
+        self.publisher = None;
+        if let Some(task) = publisher {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(grace, task).await.is_err() {
+                abort.abort();
+                info!("Events not published at shutdown were dropped");
+            }
+        }
     }
+}
+
+/// Publishes `events` through `recorder`, [`CONCURRENCY`] at once. An Event is a
+/// courtesy: a failed one is logged at debug level, never retried.
+async fn publish(recorder: &Recorder, events: impl futures::Stream<Item = PendingEvent>) {
+    events
+        .for_each_concurrent(CONCURRENCY, |(event, reference, name)| async move {
+            if let Err(e) = recorder.publish(&event, &reference).await {
+                debug!(rebuild = %name, error = %e, "cannot publish an Event");
+            }
+        })
+        .await;
 }
 
 /// A metrics label for a failed write: the API server's reason (`Conflict`,
@@ -659,8 +692,14 @@ type PendingEvent = (
 );
 
 /// Applies one object: metadata + spec, then status (with the generation the spec
-/// write returned). Returns the object as the server has it.
-async fn write(
+/// write returned) — the two requests every rebuild object costs. Returns the object as
+/// the server has it. Public for the controller benchmark, which measures the API
+/// server's own ceiling with exactly these requests.
+///
+/// # Errors
+///
+/// The API server's refusal or a transport error of either request.
+pub async fn write(
     api: &Api<ImageFactoryRebuild>,
     mut want: ImageFactoryRebuild,
     previous: Option<&ImageFactoryRebuild>,
