@@ -516,7 +516,21 @@ async fn a_promotion_the_api_server_refuses_is_a_permanent_failure_with_its_mess
         )
         .await
         .unwrap();
-    let failure = PromotionBackend::new(client.clone(), &ns, "app-build")
+    // Through the trigger factory, as the controller builds it from images.yaml; only
+    // a process with a cluster client can start it.
+    let trigger = image_factory::enrollment::Trigger::KargoPromotion {
+        stage: "app-build".into(),
+        project: ns.clone(),
+        task: None,
+    };
+    assert!(image_factory::trigger::backend(&trigger, None)
+        .unwrap()
+        .is_none());
+    let backend = image_factory::trigger::backend(&trigger, Some(&client))
+        .unwrap()
+        .expect("a backend with a cluster client");
+    assert_eq!(backend.kind(), "kargoPromotion");
+    let failure = backend
         .run(&request(1), &Context::detached())
         .await
         .unwrap_err();
@@ -535,4 +549,165 @@ async fn a_promotion_the_api_server_refuses_is_a_permanent_failure_with_its_mess
         .unwrap()
         .items
         .is_empty());
+}
+
+/// `image-factory controller` with a `kargoPromotion` trigger, end to end: the Freight
+/// Kargo made for the base both starts the hold and is what the Promotion promotes; the
+/// test plays Kargo's controller (it runs the build the Stage's steps would run, then
+/// writes `status.phase`); the rebuild is verified in the registry, recorded with the
+/// Promotion as its trigger, and cascades.
+#[test]
+fn a_kargo_promotion_trigger_builds_through_the_controller_and_the_cascade_goes_on() {
+    use crate::factory::{stop, Fleet, Site};
+    use crate::support::k8s::kubeconfig;
+
+    crate::crds::crds_applied();
+    kargo_crds();
+    let ns = namespace("controller-kargo");
+    let mut site = Site::new(
+        "ctl-kargo",
+        &Fleet {
+            base_rebuild: "{delay: 0s}",
+            failing: &[],
+            app2: false,
+            external_host: None,
+        },
+    );
+    // platform is built through a Kargo Stage; app1 stays a command trigger.
+    let yaml = std::fs::read_to_string(site.work.join("images.yaml")).unwrap();
+    let marker = "    source: {path: platform}\n    trigger: ";
+    let start = yaml.find(marker).unwrap() + marker.len();
+    let end = start + yaml[start..].find('\n').unwrap();
+    let yaml = format!(
+        "{}{{kargoPromotion: {{stage: platform-build, project: {ns}}}}}{}",
+        &yaml[..start],
+        &yaml[end..]
+    );
+    std::fs::write(site.work.join("images.yaml"), yaml).unwrap();
+    crate::support::git_daemon::git(
+        &site.work,
+        &["commit", "-qam", "platform builds through Kargo"],
+    );
+    let out = site.cli(&["run", "--once", "--timeout", "5m"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The Stage, as its owner writes it: Freight of the base's Warehouse, steps that
+    // build with the pins the Promotion carries.
+    let steps = serde_json::json!([{"uses": "http", "config": {
+        "url": "https://ci.example/build",
+        "body": "${{ vars.imageFactoryBase_base }} ${{ vars.imageFactoryReference }}"}}]);
+    let stage = serde_json::to_string(&stage(&ns, "platform-build", &["base"], steps)).unwrap();
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), stage).unwrap();
+    let (ok, out) = kubectl(&["create", "-f", &file.path().display().to_string()]);
+    assert!(ok, "{out}");
+
+    let kube = kubeconfig().display().to_string();
+    let env = [("KUBECONFIG", kube.as_str()), ("POD_NAME", "replica-a")];
+    let mut controller = site.spawn_command("controller", &["--namespace", ns.as_str()], &env);
+    let v2 = site.release("base");
+    let mut f = Freight::new(&ns, "");
+    f.origin = FreightOrigin {
+        kind: "Warehouse".into(),
+        name: "base".into(),
+    };
+    f.images = vec![FreightImage {
+        repo_url: Some(site.reference("base").repo_url()),
+        tag: Some("1".into()),
+        digest: Some(v2.to_string()),
+    }];
+    let freight_id = f.generate_id();
+    f.metadata.name = Some(freight_id.clone());
+    std::fs::write(file.path(), serde_json::to_string(&f).unwrap()).unwrap();
+    let (ok, out) = kubectl(&["create", "-f", &file.path().display().to_string()]);
+    assert!(ok, "{out}");
+
+    // The Promotion appears with the pins; the test is Kargo running its steps.
+    let mut promotion = serde_json::Value::Null;
+    site.wait("platform's Promotion", Duration::from_secs(60), |_| {
+        let (ok, out) = kubectl(&[
+            "get",
+            "promotions.kargo.akuity.io",
+            "-n",
+            &ns,
+            "-l",
+            "imagefactory.dev/image=platform",
+            "-o",
+            "json",
+        ]);
+        promotion = serde_json::from_str::<serde_json::Value>(&out)
+            .map(|v| v["items"][0].clone())
+            .unwrap_or(serde_json::Value::Null);
+        ok && !promotion.is_null()
+    });
+    let name = promotion["metadata"]["name"].as_str().unwrap().to_string();
+    assert_eq!(promotion["spec"]["freight"], freight_id.as_str());
+    assert_eq!(promotion["spec"]["stage"], "platform-build");
+    let vars: std::collections::BTreeMap<String, String> = promotion["spec"]["vars"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            (
+                v["name"].as_str().unwrap().to_string(),
+                v["value"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    let pin = &vars["imageFactoryBase_base"];
+    assert!(pin.ends_with(&format!("@{v2}")), "{pin}");
+    let build = tempfile::tempdir().unwrap();
+    let dockerfile = build.path().join("Dockerfile");
+    std::fs::write(&dockerfile, format!("FROM {pin}\nCOPY p.txt /p.txt\n")).unwrap();
+    let steps = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(site.build_shell("platform"))
+        .env(
+            "IMAGE_FACTORY_IDEMPOTENCY_KEY",
+            &vars["imageFactoryIdempotencyKey"],
+        )
+        .env("IMAGE_FACTORY_IMAGE", "platform")
+        .env("IMAGE_FACTORY_DOCKERFILE", &dockerfile)
+        .env("IMAGE_FACTORY_CONTEXT", site.work.join("platform"))
+        .env("IMAGE_FACTORY_REFERENCE", &vars["imageFactoryReference"])
+        .output()
+        .unwrap();
+    assert!(
+        steps.status.success(),
+        "{}",
+        String::from_utf8_lossy(&steps.stderr)
+    );
+    let (ok, out) = kubectl(&[
+        "patch",
+        "promotions.kargo.akuity.io",
+        &name,
+        "-n",
+        &ns,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"phase":"Succeeded"}}"#,
+    ]);
+    assert!(ok, "{out}");
+
+    // Verified in the registry, recorded with the Promotion as its trigger, cascaded.
+    site.wait(
+        "platform built through Kargo",
+        Duration::from_secs(60),
+        |s| s.succeeded_on("platform", "base", &v2).is_some(),
+    );
+    let p2 = site.succeeded_on("platform", "base", &v2).unwrap();
+    let rebuild = site.rebuild_on("platform", "base", &v2).unwrap();
+    assert_eq!(
+        rebuild.trigger.as_deref(),
+        Some(format!("promotion/{ns}/{name}").as_str())
+    );
+    site.wait("app1 built on it", Duration::from_secs(120), |s| {
+        s.succeeded_on("app1", "platform", &p2).is_some()
+    });
+    stop(&mut controller);
 }

@@ -1,5 +1,6 @@
 //! `image-factory analyze`: enrollment → sources → Dockerfiles → graph → state files,
-//! Kargo Warehouses and (with `kargo.stages`) Kargo Stages. Also the shared front half of `validate`, `graph` and `plan`.
+//! Kargo Warehouses and (with `kargo.stages`) Kargo Stages. Also the shared front half
+//! of `validate`, `graph` and `plan`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
