@@ -17,6 +17,7 @@ mod git_writer;
 mod github_trigger;
 mod inspect;
 mod jupyter_chain;
+mod kargo_promotion;
 mod kubernetes_job;
 mod rebuilds;
 mod registry;

@@ -1,5 +1,6 @@
-//! `image-factory analyze`: enrollment → sources → Dockerfiles → graph → state files and
-//! Kargo Warehouses. Also the shared front half of `validate`, `graph` and `plan`.
+//! `image-factory analyze`: enrollment → sources → Dockerfiles → graph → state files,
+//! Kargo Warehouses and (with `kargo.stages`) Kargo Stages. Also the shared front half
+//! of `validate`, `graph` and `plan`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -121,6 +122,8 @@ pub struct Report {
     pub warnings: Vec<Diagnostic>,
     /// Warehouses generated.
     pub warehouses: usize,
+    /// Kargo Stages generated (`kargo.stages: true`).
+    pub stages: usize,
     /// Runtime records created from version-1 state files.
     pub migrated: usize,
     /// What the write changed.
@@ -406,6 +409,21 @@ impl Model {
                 out.push(Diagnostic::warning(&a.display, at, message).hint(problem.hint()));
             }
         }
+        for (image, _) in self.generated_stages() {
+            // Only images whose Dockerfile was read (validate skips git sources).
+            if self.analyzed.contains_key(&image.name)
+                && self.stage_warehouses(&image.name).is_empty()
+            {
+                out.push(
+                    Diagnostic::error(
+                        &self.enrollment.file,
+                        image.at,
+                        format!("image {:?}: a Kargo Stage needs Freight, but the image is built only on managed images (which have no Warehouse)", image.name),
+                    )
+                    .hint("use another trigger for this image, or set kargo.stages: false and write a Stage that requests Freight yourself"),
+                );
+            }
+        }
         for cycle in self.graph.cycles() {
             let text = cycle.join(" → ");
             let members: BTreeSet<&String> = cycle.iter().collect();
@@ -419,6 +437,47 @@ impl Model {
             }
         }
         out
+    }
+}
+
+impl Model {
+    /// With `kargo.stages: true`, each managed image whose trigger is `kargoPromotion`,
+    /// with that trigger's stage, project and task; empty otherwise.
+    pub fn generated_stages(
+        &self,
+    ) -> Vec<(
+        &enrollment::Image,
+        (&str, &str, &kargo::PromotionTaskReference),
+    )> {
+        if !self.enrollment.stages {
+            return Vec::new();
+        }
+        self.enrollment
+            .images
+            .iter()
+            .filter_map(|image| match image.build.as_ref()?.trigger.as_ref()? {
+                enrollment::Trigger::KargoPromotion {
+                    stage,
+                    project,
+                    task: Some(task),
+                } => Some((image, (stage.as_str(), project.as_str(), task))),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The generated Warehouses a Stage for managed image `name` requests Freight from:
+    /// those of its base and external images (managed parents have none), sorted.
+    pub fn stage_warehouses(&self, name: &str) -> Vec<String> {
+        self.graph
+            .bases(name)
+            .into_iter()
+            .filter(|b| {
+                self.graph
+                    .node(b)
+                    .is_some_and(|n| n.kind != NodeKind::Managed)
+            })
+            .collect()
     }
 }
 
@@ -462,7 +521,7 @@ pub fn run(options: &Options, progress: &dyn Progress) -> Result<Report, Analyze
     report.warnings = model.enrollment.warnings.clone();
     report.warnings.extend(findings);
     let mut changes = Changes::default();
-    for folder in [state::IMAGES_DIR, state::WAREHOUSES_DIR] {
+    for folder in [state::IMAGES_DIR, state::WAREHOUSES_DIR, state::STAGES_DIR] {
         for rel in owned_files(&options.state_dir, folder)? {
             if !files.contains_key(&rel) {
                 changes.remove(rel);
@@ -529,8 +588,9 @@ fn migrate_runtime(state_dir: &Path, old: &state::Loaded) -> Result<Changes, Sta
     Ok(changes)
 }
 
-/// Renders every analysis record and Warehouse (relative path → content) from the model
-/// and the previous analysis records, and the report's counts.
+/// Renders every analysis record, Warehouse and (with `kargo.stages`) Stage (relative
+/// path → content) from the model and the previous analysis records, and the report's
+/// counts.
 ///
 /// # Errors
 ///
@@ -671,6 +731,41 @@ pub fn render(
     }
     if !resources.is_empty() {
         let rel = Path::new(state::WAREHOUSES_DIR).join("kustomization.yaml");
+        let kustomization = Kustomization {
+            api_version: "kustomize.config.k8s.io/v1beta1",
+            kind: "Kustomization",
+            resources,
+        };
+        files.insert(rel.clone(), state::render(&rel, &kustomization)?);
+    }
+
+    let mut stages = Vec::new();
+    for (image, (stage, project, task)) in model.generated_stages() {
+        let warehouses = model.stage_warehouses(&image.name);
+        // Refused by `findings` (a Stage must request Freight); never written empty.
+        if warehouses.is_empty() {
+            continue;
+        }
+        stages.push(kargo::stage(
+            stage,
+            project,
+            &image.name,
+            &image.reference,
+            &warehouses,
+            task,
+        ));
+    }
+    stages.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    report.stages = stages.len();
+    let mut resources = Vec::new();
+    for s in &stages {
+        let name = s.metadata.name.as_deref().unwrap_or_default();
+        let rel = Path::new(state::STAGES_DIR).join(format!("{name}.yaml"));
+        resources.push(format!("{name}.yaml"));
+        files.insert(rel.clone(), state::render(&rel, s)?);
+    }
+    if !resources.is_empty() {
+        let rel = Path::new(state::STAGES_DIR).join("kustomization.yaml");
         let kustomization = Kustomization {
             api_version: "kustomize.config.k8s.io/v1beta1",
             kind: "Kustomization",

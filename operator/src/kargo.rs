@@ -1,11 +1,14 @@
-//! Kargo resources: the Warehouses we generate for base and external images.
+//! Kargo resources: the Warehouses we generate for base and external images, the
+//! Stages we generate for images built through a Kargo Promotion (`kargo.stages`), and
+//! the typed `Freight`, `Stage` and `Promotion` the controller and the `kargoPromotion`
+//! trigger read and write.
 //!
 //! Field names are Kargo's own (`kargo.akuity.io/v1alpha1`, Warehouse CRD and the image
 //! subscription schema `pkg/subscription/schemas/image.json`). Kargo ≥ 1.11 rejects the
 //! retired `allowTags` / `ignoreTags`; we only write `allowTagsRegexes` /
 //! `ignoreTagsRegexes`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -200,6 +203,105 @@ mod tests {
     }
 
     #[test]
+    fn a_stage_requests_each_warehouse_once_and_promotes_with_the_task() {
+        let r = Reference::parse("registry.example.com/team/app:1").unwrap();
+        let task = PromotionTaskReference {
+            kind: TaskKind::PromotionTask,
+            name: "build-image".into(),
+        };
+        let warehouses = ["python-3-12-slim", "debian", "python-3-12-slim"].map(String::from);
+        let s = stage("app-build", "images", "team/app", &r, &warehouses, &task);
+        let yaml = crate::state::render(std::path::Path::new("stages/app-build.yaml"), &s).unwrap();
+        assert_eq!(
+            yaml,
+            "\
+# Written by image-factory. Do not edit: images.yaml is the source of truth.
+apiVersion: kargo.akuity.io/v1alpha1
+kind: Stage
+metadata:
+  annotations:
+    imagefactory.dev/reference: registry.example.com/team/app:1
+  labels:
+    app.kubernetes.io/managed-by: image-factory
+    imagefactory.dev/image: team-app
+  name: app-build
+  namespace: images
+spec:
+  requestedFreight:
+  - origin:
+      kind: Warehouse
+      name: debian
+    sources:
+      direct: true
+  - origin:
+      kind: Warehouse
+      name: python-3-12-slim
+    sources:
+      direct: true
+  promotionTemplate:
+    spec:
+      steps:
+      - task:
+          kind: PromotionTask
+          name: build-image
+"
+        );
+        // It reads back as the trigger reads a Stage from the API.
+        let back: Stage = serde_saphyr::from_str(&yaml).unwrap();
+        assert_eq!(back, s);
+        assert_eq!(
+            back.warehouses().into_iter().collect::<Vec<_>>(),
+            ["debian", "python-3-12-slim"]
+        );
+        assert_eq!(back.steps().len(), 1);
+    }
+
+    #[test]
+    fn a_stage_written_by_hand_keeps_what_we_do_not_read() {
+        let text = "\
+apiVersion: kargo.akuity.io/v1alpha1
+kind: Stage
+metadata: {name: test, namespace: demo}
+spec:
+  shard: east
+  requestedFreight:
+  - origin: {kind: Warehouse, name: nginx}
+    sources: {stages: [dev], requiredSoakTime: 1h}
+  promotionTemplate:
+    spec:
+      vars: [{name: gitRepo, value: 'https://git.example/x.git'}]
+      steps:
+      - uses: git-clone
+        as: clone
+        config: {repoURL: '${{ vars.gitRepo }}', checkout: [{branch: main, path: ./src}]}
+      - task: {name: update-manifests}
+status: {phase: Steady}
+";
+        let s: Stage = serde_saphyr::from_str(text).unwrap();
+        assert_eq!(s.warehouses().into_iter().collect::<Vec<_>>(), ["nginx"]);
+        assert_eq!(
+            s.vars(),
+            [ExpressionVariable::new(
+                "gitRepo",
+                "https://git.example/x.git"
+            )]
+        );
+        let steps = s.steps();
+        assert_eq!(steps[0].uses.as_deref(), Some("git-clone"));
+        assert_eq!(steps[0].other["as"], "clone");
+        assert_eq!(steps[0].other["config"]["checkout"][0]["branch"], "main");
+        assert_eq!(
+            steps[1].task.as_ref().unwrap().kind,
+            TaskKind::PromotionTask
+        );
+        assert_eq!(s.spec.other["shard"], "east");
+        // A Stage without a template has no steps to promote with.
+        let bare: Stage =
+            serde_saphyr::from_str("metadata: {name: x}\nspec: {requestedFreight: []}\n").unwrap();
+        assert!(bare.steps().is_empty() && bare.vars().is_empty());
+    }
+
+    #[test]
     fn go_durations() {
         assert_eq!(go_duration(DEFAULT_INTERVAL), "5m0s");
         assert_eq!(go_duration(Duration::from_secs(45)), "45s");
@@ -265,7 +367,7 @@ pub struct Freight {
 }
 
 /// `Freight.origin`: `kind` is always `Warehouse`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct FreightOrigin {
     /// `Warehouse`.
     pub kind: String,
@@ -375,5 +477,365 @@ impl kube::Resource for Freight {
     }
     fn meta_mut(&mut self) -> &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
         &mut self.metadata
+    }
+}
+
+/// Implements [`kube::Resource`] for a namespaced Kargo kind whose struct has a
+/// `metadata: ObjectMeta` field (hand-written, like [`Freight`]'s: these types carry
+/// only the fields we use, so they are not derived from a CRD).
+macro_rules! kargo_resource {
+    ($type:ty, $kind:literal, $plural:literal) => {
+        impl kube::Resource for $type {
+            type DynamicType = ();
+            type Scope = k8s_openapi::NamespaceResourceScope;
+
+            fn kind(_: &()) -> std::borrow::Cow<'_, str> {
+                $kind.into()
+            }
+            fn group(_: &()) -> std::borrow::Cow<'_, str> {
+                "kargo.akuity.io".into()
+            }
+            fn version(_: &()) -> std::borrow::Cow<'_, str> {
+                "v1alpha1".into()
+            }
+            fn api_version(_: &()) -> std::borrow::Cow<'_, str> {
+                API_VERSION.into()
+            }
+            fn plural(_: &()) -> std::borrow::Cow<'_, str> {
+                $plural.into()
+            }
+            fn meta(&self) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                &self.metadata
+            }
+            fn meta_mut(
+                &mut self,
+            ) -> &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                &mut self.metadata
+            }
+        }
+    };
+}
+
+/// Opaque fields of a Kargo object we carry over without reading them (a step's
+/// `config`, `if`, `retry`; a Stage's `shard`, `verification`), by field name.
+pub type Opaque = BTreeMap<String, serde_json::Value>;
+
+/// A Kargo `Stage` (`kargo.akuity.io/v1alpha1`, namespaced in its Project): what we
+/// generate for an image whose trigger is `kargoPromotion` (`kargo.stages: true`), and
+/// what that trigger reads. Only the fields we use are typed; the rest of `spec` is kept
+/// in [`StageSpec::other`], `status` is ignored (`../shared/kargo/crds/kargo.akuity.io_stages.yaml`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Stage {
+    /// [`API_VERSION`].
+    #[serde(default = "freight_api_version")]
+    pub api_version: String,
+    /// `Stage`.
+    #[serde(default = "stage_kind")]
+    pub kind: String,
+    /// Standard object metadata.
+    pub metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    /// The spec.
+    #[serde(default)]
+    pub spec: StageSpec,
+}
+
+/// `Stage.spec`: `requestedFreight` (required, at least one) and `promotionTemplate`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StageSpec {
+    /// Where the Stage takes Freight from.
+    #[serde(default)]
+    pub requested_freight: Vec<FreightRequest>,
+    /// How a Promotion into the Stage is made; without steps, Kargo cannot promote.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promotion_template: Option<PromotionTemplate>,
+    /// `shard`, `targets`, `vars`, `verification`: carried, not read.
+    #[serde(flatten)]
+    pub other: Opaque,
+}
+
+/// One item of `Stage.spec.requestedFreight`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct FreightRequest {
+    /// The Warehouse the Freight comes from.
+    pub origin: FreightOrigin,
+    /// Where the Stage may take it from.
+    #[serde(default)]
+    pub sources: FreightSources,
+}
+
+/// `requestedFreight[].sources`: `direct` (straight from the Warehouse) or `stages`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct FreightSources {
+    /// Freight may come straight from the Warehouse.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub direct: bool,
+    /// Upstream Stages the Freight must have passed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stages: Vec<String>,
+}
+
+/// `Stage.spec.promotionTemplate`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PromotionTemplate {
+    /// The template of the Promotion's spec.
+    #[serde(default)]
+    pub spec: PromotionTemplateSpec,
+}
+
+/// `promotionTemplate.spec`: `vars` and `steps`, as a Promotion's spec takes them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PromotionTemplateSpec {
+    /// Variables the steps' expressions read as `vars.NAME`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vars: Vec<ExpressionVariable>,
+    /// The steps (CRD: at least one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<PromotionStep>,
+}
+
+/// Kargo's `ExpressionVariable`: `name` matches `^[a-zA-Z_]\w*$`; `value` may hold
+/// `${{ … }}` expressions.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExpressionVariable {
+    /// The variable's name.
+    pub name: String,
+    /// Its value (Go's `omitempty`: empty is left out).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub value: String,
+}
+
+impl ExpressionVariable {
+    /// `name` = `value`.
+    pub fn new(name: impl Into<String>, value: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            value: value.into(),
+        }
+    }
+}
+
+/// One promotion step: `uses` a step runner, or (in a Stage's template) refers to a
+/// `task`; `as`, `if`, `config`, `vars`, `retry`, `continueOnError` are carried as
+/// written.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PromotionStep {
+    /// The step runner (`git-clone`, `argocd-update`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uses: Option<String>,
+    /// A `PromotionTask` / `ClusterPromotionTask` whose steps Kargo inflates in place.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<PromotionTaskReference>,
+    /// Every other field of the step, unread.
+    #[serde(flatten)]
+    pub other: Opaque,
+}
+
+/// `steps[].task`: a reference to a (Cluster)PromotionTask.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PromotionTaskReference {
+    /// `PromotionTask` (Kargo's default) or `ClusterPromotionTask`.
+    #[serde(default)]
+    pub kind: TaskKind,
+    /// The task's name (DNS subdomain, at most 253 characters).
+    pub name: String,
+}
+
+/// The kinds a step's `task.kind` may name (Kargo's enum).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TaskKind {
+    /// A task in the Stage's Project.
+    #[default]
+    PromotionTask,
+    /// A task shared by every Project.
+    ClusterPromotionTask,
+}
+
+impl TaskKind {
+    /// Kargo's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::PromotionTask => "PromotionTask",
+            Self::ClusterPromotionTask => "ClusterPromotionTask",
+        }
+    }
+
+    /// The kind spelled as Kargo spells it (case-sensitive), if it is one.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "PromotionTask" => Some(Self::PromotionTask),
+            "ClusterPromotionTask" => Some(Self::ClusterPromotionTask),
+            _ => None,
+        }
+    }
+}
+
+fn stage_kind() -> String {
+    "Stage".to_string()
+}
+
+fn promotion_kind() -> String {
+    "Promotion".to_string()
+}
+
+kargo_resource!(Stage, "Stage", "stages");
+
+impl Stage {
+    /// The Warehouses the Stage requests Freight from (`requestedFreight[].origin.name`).
+    pub fn warehouses(&self) -> BTreeSet<&str> {
+        self.spec
+            .requested_freight
+            .iter()
+            .filter(|r| r.origin.kind.is_empty() || r.origin.kind == "Warehouse")
+            .map(|r| r.origin.name.as_str())
+            .collect()
+    }
+
+    /// `spec.promotionTemplate.spec.steps`, empty when there is no template.
+    pub fn steps(&self) -> &[PromotionStep] {
+        self.spec
+            .promotion_template
+            .as_ref()
+            .map_or(&[], |t| t.spec.steps.as_slice())
+    }
+
+    /// `spec.promotionTemplate.spec.vars`, empty when there is no template.
+    pub fn vars(&self) -> &[ExpressionVariable] {
+        self.spec
+            .promotion_template
+            .as_ref()
+            .map_or(&[], |t| t.spec.vars.as_slice())
+    }
+}
+
+/// The Stage that managed image `image` (reference `reference`) is promoted — built —
+/// through: named `name`, in Project `project`, taking Freight directly from each of
+/// `warehouses` (the generated Warehouses of the image's base and external images;
+/// sorted and deduplicated here), promoting with the one step `{task: task}`.
+///
+/// Labels: `app.kubernetes.io/managed-by: image-factory` and `imagefactory.dev/image`
+/// (the image name as a label value); annotation `imagefactory.dev/reference`.
+pub fn stage(
+    name: &str,
+    project: &str,
+    image: &str,
+    reference: &Reference,
+    warehouses: &[String],
+    task: &PromotionTaskReference,
+) -> Stage {
+    let origins: BTreeSet<&String> = warehouses.iter().collect();
+    let requested_freight = origins
+        .into_iter()
+        .map(|w| FreightRequest {
+            origin: FreightOrigin {
+                kind: "Warehouse".to_string(),
+                name: w.clone(),
+            },
+            sources: FreightSources {
+                direct: true,
+                stages: Vec::new(),
+            },
+        })
+        .collect();
+    Stage {
+        api_version: API_VERSION.to_string(),
+        kind: stage_kind(),
+        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: Some(project.to_string()),
+            labels: Some(BTreeMap::from([
+                (LABEL_MANAGED_BY.to_string(), MANAGER.to_string()),
+                (LABEL_IMAGE.to_string(), crate::crd::label_value(image)),
+            ])),
+            annotations: Some(BTreeMap::from([(
+                ANNOTATION_REFERENCE.to_string(),
+                reference.to_string(),
+            )])),
+            ..Default::default()
+        },
+        spec: StageSpec {
+            requested_freight,
+            promotion_template: Some(PromotionTemplate {
+                spec: PromotionTemplateSpec {
+                    vars: Vec::new(),
+                    steps: vec![PromotionStep {
+                        uses: None,
+                        task: Some(task.clone()),
+                        other: Opaque::new(),
+                    }],
+                },
+            }),
+            other: Opaque::new(),
+        },
+    }
+}
+
+/// A Kargo `Promotion` (`kargo.akuity.io/v1alpha1`, namespaced): a request to move one
+/// piece of Freight into a Stage by running `steps`. Kargo's controller runs it and
+/// writes `status.phase` (status subresource). Its spec is immutable once created.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Promotion {
+    /// [`API_VERSION`].
+    #[serde(default = "freight_api_version")]
+    pub api_version: String,
+    /// `Promotion`.
+    #[serde(default = "promotion_kind")]
+    pub kind: String,
+    /// Standard object metadata.
+    pub metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    /// What to promote where, and how.
+    #[serde(default)]
+    pub spec: PromotionSpec,
+    /// Kargo's account of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<PromotionStatus>,
+}
+
+kargo_resource!(Promotion, "Promotion", "promotions");
+
+/// `Promotion.spec` (`stage` and `steps` required; exactly one of `freight` or `origin`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PromotionSpec {
+    /// The Stage promoted into.
+    pub stage: String,
+    /// The Freight's name (its ID).
+    pub freight: String,
+    /// The steps, as in the Stage's template; Kargo's admission webhook inflates task
+    /// references into the tasks' steps when the Promotion is created.
+    #[serde(default)]
+    pub steps: Vec<PromotionStep>,
+    /// Variables for the steps' expressions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vars: Vec<ExpressionVariable>,
+}
+
+/// `Promotion.status`, the fields we read.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PromotionStatus {
+    /// `Pending`, `Running`, `Succeeded`, `Failed`, `Errored` or `Aborted`.
+    #[serde(default)]
+    pub phase: String,
+    /// Why it ended as it did (set with `Failed` and `Errored`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+}
+
+impl Promotion {
+    /// Kargo's verdict: `Some(Ok)` for `Succeeded`, `Some(Err(phase: message))` for
+    /// `Failed`, `Errored` or `Aborted` (Kargo's terminal phases), `None` while it is
+    /// pending or running.
+    pub fn verdict(&self) -> Option<Result<(), String>> {
+        let status = self.status.as_ref()?;
+        match status.phase.as_str() {
+            "Succeeded" => Some(Ok(())),
+            phase @ ("Failed" | "Errored" | "Aborted") => Some(Err(if status.message.is_empty() {
+                format!("{phase} (no message)")
+            } else {
+                format!("{phase}: {}", status.message)
+            })),
+            _ => None,
+        }
     }
 }

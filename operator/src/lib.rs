@@ -4,7 +4,9 @@
 //! ```text
 //! images.yaml → enrollment → sources (git2) → Dockerfile FROM analysis → graph (petgraph)
 //!            → state/images/ + state/warehouses/ (Kargo Warehouses)      [analyze]
+//!              (+ state/stages/, Kargo Stages, with `kargo.stages: true`)
 //! Freight / registry watch → hold → trigger → cascade → state/runtime/ → git
+//!                              (kargoPromotion: a Kargo Promotion of the Freight)
 //! ```
 //!
 //! The engine (`graph`, and `engine`) is pure: plain data in, plain data out, time passed

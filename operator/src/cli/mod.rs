@@ -118,7 +118,8 @@ pub enum Command {
         check: bool,
     },
     /// Read images.yaml, fetch sources, parse Dockerfiles, build the graph, and write
-    /// state/ and the Kargo Warehouses (state/warehouses/).
+    /// state/, the Kargo Warehouses (state/warehouses/) and, with `kargo.stages: true`,
+    /// the Kargo Stages (state/stages/).
     #[command(after_help = PATHS_HELP)]
     Analyze {
         /// images.yaml and the source cache.
@@ -807,6 +808,9 @@ fn run_analyze(input: &Input, state_dir: PathBuf, prune: bool, dry_run: bool, gi
         report.managed, report.external, report.bases, report.edges, report.depth
     ));
     out.push_str(&format!("warehouses: {}\n", report.warehouses));
+    if report.stages > 0 {
+        out.push_str(&format!("stages: {}\n", report.stages));
+    }
     out.push_str("cycles: 0\n");
     out.push_str(&format!(
         "unresolved references: {}\n",

@@ -77,6 +77,12 @@ static PLATFORM: LazyLock<Regex> = LazyLock::new(|| {
     #[allow(clippy::expect_used)]
     Regex::new(r"^\w+/\w+$").expect("valid platform regex")
 });
+/// A Kubernetes object name (DNS subdomain), as Kargo's CRDs require of a task name.
+static TASK_NAME: LazyLock<Regex> = LazyLock::new(|| {
+    #[allow(clippy::expect_used)]
+    Regex::new(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+        .expect("valid task name regex")
+});
 static GITHUB_REPOSITORY: LazyLock<Regex> = LazyLock::new(|| {
     #[allow(clippy::expect_used)]
     Regex::new(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$").expect("valid repository regex")
@@ -291,12 +297,15 @@ pub enum Trigger {
         /// ConfigMap with the template.
         template_config_map: String,
     },
-    /// A Kargo Promotion.
+    /// A Kargo Promotion into a Stage (see `trigger::kargo`).
     KargoPromotion {
-        /// Stage.
+        /// The Stage promoted into (a DNS label).
         stage: String,
-        /// Project.
+        /// The Kargo Project (namespace) of the Stage, its Freight and the Promotion.
         project: String,
+        /// The (Cluster)PromotionTask a generated Stage promotes with
+        /// (`kargo.stages: true`); `None` when the Stage is written by hand.
+        task: Option<crate::kargo::PromotionTaskReference>,
     },
 }
 
@@ -355,6 +364,9 @@ pub struct Enrollment {
     pub base_dir: PathBuf,
     /// Kargo Project for Warehouses.
     pub project: String,
+    /// Whether `analyze` generates a Kargo Stage for each image whose trigger is
+    /// `kargoPromotion` (`kargo.stages`, default `false`).
+    pub stages: bool,
     /// Defaults for images and discovered base images.
     pub defaults_rebuild: RebuildPolicy,
     /// Warehouse defaults; `repo_url` and `constraint` are empty here.
@@ -477,6 +489,8 @@ fn check_text(
         file,
         base_dir,
         findings: Vec::new(),
+        stages: false,
+        stage_names: HashMap::new(),
     };
     let enrollment = checker.check(raw);
     Ok((enrollment, checker.findings))
@@ -748,6 +762,11 @@ struct Checker<'a> {
     file: &'a str,
     base_dir: &'a Path,
     findings: Vec<Diagnostic>,
+    /// `kargo.stages`.
+    stages: bool,
+    /// With `kargo.stages`: each generated Stage's name → its project and where it is
+    /// named first.
+    stage_names: HashMap<String, (String, Position)>,
 }
 
 impl Checker<'_> {
@@ -772,6 +791,11 @@ impl Checker<'_> {
                 ),
             );
         }
+        self.stages = raw
+            .kargo
+            .as_ref()
+            .and_then(|k| k.stages.as_ref())
+            .is_some_and(|s| s.value);
         let project = raw
             .kargo
             .and_then(|k| k.project)
@@ -853,6 +877,7 @@ impl Checker<'_> {
             file: self.file.to_string(),
             base_dir: self.base_dir.to_path_buf(),
             project,
+            stages: self.stages,
             defaults_rebuild,
             defaults_warehouse,
             images,
@@ -1517,16 +1542,116 @@ impl Checker<'_> {
             });
         }
         if let Some(p) = &t.kargo_promotion {
-            let ok = self.check_name(&p.stage, "trigger.kargoPromotion.stage");
-            return ok.then(|| Trigger::KargoPromotion {
-                stage: p.stage.value.clone(),
-                project: p
-                    .project
-                    .as_ref()
-                    .map_or_else(|| project.to_string(), |p| p.value.clone()),
-            });
+            return self.kargo_promotion(p, project);
         }
         None
+    }
+
+    /// A validated `trigger.kargoPromotion`. With `kargo.stages`, the Stage is generated:
+    /// it needs a `task` (Kargo cannot promote without steps) and a name no other image
+    /// uses (one file and one object per Stage).
+    fn kargo_promotion(
+        &mut self,
+        p: &schema::KargoPromotionTriggerSpec,
+        project: &str,
+    ) -> Option<Trigger> {
+        let mut ok = self.check_name(&p.stage, "trigger.kargoPromotion.stage");
+        if let Some(project) = &p.project {
+            ok &= self.check_name(project, "trigger.kargoPromotion.project");
+        }
+        let kind = match &p.task_kind {
+            None => crate::kargo::TaskKind::default(),
+            Some(k) => match crate::kargo::TaskKind::parse(&k.value) {
+                Some(kind) => kind,
+                None => {
+                    self.error(
+                        k.at,
+                        format!("unknown trigger.kargoPromotion.taskKind {:?}", k.value),
+                        "use PromotionTask or ClusterPromotionTask (Kargo's names, case-sensitive)",
+                    );
+                    return None;
+                }
+            },
+        };
+        if let (Some(k), None) = (&p.task_kind, &p.task) {
+            self.error(
+                k.at,
+                "trigger.kargoPromotion.taskKind without task",
+                "name the task in trigger.kargoPromotion.task, or remove taskKind",
+            );
+            return None;
+        }
+        let task = match &p.task {
+            Some(t) if !TASK_NAME.is_match(&t.value) || t.value.len() > 253 => {
+                self.error(
+                    t.at,
+                    format!("invalid trigger.kargoPromotion.task {:?}", t.value),
+                    "name a PromotionTask: lower-case letters, digits, '-' and '.', at most 253 characters",
+                );
+                return None;
+            }
+            Some(t) => {
+                if !self.stages {
+                    self.warning(
+                        t.at,
+                        "trigger.kargoPromotion.task is used only for generated Stages",
+                        "set kargo.stages: true to generate the Stage, or remove task (your Stage's promotionTemplate decides the steps)",
+                    );
+                }
+                Some(crate::kargo::PromotionTaskReference {
+                    kind,
+                    name: t.value.clone(),
+                })
+            }
+            None => None,
+        };
+        let project = p
+            .project
+            .as_ref()
+            .map_or_else(|| project.to_string(), |p| p.value.clone());
+        if self.stages && ok {
+            if task.is_none() {
+                self.error(
+                    p.stage.at,
+                    format!(
+                        "kargo.stages is on but the kargoPromotion into stage {:?} names no task",
+                        p.stage.value
+                    ),
+                    "set trigger.kargoPromotion.task to the PromotionTask that builds the image: Kargo cannot promote into a Stage with no steps",
+                );
+                ok = false;
+            }
+            match self.stage_names.get(&p.stage.value) {
+                Some((first_project, first)) => {
+                    let message = if *first_project == project {
+                        format!(
+                            "stage {:?} in project {project:?} is already promoted into by another image",
+                            p.stage.value
+                        )
+                    } else {
+                        format!(
+                            "stage name {:?} is already generated for project {first_project:?}",
+                            p.stage.value
+                        )
+                    };
+                    let hint = format!(
+                        "it is named at {}:{}:{}; with kargo.stages each image needs its own Stage (written to state/stages/{}.yaml)",
+                        self.file, first.line, first.column, p.stage.value
+                    );
+                    self.error(p.stage.at, message, hint);
+                    ok = false;
+                }
+                None => {
+                    self.stage_names
+                        .insert(p.stage.value.clone(), (project.clone(), p.stage.at));
+                }
+            }
+        }
+        ok.then(|| Trigger::KargoPromotion {
+            stage: p.stage.value.clone(),
+            project,
+            task,
+        })
     }
 }
 

@@ -84,12 +84,17 @@ pub struct EnrollmentFile {
     pub images: Vec<ImageSpec>,
 }
 
-/// Kargo settings for generated Warehouses.
+/// Kargo settings for generated Warehouses and Stages.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct KargoSpec {
     /// The Kargo Project (namespace) the Warehouses belong to. Default `image-factory`.
     pub project: Option<Located<String>>,
+    /// Also generate one Kargo Stage per managed image whose trigger is
+    /// `kargoPromotion` (into `state/stages/`), requesting Freight from the Warehouses of
+    /// the image's bases and promoting with `trigger.kargoPromotion.task`. Default `false`
+    /// (the Stages are yours to write).
+    pub stages: Option<Located<bool>>,
 }
 
 /// File-level defaults.
@@ -310,4 +315,11 @@ pub struct KargoPromotionTriggerSpec {
     pub stage: Located<String>,
     /// The Kargo Project (namespace). Default: the file's `kargo.project`.
     pub project: Option<Located<String>>,
+    /// The `PromotionTask` (or `ClusterPromotionTask`, see `taskKind`) whose steps build
+    /// the image: the generated Stage's `promotionTemplate.spec.steps` is one step
+    /// referencing it. Required when `kargo.stages` is `true`; unused otherwise (the
+    /// Stage you write decides the steps).
+    pub task: Option<Located<String>>,
+    /// `PromotionTask` (default, in the Project) or `ClusterPromotionTask`.
+    pub task_kind: Option<Located<String>>,
 }

@@ -714,3 +714,153 @@ fn a_test_on_an_external_image_is_an_error() {
         ["images.yaml:5:19: test only applies to managed images"]
     );
 }
+
+/// An enrollment of images `a` and `b` (managed, sources in `dir`) with the given
+/// `kargo:` block and `kargoPromotion` trigger bodies.
+fn promoted(kargo: &str, a: &str, b: &str) -> String {
+    format!(
+        "\
+version: 1
+kargo: {kargo}
+images:
+  - name: a
+    image: ghcr.io/acme/a:1
+    source: {{path: app}}
+    trigger:
+      kargoPromotion: {a}
+  - name: b
+    image: ghcr.io/acme/b:1
+    source: {{path: app}}
+    trigger:
+      kargoPromotion: {b}
+"
+    )
+}
+
+#[test]
+fn stages_are_off_by_default_and_a_task_is_read_with_its_kind() {
+    let dir = dir_with_dockerfile();
+    let text = promoted(
+        "{project: images}",
+        "{stage: a-build}",
+        "{stage: b-build, project: other, task: build, taskKind: ClusterPromotionTask}",
+    );
+    let e = checked(&text, dir.path()).unwrap();
+    assert!(!e.stages);
+    let trigger = |i: usize| e.images[i].build.as_ref().unwrap().trigger.clone().unwrap();
+    assert_eq!(
+        trigger(0),
+        Trigger::KargoPromotion {
+            stage: "a-build".into(),
+            project: "images".into(),
+            task: None,
+        }
+    );
+    assert_eq!(
+        trigger(1),
+        Trigger::KargoPromotion {
+            stage: "b-build".into(),
+            project: "other".into(),
+            task: Some(crate::kargo::PromotionTaskReference {
+                kind: crate::kargo::TaskKind::ClusterPromotionTask,
+                name: "build".into(),
+            }),
+        }
+    );
+    // A task without generated Stages does nothing: said, not refused.
+    let warning = e
+        .warnings
+        .iter()
+        .find(|w| w.message.contains("task is used only for generated Stages"))
+        .expect("a warning about the unused task");
+    assert_eq!(warning.at.line, 13);
+
+    let text = promoted(
+        "{stages: true}",
+        "{stage: a-build, task: build}",
+        "{stage: b-build, task: build}",
+    );
+    let e = checked(&text, dir.path()).unwrap();
+    assert!(e.stages);
+    assert!(e.warnings.is_empty(), "{:?}", e.warnings);
+}
+
+#[test]
+fn generated_stages_need_a_task_and_a_name_of_their_own() {
+    let dir = dir_with_dockerfile();
+    // No task: Kargo cannot promote with no steps.
+    let text = promoted(
+        "{stages: true}",
+        "{stage: a-build}",
+        "{stage: b-build, task: build}",
+    );
+    assert_eq!(
+        errors(&text, dir.path()),
+        ["images.yaml:8:31: kargo.stages is on but the kargoPromotion into stage \"a-build\" names no task"]
+    );
+    // The same Stage twice, in one project or across projects (one file per name).
+    let text = promoted(
+        "{stages: true}",
+        "{stage: one, task: t}",
+        "{stage: one, task: t}",
+    );
+    assert_eq!(
+        errors(&text, dir.path()),
+        ["images.yaml:13:31: stage \"one\" in project \"image-factory\" is already promoted into by another image"]
+    );
+    let text = promoted(
+        "{stages: true}",
+        "{stage: one, task: t}",
+        "{stage: one, project: p2, task: t}",
+    );
+    assert_eq!(
+        errors(&text, dir.path()),
+        ["images.yaml:13:31: stage name \"one\" is already generated for project \"image-factory\""]
+    );
+    // Without generated Stages, two images may share a Stage written by hand.
+    let text = promoted("{}", "{stage: one}", "{stage: one}");
+    assert!(errors(&text, dir.path()).is_empty());
+    // Bad task kind, a kind without a task, a bad task name, a bad project.
+    let text = promoted(
+        "{stages: true}",
+        "{stage: a-build, task: t, taskKind: clusterpromotiontask}",
+        "{stage: b-build, taskKind: PromotionTask}",
+    );
+    assert_eq!(
+        errors(&text, dir.path()),
+        [
+            "images.yaml:8:59: unknown trigger.kargoPromotion.taskKind \"clusterpromotiontask\"",
+            "images.yaml:13:50: trigger.kargoPromotion.taskKind without task",
+        ]
+    );
+    let text = promoted(
+        "{stages: true}",
+        "{stage: a-build, task: Build_Image}",
+        "{stage: b-build, task: t, project: Not_A_Namespace}",
+    );
+    assert_eq!(
+        errors(&text, dir.path()),
+        [
+            "images.yaml:8:46: invalid trigger.kargoPromotion.task \"Build_Image\"",
+            "images.yaml:13:58: invalid trigger.kargoPromotion.project \"Not_A_Namespace\"",
+        ]
+    );
+}
+
+#[test]
+fn a_missing_task_is_explained_with_what_to_do() {
+    let dir = dir_with_dockerfile();
+    let text = promoted(
+        "{stages: true}",
+        "{stage: a-build}",
+        "{stage: b-build, task: build}",
+    );
+    let Err(EnrollmentError::Invalid { diagnostics, .. }) = checked(&text, dir.path()) else {
+        panic!("accepted");
+    };
+    let hint = diagnostics[0].hint.as_deref().unwrap_or_default();
+    assert!(
+        hint.contains("trigger.kargoPromotion.task") && hint.contains("no steps"),
+        "{hint}"
+    );
+}

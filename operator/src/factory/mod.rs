@@ -1098,10 +1098,11 @@ fn config_for(options: &Options, model: &Model) -> crate::engine::EngineConfig {
     }
 }
 
-/// Files of the analysis (`images/`, `warehouses/`) under the state directory, relative.
+/// Files of the analysis (`images/`, `warehouses/`, `stages/`) under the state
+/// directory, relative.
 fn analysis_files(state_dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    for folder in [state::IMAGES_DIR, state::WAREHOUSES_DIR] {
+    for folder in [state::IMAGES_DIR, state::WAREHOUSES_DIR, state::STAGES_DIR] {
         let Ok(entries) = std::fs::read_dir(state_dir.join(folder)) else {
             continue;
         };
@@ -1345,7 +1346,7 @@ impl BuildJob {
         }
         let Some(trigger_config) = build.trigger.as_ref() else {
             return failed(format!(
-                "{} has no trigger: enroll one (command, webhook, githubWorkflow)",
+                "{} has no trigger: enroll one (command, webhook, githubWorkflow, kubernetesJob, kargoPromotion)",
                 t.image
             ));
         };
@@ -1353,7 +1354,7 @@ impl BuildJob {
             Ok(Some(b)) => b,
             Ok(None) => {
                 return failed(format!(
-                    "{}: this trigger is not available here: `run` starts command, webhook and githubWorkflow triggers, `controller` also kubernetesJob; kargoPromotion is not built yet",
+                    "{}: this trigger is not available here: `run` starts command, webhook and githubWorkflow triggers; kubernetesJob and kargoPromotion need a cluster (`controller`)",
                     t.image
                 ))
             }

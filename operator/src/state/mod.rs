@@ -4,6 +4,8 @@
 //! state/images/<name>.yaml          analysis record   — written only by `analyze`
 //! state/warehouses/<name>.yaml      Kargo Warehouses  — written only by `analyze`
 //! state/warehouses/kustomization.yaml
+//! state/stages/<name>.yaml          Kargo Stages      — written only by `analyze`
+//! state/stages/kustomization.yaml     (`kargo.stages: true`)
 //! state/runtime/<registry>/<repository>/<tag>.yaml
 //!                                   runtime record    — written only by the engine
 //!                                   (`run`, the controller, expedite/block/retry)
@@ -18,7 +20,7 @@
 //!
 //! Every state file carries `version:` ([`IMAGES_VERSION`]; the runtime record has its
 //! own). Files of the first, unversioned shape (analysis and runtime sections in one
-//! file) are migrated on read: [`legacy`]. Warehouses and the kustomization are
+//! file) are migrated on read: [`legacy`]. Warehouses, Stages and the kustomizations are
 //! Kubernetes manifests and carry no `version:` (Kubernetes would reject the key).
 //!
 //! Rendering is deterministic (sorted keys and lists, nothing from the clock), so the
@@ -48,6 +50,8 @@ pub const HEADER: &str =
 pub const IMAGES_DIR: &str = "images";
 /// Folder of generated Warehouses inside the state directory.
 pub const WAREHOUSES_DIR: &str = "warehouses";
+/// Folder of generated Kargo Stages inside the state directory (`kargo.stages: true`).
+pub const STAGES_DIR: &str = "stages";
 /// Folder of runtime records inside the state directory.
 pub const RUNTIME_DIR: &str = "runtime";
 /// The `version:` of analysis records this release writes. Version 1 was the

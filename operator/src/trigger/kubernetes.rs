@@ -46,6 +46,8 @@ pub const TEMPLATE_KEY: &str = "job.yaml";
 pub const LABEL_REBUILD: &str = "imagefactory.dev/rebuild";
 /// Label of the attempt number.
 pub const LABEL_ATTEMPT: &str = "imagefactory.dev/attempt";
+/// Annotation with the attempt's idempotency key (`ID.ATTEMPT`).
+pub const ANNOTATION_IDEMPOTENCY_KEY: &str = "imagefactory.dev/idempotency-key";
 /// Longest wait for a Job's verdict: 6 hours.
 pub const MAX_WAIT: Duration = Duration::from_secs(6 * 3600);
 /// How often the Job is read while it runs.
@@ -109,7 +111,7 @@ impl JobBackend {
             .annotations
             .get_or_insert_with(BTreeMap::new)
             .insert(
-                "imagefactory.dev/idempotency-key".to_string(),
+                ANNOTATION_IDEMPOTENCY_KEY.to_string(),
                 request.idempotency_key(),
             );
         let spec = job.spec.get_or_insert_with(Default::default);

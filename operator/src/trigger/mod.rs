@@ -6,6 +6,7 @@
 //!                                    webhook  (signed JSON POST, optional status polling)
 //!                                    github   (workflow_dispatch, then the run's status)
 //!                                    kubernetes (a Job from a template, then its conditions)
+//!                                    kargo    (a Kargo Promotion of the base's Freight, then its phase)
 //! ```
 //!
 //! Every backend hands the build the rebuild's **pinned bases** (`repo:tag@sha256:…`),
@@ -21,6 +22,7 @@
 
 pub mod command;
 pub mod github;
+pub mod kargo;
 pub mod kubernetes;
 pub mod webhook;
 
@@ -409,8 +411,8 @@ pub trait Backend: Send + Sync {
 }
 
 /// The backend for an enrolled trigger, or `None` for one this process cannot start:
-/// `kubernetesJob` without a `cluster` client (only the controller has one) and
-/// `kargoPromotion` (not built yet).
+/// `kubernetesJob` and `kargoPromotion` without a `cluster` client (only the controller
+/// has one).
 ///
 /// # Errors
 ///
@@ -444,7 +446,10 @@ pub fn backend(
                 template_config_map,
             )) as Box<dyn Backend>
         }),
-        T::KargoPromotion { .. } => None,
+        T::KargoPromotion { stage, project, .. } => cluster.map(|client| {
+            Box::new(kargo::PromotionBackend::new(client.clone(), project, stage))
+                as Box<dyn Backend>
+        }),
     })
 }
 

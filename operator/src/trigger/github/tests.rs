@@ -127,6 +127,7 @@ fn another_trigger_is_refused() {
     let trigger = Trigger::KargoPromotion {
         stage: "s".into(),
         project: "p".into(),
+        task: None,
     };
     let failure = GithubBackend::new(&trigger).unwrap_err();
     assert!(!failure.transient);
