@@ -864,6 +864,11 @@ fn the_controller_makes_only_requests_the_rbac_in_deploy_grants() {
     assert!(status.success(), "controller: {status:?}\n{}", log());
 
     let (requests, urls) = server.requests();
+    let summary: BTreeSet<String> = requests
+        .iter()
+        .map(|q| format!("{} {}/{} {}", q.namespace, q.group, q.resource, q.verb))
+        .collect();
+    eprintln!("the controller's requests: {summary:#?}\nnon-resource: {urls:?}");
     // Every request the controller made is granted by deploy/.
     let denied: Vec<&Request> = requests
         .iter()
