@@ -834,7 +834,14 @@ fn the_controller_makes_only_requests_the_rbac_in_deploy_grants() {
         server.must(&["create", "-f", &file.display().to_string()]);
     };
     create_freight(&v1);
-    std::thread::sleep(Duration::from_secs(2));
+    wait(
+        "the baseline recorded from the first Freight",
+        Box::new(|| {
+            crate::support::snapshot(&work.path().join("state"))
+                .values()
+                .any(|text| String::from_utf8_lossy(text).contains(v1.as_str()))
+        }),
+    );
     let v2 = push_base(r, &scratch, &format!("{repo}/base"), "deploy base 2");
     create_freight(&v2);
     wait(
