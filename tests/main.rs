@@ -9,6 +9,7 @@ mod cli;
 mod controller;
 mod crds;
 mod decisions;
+mod deploy;
 mod dockerfile_cli;
 mod dockerfile_corpus;
 mod dockerfile_pin;

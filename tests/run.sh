@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 need=()
 for pair in docker-registry:docker-registry skopeo:skopeo umoci:umoci buildah:buildah \
             htpasswd:apache2-utils openssl:openssl xz:xz-utils curl:curl flock:util-linux \
-            git:git pkg-config:pkg-config pkill:procps ps:procps setsid:util-linux; do
+            git:git pkg-config:pkg-config pkill:procps ps:procps setsid:util-linux \
+            strip:binutils ldd:libc-bin; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
 dpkg -s libssl-dev >/dev/null 2>&1 || need+=(libssl-dev)

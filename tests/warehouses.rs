@@ -52,13 +52,33 @@ fn the_api_server_accepts_the_generated_warehouses() {
         "warehouses.kargo.akuity.io",
     );
     let _ = kubectl(&["create", "namespace", "image-factory"]);
-    // deploy/ is what Argo CD syncs; it includes state/warehouses/.
-    let dir = repo_root().join("deploy");
+    // deploy/ is what Argo CD syncs; it includes state/warehouses/ (its other objects
+    // are checked in tests/deploy.rs).
+    let out = std::process::Command::new("kubectl")
+        .args([
+            "kustomize",
+            &repo_root().join("deploy").display().to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rendered = String::from_utf8(out.stdout).unwrap();
+    let warehouses: Vec<&str> = rendered
+        .split("\n---\n")
+        .filter(|doc| doc.contains("kind: Warehouse\n"))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("warehouses.yaml");
+    std::fs::write(&file, warehouses.join("\n---\n")).unwrap();
     let (ok, out) = kubectl(&[
         "apply",
         "--dry-run=server",
-        "-k",
-        &dir.display().to_string(),
+        "-f",
+        &file.display().to_string(),
     ]);
     assert!(ok, "{out}");
     assert_eq!(
