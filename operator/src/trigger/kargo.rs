@@ -35,12 +35,11 @@
 //! checks it) in the Project.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use kube::api::{Api, ListParams, PostParams};
 use kube::Client;
 
-use super::kubernetes::{ANNOTATION_IDEMPOTENCY_KEY, LABEL_ATTEMPT, LABEL_REBUILD, MAX_WAIT};
+use super::kubernetes::{follow, ANNOTATION_IDEMPOTENCY_KEY, LABEL_ATTEMPT, LABEL_REBUILD};
 use super::{Backend, Context, Failure, Report, Request, RunFuture};
 use crate::kargo::{
     ExpressionVariable, Freight, Promotion, PromotionSpec, Stage, LABEL_MANAGED_BY, MANAGER,
@@ -50,8 +49,6 @@ use crate::kargo::{
 pub const MAX_NAME_LEN: usize = 253;
 /// Prefix of the variable carrying one pinned base (`imageFactoryBase_python_3_12_slim`).
 pub const BASE_VARIABLE_PREFIX: &str = "imageFactoryBase_";
-/// How often the Promotion is read while it runs.
-const POLL: Duration = Duration::from_secs(2);
 
 /// The `kargoPromotion` backend.
 pub struct PromotionBackend {
@@ -187,43 +184,15 @@ impl PromotionBackend {
         let name = self.start(&promotions, request).await?;
         let handle = format!("promotion/{}/{name}", self.project);
         ctx.started(handle.clone());
-        let deadline = tokio::time::Instant::now() + MAX_WAIT;
-        loop {
-            match promotions.get_opt(&name).await {
-                Ok(Some(p)) => match p.verdict() {
-                    Some(Ok(())) => {
-                        return Ok(Report {
-                            handle: Some(handle),
-                            log_tail: None,
-                        })
-                    }
-                    Some(Err(why)) => {
-                        return Err(Failure::permanent(format!("{handle} ended {why}")))
-                    }
-                    None => {}
-                },
-                Ok(None) => {
-                    return Err(Failure::transient(format!(
-                        "{handle} was deleted before it finished"
-                    )))
-                }
-                Err(e) => {
-                    tracing::warn!(promotion = %name, error = %e, "cannot read the Promotion; retrying");
-                }
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(Failure::transient(format!(
-                    "{handle} did not finish within {}",
-                    humantime::format_duration(MAX_WAIT)
-                )));
-            }
-            tokio::select! {
-                () = ctx.cancel.cancelled() => {
-                    return Err(Failure::transient(format!("{handle}: cancelled; the Promotion is left to Kargo and adopted on the next start")));
-                }
-                () = tokio::time::sleep(POLL) => {}
-            }
-        }
+        follow(
+            &promotions,
+            &name,
+            handle,
+            ctx,
+            |p: &Promotion| p.verdict().map(|v| v.map_err(|why| format!("ended {why}"))),
+            "the Promotion is left to Kargo and adopted on the next start",
+        )
+        .await
     }
 }
 

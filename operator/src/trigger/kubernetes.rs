@@ -183,40 +183,71 @@ impl JobBackend {
         }
         let handle = format!("job/{}/{name}", self.namespace);
         ctx.started(handle.clone());
-        let deadline = tokio::time::Instant::now() + MAX_WAIT;
-        loop {
-            match jobs.get_opt(&name).await {
-                Ok(Some(job)) => match verdict(&job) {
-                    Some(Ok(())) => {
-                        return Ok(Report {
-                            handle: Some(handle),
-                            log_tail: None,
-                        })
-                    }
-                    Some(Err(why)) => {
-                        return Err(Failure::permanent(format!("{handle} failed: {why}")))
-                    }
-                    None => {}
-                },
-                Ok(None) => {
-                    return Err(Failure::transient(format!(
-                        "{handle} was deleted before it finished"
-                    )))
+        follow(
+            &jobs,
+            &name,
+            handle,
+            ctx,
+            |job| verdict(job).map(|v| v.map_err(|why| format!("failed: {why}"))),
+            "the Job is left running and adopted on the next start",
+        )
+        .await
+    }
+}
+
+/// Reads object `name` through `api` every 2 s until `decide` gives its verdict — the
+/// wait of the in-cluster triggers (`kubernetesJob`, `kargoPromotion`), whose objects
+/// the cluster drives to an end state. `Ok` is the trigger's success (reported under
+/// `handle`); `Err(why)` a permanent failure `"{handle} {why}"`.
+///
+/// # Errors
+///
+/// A permanent [`Failure`] on the object's failed verdict; a transient one when it is
+/// deleted before its verdict, after [`MAX_WAIT`], or when `ctx` is cancelled — the
+/// object is then left alone (`left` says how) and adopted by name on the next start.
+/// A failed read is logged and retried.
+pub(super) async fn follow<K>(
+    api: &Api<K>,
+    name: &str,
+    handle: String,
+    ctx: &Context,
+    decide: impl Fn(&K) -> Option<Result<(), String>>,
+    left: &str,
+) -> Result<Report, Failure>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let deadline = tokio::time::Instant::now() + MAX_WAIT;
+    loop {
+        match api.get_opt(name).await {
+            Ok(Some(object)) => match decide(&object) {
+                Some(Ok(())) => {
+                    return Ok(Report {
+                        handle: Some(handle),
+                        log_tail: None,
+                    })
                 }
-                Err(e) => tracing::warn!(job = %name, error = %e, "cannot read the Job; retrying"),
-            }
-            if tokio::time::Instant::now() >= deadline {
+                Some(Err(why)) => return Err(Failure::permanent(format!("{handle} {why}"))),
+                None => {}
+            },
+            Ok(None) => {
                 return Err(Failure::transient(format!(
-                    "{handle} did not finish within {}",
-                    humantime::format_duration(MAX_WAIT)
-                )));
+                    "{handle} was deleted before it finished"
+                )))
             }
-            tokio::select! {
-                () = ctx.cancel.cancelled() => {
-                    return Err(Failure::transient(format!("{handle}: cancelled; the Job is left running and adopted on the next start")));
-                }
-                () = tokio::time::sleep(POLL) => {}
+            Err(e) => tracing::warn!(object = %handle, error = %e, "cannot read it; retrying"),
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Failure::transient(format!(
+                "{handle} did not finish within {}",
+                humantime::format_duration(MAX_WAIT)
+            )));
+        }
+        tokio::select! {
+            () = ctx.cancel.cancelled() => {
+                return Err(Failure::transient(format!("{handle}: cancelled; {left}")));
             }
+            () = tokio::time::sleep(POLL) => {}
         }
     }
 }
