@@ -359,25 +359,10 @@ fn a_kubernetes_job_trigger_builds_in_the_cluster_and_the_cascade_goes_on() {
         },
     );
     // platform is built by a Job in the cluster; app1 stays a command trigger.
-    let yaml = std::fs::read_to_string(site.work.join("images.yaml")).unwrap();
-    let marker = "    source: {path: platform}\n    trigger: ";
-    let start = yaml.find(marker).unwrap() + marker.len();
-    let end = start + yaml[start..].find('\n').unwrap();
-    let yaml = format!(
-        "{}{{kubernetesJob: {{namespace: {ns}, templateConfigMap: build}}}}{}",
-        &yaml[..start],
-        &yaml[end..]
-    );
-    std::fs::write(site.work.join("images.yaml"), yaml).unwrap();
-    crate::support::git_daemon::git(
-        &site.work,
-        &["commit", "-qam", "platform builds in the cluster"],
-    );
-    let out = site.cli(&["run", "--once", "--timeout", "5m"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    site.switch_trigger(
+        "platform",
+        &format!("{{kubernetesJob: {{namespace: {ns}, templateConfigMap: build}}}}"),
+        "platform builds in the cluster",
     );
     let template = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(template.path(), JOB_TEMPLATE).unwrap();

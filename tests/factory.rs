@@ -193,6 +193,25 @@ impl Site {
         )
     }
 
+    /// Gives managed image `name` another trigger (a YAML flow mapping, e.g.
+    /// `{kubernetesJob: {…}}`), commits the change with `message`, then records the
+    /// baselines with one `run --once`.
+    pub(crate) fn switch_trigger(&self, name: &str, trigger: &str, message: &str) {
+        let yaml = std::fs::read_to_string(self.work.join("images.yaml")).unwrap();
+        let marker = format!("    source: {{path: {name}}}\n    trigger: ");
+        let start = yaml.find(&marker).unwrap() + marker.len();
+        let end = start + yaml[start..].find('\n').unwrap();
+        let yaml = format!("{}{trigger}{}", &yaml[..start], &yaml[end..]);
+        std::fs::write(self.work.join("images.yaml"), yaml).unwrap();
+        git(&self.work, &["commit", "-qam", message]);
+        let out = self.cli(&["run", "--once", "--timeout", "5m"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Builds `name` outside the factory (its state before enrollment).
     pub(crate) fn build_now(&self, name: &str) {
         let d = self.work.join(name);

@@ -574,25 +574,10 @@ fn a_kargo_promotion_trigger_builds_through_the_controller_and_the_cascade_goes_
         },
     );
     // platform is built through a Kargo Stage; app1 stays a command trigger.
-    let yaml = std::fs::read_to_string(site.work.join("images.yaml")).unwrap();
-    let marker = "    source: {path: platform}\n    trigger: ";
-    let start = yaml.find(marker).unwrap() + marker.len();
-    let end = start + yaml[start..].find('\n').unwrap();
-    let yaml = format!(
-        "{}{{kargoPromotion: {{stage: platform-build, project: {ns}}}}}{}",
-        &yaml[..start],
-        &yaml[end..]
-    );
-    std::fs::write(site.work.join("images.yaml"), yaml).unwrap();
-    crate::support::git_daemon::git(
-        &site.work,
-        &["commit", "-qam", "platform builds through Kargo"],
-    );
-    let out = site.cli(&["run", "--once", "--timeout", "5m"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    site.switch_trigger(
+        "platform",
+        &format!("{{kargoPromotion: {{stage: platform-build, project: {ns}}}}}"),
+        "platform builds through Kargo",
     );
 
     // The Stage, as its owner writes it: Freight of the base's Warehouse, steps that
