@@ -3,9 +3,18 @@
 //!
 //! Follows BuildKit's `frontend/dockerfile/shell` lexer (the rules of the Dockerfile
 //! reference, "Environment replacement"): `$VAR`, `${VAR}`, `${VAR:-word}`,
-//! `${VAR-word}`, `${VAR:+word}`, `${VAR+word}`, `${VAR:?word}`, `${VAR?word}`; single
-//! quotes are literal, double quotes allow substitution, the escape character makes the
-//! next character literal.
+//! `${VAR-word}`, `${VAR:+word}`, `${VAR+word}`, `${VAR:?word}`, `${VAR?word}`, and the
+//! pattern removals of Dockerfile frontend 1.7 (`docker/dockerfile:1.7.0` release notes,
+//! "Variable expansion"): `${VAR#pattern}` / `${VAR##pattern}` remove the shortest /
+//! longest prefix matching `pattern`, `${VAR%pattern}` / `${VAR%%pattern}` the shortest /
+//! longest suffix, where `pattern` is a shell glob (`*`, `?`, `[…]`, `[!…]`) that may
+//! itself hold variables. Single quotes are literal, double quotes allow substitution,
+//! the escape character makes the next character literal. Replacement
+//! (`${VAR/pattern/word}`, labs only) is reported as unsupported.
+//!
+//! One simplification: inside a pattern, a quoted or escaped `*`, `?` or `[` still acts
+//! as a wildcard (BuildKit matches it literally); such patterns do not occur in the
+//! corpus of real Dockerfiles these rules are checked against.
 //!
 //! Unlike BuildKit, a variable whose value is not known never silently becomes the empty
 //! string: it is reported in [`Expanded::missing`], so the caller can refuse to guess.
@@ -34,9 +43,9 @@ pub enum SubstitutionError {
     /// `${}` or `${:-x}`: no variable name after `${`.
     #[error("bad substitution: '${{' must be followed by a variable name")]
     MissingName,
-    /// A form BuildKit knows but this analyzer does not evaluate (`${NAME#pattern}`,
-    /// `${NAME%pattern}`, `${NAME/a/b}`); `form` is e.g. `${NAME#…}`.
-    #[error("unsupported substitution '{form}' (only :- - :+ + :? ? are evaluated)")]
+    /// A form this analyzer does not evaluate (`${NAME/a/b}`, `${NAME:1:2}`); `form` is
+    /// e.g. `${NAME/…}`.
+    #[error("unsupported substitution '{form}' (:- - :+ + :? ? # ## % %% are evaluated)")]
     Unsupported {
         /// The form, with the variable name and operator and `…` for the rest.
         form: String,
@@ -227,6 +236,9 @@ impl Lexer<'_> {
         if op == '}' && !colon {
             return self.substitute_plain(&name, out);
         }
+        if !colon && matches!(op, '#' | '%') {
+            return self.remove_pattern(name, op, out);
+        }
         if !matches!(op, '-' | '+' | '?') {
             return Err(SubstitutionError::Unsupported {
                 form: format!("${{{name}{}{op}…}}", if colon { ":" } else { "" }),
@@ -249,6 +261,120 @@ impl Lexer<'_> {
         }
         Ok(())
     }
+}
+
+impl Lexer<'_> {
+    /// `${NAME#pattern}`, `${NAME##pattern}`, `${NAME%pattern}`, `${NAME%%pattern}`, the
+    /// first `#`/`%` already read as `op`.
+    fn remove_pattern(
+        &mut self,
+        name: String,
+        op: char,
+        out: &mut Expanded,
+    ) -> Result<(), SubstitutionError> {
+        let longest = self.peek() == Some(op);
+        if longest {
+            self.pos += 1;
+        }
+        let mut pattern = Expanded::default();
+        self.process(&mut pattern, true)?;
+        let value = match self.lookup(&name) {
+            Var::Value(value) => value,
+            // An unset variable would be removed from silently (BuildKit: empty).
+            Var::Unset | Var::Unknown => {
+                out.missing.push(name);
+                return Ok(());
+            }
+        };
+        if !pattern.missing.is_empty() {
+            out.missing.extend(pattern.missing);
+            return Ok(());
+        }
+        let kept = remove_matching(&value, &pattern.text, op == '#', longest);
+        push_str(out, kept)
+    }
+}
+
+/// `value` without its shortest (or `longest`) prefix (`from_start`) or suffix that
+/// matches the shell glob `pattern`; `value` itself when none does.
+fn remove_matching<'v>(value: &'v str, pattern: &str, from_start: bool, longest: bool) -> &'v str {
+    let Ok(glob) = regex::Regex::new(&format!("^(?s:{})$", glob_to_regex(pattern))) else {
+        return value;
+    };
+    // Cut points on character boundaries, in the order the form wants them tried.
+    let mut cuts: Vec<usize> = value
+        .char_indices()
+        .map(|(i, _)| i)
+        .chain(std::iter::once(value.len()))
+        .collect();
+    // Prefix: shortest first = cut ascending; suffix: shortest first = cut descending.
+    if from_start == longest {
+        cuts.reverse();
+    }
+    for cut in cuts {
+        let (part, rest) = if from_start {
+            (&value[..cut], &value[cut..])
+        } else {
+            (&value[cut..], &value[..cut])
+        };
+        if glob.is_match(part) {
+            return rest;
+        }
+    }
+    value
+}
+
+/// The regular expression of a shell glob: `*` any run, `?` any one character,
+/// `[…]` / `[!…]` / `[^…]` a class; everything else literal. An unclosed `[` is literal.
+fn glob_to_regex(pattern: &str) -> String {
+    let chars: Vec<char> = pattern.chars().collect();
+    let mut out = String::new();
+    let mut i = 0;
+    while i < chars.len() {
+        match chars[i] {
+            '*' => out.push_str(".*"),
+            '?' => out.push('.'),
+            '[' => {
+                if let Some(class) = glob_class(&chars[i..]) {
+                    out.push_str(&class.0);
+                    i += class.1;
+                    continue;
+                }
+                out.push_str(r"\[");
+            }
+            c => out.push_str(&regex::escape(c.encode_utf8(&mut [0; 4]))),
+        }
+        i += 1;
+    }
+    out
+}
+
+/// A glob bracket class at the start of `chars` as a regex class, and how many
+/// characters it took; `None` when it is not closed.
+fn glob_class(chars: &[char]) -> Option<(String, usize)> {
+    let mut i = 1;
+    let mut out = String::from("[");
+    if matches!(chars.get(i), Some('!' | '^')) {
+        out.push('^');
+        i += 1;
+    }
+    let first = i;
+    while let Some(&c) = chars.get(i) {
+        // A `]` first in the class is a member, as in POSIX.
+        if c == ']' && i > first {
+            out.push(']');
+            return Some((out, i + 1));
+        }
+        match c {
+            '\\' | '[' | ']' | '^' | '&' | '~' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    None
 }
 
 /// Appends one character, refusing to grow past [`MAX_EXPANDED_BYTES`].
@@ -335,9 +461,65 @@ mod tests {
     #[case::unterminated("${SET")]
     #[case::unterminated_default("${SET:-x")]
     #[case::empty_name("${}")]
-    #[case::pattern("${SET#v}")]
+    #[case::replacement("${SET/v/w}")]
+    #[case::unterminated_pattern("${SET#v")]
     fn rejects(#[case] word: &str) {
         assert!(expand_word(word, '\\', &scope()).is_err(), "{word}");
+    }
+
+    /// The Dockerfile frontend 1.7 examples (`docker/dockerfile:1.7.0` release notes)
+    /// and the POSIX shortest/longest rules.
+    #[rstest]
+    #[case::prefix_doc("${STRING#http://}", "example.com/x.tar.gz", "https://x")]
+    #[case::shortest_prefix("${PATHS#*/}", "b/c", "")]
+    #[case::longest_prefix("${PATHS##*/}", "c", "")]
+    #[case::shortest_suffix("${FILE%.*}", "x.tar", "")]
+    #[case::longest_suffix("${FILE%%.*}", "x", "")]
+    #[case::suffix_doc("${VERSION%.*}", "3.12", "")]
+    #[case::major("${VERSION%%.*}", "3", "")]
+    #[case::no_match("${VERSION#x}", "3.12.4", "")]
+    #[case::question("${VERSION#?.}", "12.4", "")]
+    #[case::class("${VERSION#[0-9]}", ".12.4", "")]
+    #[case::negated_class("${FILE%[!a]}", "x.tar.g", "")]
+    #[case::negated_class_no_match("${FILE%[!z]}", "x.tar.gz", "")]
+    #[case::pattern_from_variable("${VERSION%$DOT*}", "3.12", "")]
+    #[case::whole("${VERSION##*}", "", "")]
+    #[case::in_reference("python:${VERSION%.*}-slim", "python:3.12-slim", "")]
+    #[case::unicode("${UNI%é}", "caf", "")]
+    fn removes_patterns(#[case] word: &str, #[case] want: &str, #[case] _note: &str) {
+        let mut scope = scope();
+        for (k, v) in [
+            ("STRING", "http://example.com/x.tar.gz"),
+            ("PATHS", "a/b/c"),
+            ("FILE", "x.tar.gz"),
+            ("VERSION", "3.12.4"),
+            ("DOT", "."),
+            ("UNI", "café"),
+        ] {
+            scope.insert(k.to_owned(), Var::Value(v.to_owned()));
+        }
+        let got = expand_word(word, '\\', &scope).unwrap();
+        assert_eq!(got.resolved(), Some(want), "{word}");
+    }
+
+    #[rstest]
+    #[case::unset_variable("${UNSET#x}", &["UNSET"])]
+    #[case::unknown_pattern("${SET%$UNKNOWN}", &["UNKNOWN"])]
+    fn pattern_removal_needs_known_values(#[case] word: &str, #[case] missing: &[&str]) {
+        let got = expand_word(word, '\\', &scope()).unwrap();
+        assert_eq!(got.missing, missing, "{word}");
+    }
+
+    #[test]
+    fn a_long_value_and_pattern_stay_fast() {
+        let long = "a".repeat(MAX_EXPANDED_BYTES);
+        let scope: Scope = [("L".to_owned(), Var::Value(long.clone()))]
+            .into_iter()
+            .collect();
+        let started = std::time::Instant::now();
+        let got = expand_word("${L%%*b*}", '\\', &scope).unwrap();
+        assert_eq!(got.resolved(), Some(long.as_str()));
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
     }
 
     #[test]

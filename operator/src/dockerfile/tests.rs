@@ -322,13 +322,41 @@ fn accepts_and_lowercases_stage_names(#[case] name: &str, #[case] want: &str) {
     assert_eq!(bases(&analysis)[1], "stage:0");
 }
 
+/// Dockerfile frontend 1.7's prefix and suffix removal in `FROM` and `--from`: the
+/// version split of the release notes' example, resolved to real references.
 #[test]
-fn unsupported_substitution_is_only_a_warning() {
-    let analysis = run("ARG V=1.2.3\nARG M=${V%.*}\nFROM alpine\n");
+fn pattern_removal_resolves_from_and_copy_from() {
+    let analysis = run(
+        "ARG PYTHON=3.12.4\nARG IMAGE=docker.io/library/golang:1.23\nFROM python:${PYTHON%.*}-slim AS app\nARG IMAGE\nCOPY --from=${IMAGE%%:*}:${IMAGE##*:}-alpine /go /go\n",
+    );
     assert!(!analysis.has_errors(), "{:?}", analysis.messages());
     assert_eq!(
         analysis.messages_of(Severity::Warning),
-        ["Dockerfile:2: ARG M: unsupported substitution '${V%…}' (only :- - :+ + :? ? are evaluated)"]
+        Vec::<String>::new()
+    );
+    let json = serde_json::to_value(&analysis).unwrap();
+    let deps: Vec<&str> = json["dependencies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["reference"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        deps,
+        [
+            "docker.io/library/python:3.12-slim",
+            "docker.io/library/golang:1.23-alpine"
+        ]
+    );
+}
+
+#[test]
+fn unsupported_substitution_is_only_a_warning() {
+    let analysis = run("ARG V=1.2.3\nARG M=${V/./-}\nFROM alpine\n");
+    assert!(!analysis.has_errors(), "{:?}", analysis.messages());
+    assert_eq!(
+        analysis.messages_of(Severity::Warning),
+        ["Dockerfile:2: ARG M: unsupported substitution '${V/…}' (:- - :+ + :? ? # ## % %% are evaluated)"]
     );
     let json = serde_json::to_value(&analysis).unwrap();
     assert_eq!(json["errors"], serde_json::json!([]));
