@@ -452,36 +452,8 @@ impl Freight {
     }
 }
 
-impl kube::Resource for Freight {
-    type DynamicType = ();
-    type Scope = k8s_openapi::NamespaceResourceScope;
-
-    fn kind(_: &()) -> std::borrow::Cow<'_, str> {
-        "Freight".into()
-    }
-    fn group(_: &()) -> std::borrow::Cow<'_, str> {
-        "kargo.akuity.io".into()
-    }
-    fn version(_: &()) -> std::borrow::Cow<'_, str> {
-        "v1alpha1".into()
-    }
-    fn api_version(_: &()) -> std::borrow::Cow<'_, str> {
-        API_VERSION.into()
-    }
-    /// Kargo's CRD names the plural `freights`.
-    fn plural(_: &()) -> std::borrow::Cow<'_, str> {
-        "freights".into()
-    }
-    fn meta(&self) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
-        &self.metadata
-    }
-    fn meta_mut(&mut self) -> &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
-        &mut self.metadata
-    }
-}
-
 /// Implements [`kube::Resource`] for a namespaced Kargo kind whose struct has a
-/// `metadata: ObjectMeta` field (hand-written, like [`Freight`]'s: these types carry
+/// `metadata: ObjectMeta` field (hand-written: these types carry
 /// only the fields we use, so they are not derived from a CRD).
 macro_rules! kargo_resource {
     ($type:ty, $kind:literal, $plural:literal) => {
@@ -515,6 +487,9 @@ macro_rules! kargo_resource {
         }
     };
 }
+
+// Kargo's CRD names the plural `freights`.
+kargo_resource!(Freight, "Freight", "freights");
 
 /// Opaque fields of a Kargo object we carry over without reading them (a step's
 /// `config`, `if`, `retry`; a Stage's `shard`, `verification`), by field name.
