@@ -723,21 +723,11 @@ pub fn render(
     }
 
     report.warehouses = warehouses.len();
-    let mut resources = Vec::new();
-    for w in &warehouses {
-        let rel = Path::new(state::WAREHOUSES_DIR).join(format!("{}.yaml", w.metadata.name));
-        resources.push(format!("{}.yaml", w.metadata.name));
-        files.insert(rel.clone(), state::render(&rel, w)?);
-    }
-    if !resources.is_empty() {
-        let rel = Path::new(state::WAREHOUSES_DIR).join("kustomization.yaml");
-        let kustomization = Kustomization {
-            api_version: "kustomize.config.k8s.io/v1beta1",
-            kind: "Kustomization",
-            resources,
-        };
-        files.insert(rel.clone(), state::render(&rel, &kustomization)?);
-    }
+    render_folder(
+        &mut files,
+        state::WAREHOUSES_DIR,
+        warehouses.iter().map(|w| (w.metadata.name.as_str(), w)),
+    )?;
 
     let mut stages = Vec::new();
     for (image, (stage, project, task)) in model.generated_stages() {
@@ -757,15 +747,32 @@ pub fn render(
     }
     stages.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
     report.stages = stages.len();
+    render_folder(
+        &mut files,
+        state::STAGES_DIR,
+        stages
+            .iter()
+            .map(|s| (s.metadata.name.as_deref().unwrap_or_default(), s)),
+    )?;
+    Ok((files, report))
+}
+
+/// Renders each `(name, object)` to `dir/NAME.yaml` in `files`, plus a
+/// `dir/kustomization.yaml` listing them in the given order (none when there is nothing
+/// to list): the shape of the generated Warehouses and Stages.
+fn render_folder<'a, T: serde::Serialize + 'a>(
+    files: &mut BTreeMap<PathBuf, String>,
+    dir: &str,
+    objects: impl Iterator<Item = (&'a str, &'a T)>,
+) -> Result<(), StateError> {
     let mut resources = Vec::new();
-    for s in &stages {
-        let name = s.metadata.name.as_deref().unwrap_or_default();
-        let rel = Path::new(state::STAGES_DIR).join(format!("{name}.yaml"));
+    for (name, object) in objects {
+        let rel = Path::new(dir).join(format!("{name}.yaml"));
         resources.push(format!("{name}.yaml"));
-        files.insert(rel.clone(), state::render(&rel, s)?);
+        files.insert(rel.clone(), state::render(&rel, object)?);
     }
     if !resources.is_empty() {
-        let rel = Path::new(state::STAGES_DIR).join("kustomization.yaml");
+        let rel = Path::new(dir).join("kustomization.yaml");
         let kustomization = Kustomization {
             api_version: "kustomize.config.k8s.io/v1beta1",
             kind: "Kustomization",
@@ -773,7 +780,7 @@ pub fn render(
         };
         files.insert(rel.clone(), state::render(&rel, &kustomization)?);
     }
-    Ok((files, report))
+    Ok(())
 }
 
 #[derive(serde::Serialize)]
