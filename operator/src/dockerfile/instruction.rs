@@ -300,36 +300,56 @@ pub(crate) fn split_words(text: &str) -> Vec<String> {
 
 /// [`split_words`], with the byte range of each word in `text`.
 pub(crate) fn split_words_spanned(text: &str) -> Vec<(String, Range<usize>)> {
-    let mut words = Vec::new();
-    let mut current = String::new();
-    let mut quote: Option<char> = None;
-    let mut begin: Option<usize> = None;
-    for (at, ch) in text.char_indices() {
-        match quote {
-            Some(q) => {
-                current.push(ch);
-                if ch == q {
-                    quote = None;
+    Words::new(text).collect()
+}
+
+/// The words of [`split_words_spanned`], one at a time: a caller that needs only the
+/// first few (the leading `--flags` of a long `RUN`) stops without splitting the rest.
+pub(crate) struct Words<'a> {
+    text: &'a str,
+    /// Byte offset in `text` where the next word is searched from.
+    at: usize,
+}
+
+impl<'a> Words<'a> {
+    pub(crate) fn new(text: &'a str) -> Self {
+        Self { text, at: 0 }
+    }
+}
+
+impl Iterator for Words<'_> {
+    type Item = (String, Range<usize>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let rest = self.text.get(self.at..)?;
+        let skipped = rest.len() - rest.trim_start().len();
+        let begin = self.at + skipped;
+        let mut current = String::new();
+        let mut quote: Option<char> = None;
+        for (offset, ch) in self.text.get(begin..)?.char_indices() {
+            let at = begin + offset;
+            match quote {
+                Some(q) => {
+                    current.push(ch);
+                    if ch == q {
+                        quote = None;
+                    }
                 }
-            }
-            None if ch.is_whitespace() => {
-                if let Some(from) = begin.take() {
-                    words.push((std::mem::take(&mut current), from..at));
+                None if ch.is_whitespace() => {
+                    self.at = at;
+                    return Some((current, begin..at));
                 }
-            }
-            None => {
-                if ch == '"' || ch == '\'' {
-                    quote = Some(ch);
+                None => {
+                    if ch == '"' || ch == '\'' {
+                        quote = Some(ch);
+                    }
+                    current.push(ch);
                 }
-                current.push(ch);
-                begin.get_or_insert(at);
             }
         }
+        self.at = self.text.len();
+        (!current.is_empty()).then(|| (current, begin..self.text.len()))
     }
-    if let Some(from) = begin {
-        words.push((current, from..text.len()));
-    }
-    words
 }
 
 #[cfg(test)]
@@ -343,6 +363,30 @@ mod tests {
             .into_iter()
             .map(|i| (i.line, i.keyword, i.args))
             .collect()
+    }
+
+    #[rstest]
+    #[case::plain("a b", &[("a", 0..1), ("b", 2..3)])]
+    #[case::runs_of_space("  a \t b  ", &[("a", 2..3), ("b", 6..7)])]
+    #[case::quoted_space("x=\"a b\" 'c d' e", &[("x=\"a b\"", 0..7), ("'c d'", 8..13), ("e", 14..15)])]
+    #[case::unterminated_quote("a \"b c", &[("a", 0..1), ("\"b c", 2..6)])]
+    #[case::unicode_space("a\u{3000}é b", &[("a", 0..1), ("é", 4..6), ("b", 7..8)])]
+    #[case::empty("   ", &[])]
+    fn splits_words_with_their_spans(#[case] text: &str, #[case] want: &[(&str, Range<usize>)]) {
+        let got = split_words_spanned(text);
+        let want: Vec<(String, Range<usize>)> = want
+            .iter()
+            .map(|(w, r)| ((*w).to_owned(), r.clone()))
+            .collect();
+        assert_eq!(got, want);
+        for (word, span) in &got {
+            assert_eq!(&text[span.clone()], word);
+        }
+        // Taking words one at a time gives the same first words.
+        assert_eq!(
+            Words::new(text).take(1).collect::<Vec<_>>(),
+            want.into_iter().take(1).collect::<Vec<_>>()
+        );
     }
 
     fn kw(line: usize, keyword: &str, args: &str) -> (usize, String, String) {

@@ -301,7 +301,11 @@ pub fn analyze_file(
         path: path.to_path_buf(),
         source,
     })?;
-    let content = String::from_utf8_lossy(&bytes);
+    // Valid UTF-8 (nearly every file) is taken as it is, without the slower lossy pass.
+    let content = match String::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    };
     Ok(analyze(&path.display().to_string(), &content, build_args))
 }
 

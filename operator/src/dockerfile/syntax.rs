@@ -14,7 +14,7 @@ use std::ops::Range;
 
 use dockerfile_parser::{Dockerfile, Instruction as Parsed};
 
-use super::instruction::{split_words, split_words_spanned};
+use super::instruction::{split_words, Words};
 
 /// Offset of the arguments in the `KEYWORD args` text given to the crate.
 const fn args_at(keyword: &str) -> usize {
@@ -70,13 +70,29 @@ pub(crate) fn parse_arg(args: &str) -> Result<Vec<ArgPair>, ProblemKind> {
 }
 
 /// Reads the leading flags of a `COPY` (through the crate when it can), `ADD` or `RUN`.
+///
+/// Flags come first (BuildKit reads `--` words until the first other word), so arguments
+/// that do not start with `--` have none and are not parsed further: most `RUN`s are long
+/// shell scripts, and splitting them into words was most of the analysis' time.
 pub(crate) fn parse_flags(keyword: &str, args: &str) -> Vec<Flag> {
+    if !args.trim_start().starts_with("--") {
+        return Vec::new();
+    }
     if keyword == "copy" {
         if let Some(flags) = parse_copy_flags_with_crate(args) {
             return flags;
         }
     }
-    scan_flags(&split_words_spanned(args)).0
+    // Only the leading flag words, and the word after them, are split.
+    let mut words = Vec::new();
+    for word in Words::new(args) {
+        let flag = word.0.starts_with("--") && word.0 != "--";
+        words.push(word);
+        if !flag {
+            break;
+        }
+    }
+    scan_flags(&words).0
 }
 
 fn parse_single(text: &str) -> Option<(Parsed, &str)> {
@@ -363,6 +379,11 @@ mod tests {
     #[case::add("add", "--from=img:1 /a /b", vec![flag("from", "img:1")])]
     #[case::run("run", "--mount=type=bind,from=x,target=/t make", vec![flag("mount", "type=bind,from=x,target=/t")])]
     #[case::stops_at_args("copy", "a --from=x b", vec![])]
+    #[case::run_stops_at_the_command("run", "--network=none echo --from=x \"--mount=y\"", vec![flag("network", "none")])]
+    #[case::leading_space("run", "  --mount=type=cache,target=/c make", vec![flag("mount", "type=cache,target=/c")])]
+    #[case::quoted_value("run", "--mount=\"type=bind,from=x\" make", vec![flag("mount", "\"type=bind,from=x\"")])]
+    #[case::double_dash_ends_flags("run", "--network=host -- --from=x", vec![flag("network", "host")])]
+    #[case::no_flags("run", "apt-get install -y --no-install-recommends x", vec![])]
     fn reads_flags(
         #[case] keyword: &str,
         #[case] args: &str,
