@@ -1,0 +1,317 @@
+//! `image-factory diff` on a scripted two-commit history in a real git repository: the
+//! second commit adds an image, removes one, moves one from managed to external, adds
+//! a base to a Dockerfile, lengthens a soak and changes a Warehouse. The outputs are
+//! compared with goldens in `tests/testdata/diff/` (`UPDATE_GOLDEN=1` rewrites them).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use crate::support::repo_root;
+
+const BASE_YAML: &str = "\
+version: 1
+images:
+  - name: python
+    image: python:3.12-slim
+    rebuild: {delay: 3d}
+
+  - name: node
+    image: node:22-bookworm-slim
+    warehouse:
+      imageSelectionStrategy: SemVer
+      constraint: ^22.0.0
+
+  - name: app
+    image: registry.example.com/team/app:1
+    source: {path: app}
+    trigger: {command: {args: [make, app]}}
+
+  - name: worker
+    image: registry.example.com/team/worker:1
+    source: {path: worker}
+    trigger: {command: {args: [make, worker]}}
+
+  - name: legacy
+    image: registry.example.com/team/legacy:1
+    source: {path: legacy}
+    trigger: {command: {args: [make, legacy]}}
+";
+
+const HEAD_YAML: &str = "\
+version: 1
+images:
+  - name: python
+    image: python:3.12-slim
+    rebuild: {delay: 5d}
+
+  - name: node
+    image: node:22-bookworm-slim
+    warehouse:
+      imageSelectionStrategy: SemVer
+      constraint: ^23.0.0
+
+  - name: app
+    image: registry.example.com/team/app:1
+    source: {path: app}
+    trigger: {command: {args: [make, app]}}
+
+  # Built elsewhere from now on: only watched.
+  - name: worker
+    image: registry.example.com/team/worker:1
+
+  - name: web
+    image: registry.example.com/team/web:1
+    source: {path: web}
+    trigger: {command: {args: [make, web]}}
+";
+
+/// Runs git in `dir` with a fixed identity and fixed dates, so commit ids (and the
+/// outputs that show them) are the same on every run.
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args([
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@example.com",
+            "-c",
+            "init.defaultBranch=main",
+            "-c",
+            "commit.gpgsign=false",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_DATE", "2026-12-01T10:00:00Z")
+        .env("GIT_COMMITTER_DATE", "2026-12-01T10:00:00Z")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn write(dir: &Path, path: &str, content: &str) {
+    let file = dir.join(path);
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::write(file, content).unwrap();
+}
+
+/// The repository after the two commits: the base, then the change under review.
+fn history() -> tempfile::TempDir {
+    let repo = tempfile::tempdir().unwrap();
+    let dir = repo.path();
+    git(dir, &["init", "-q"]);
+    write(dir, "images.yaml", BASE_YAML);
+    write(dir, "app/Dockerfile", "FROM python:3.12-slim\n");
+    write(
+        dir,
+        "worker/Dockerfile",
+        "FROM golang:1.23-bookworm AS build\nFROM gcr.io/distroless/static-debian12\nCOPY --from=build /out /\n",
+    );
+    write(dir, "legacy/Dockerfile", "FROM python:3.12-slim\n");
+    git(dir, &["add", "-A"]);
+    git(dir, &["commit", "-qm", "base"]);
+    write(dir, "images.yaml", HEAD_YAML);
+    write(
+        dir,
+        "app/Dockerfile",
+        "FROM python:3.12-slim\nCOPY --from=ghcr.io/astral-sh/uv:0.5 /uv /bin/uv\n",
+    );
+    write(dir, "web/Dockerfile", "FROM node:22-bookworm-slim\n");
+    std::fs::remove_dir_all(dir.join("legacy")).unwrap();
+    git(dir, &["add", "-A"]);
+    git(dir, &["commit", "-qm", "the change"]);
+    repo
+}
+
+/// Runs `image-factory diff ARGS` in `dir`; `summary` becomes `$GITHUB_STEP_SUMMARY`.
+fn diff(dir: &Path, args: &[&str], summary: Option<&Path>) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_image-factory"));
+    command
+        .arg("diff")
+        .args(args)
+        .current_dir(dir)
+        .env("IMAGE_FACTORY_CACHE", dir.join(".cache"))
+        .env_remove("GITHUB_STEP_SUMMARY");
+    if let Some(path) = summary {
+        command.env("GITHUB_STEP_SUMMARY", path);
+    }
+    command.output().unwrap()
+}
+
+fn stdout(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+fn golden_path(name: &str) -> PathBuf {
+    repo_root().join("tests/testdata/diff").join(name)
+}
+
+/// Compares `actual` with the golden `name`; `UPDATE_GOLDEN=1` writes it instead.
+fn assert_golden(name: &str, actual: &str, scratch: &Path) {
+    let path = golden_path(name);
+    assert!(
+        !actual.contains(&scratch.display().to_string()),
+        "{name} shows the temporary folder:\n{actual}"
+    );
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, actual).unwrap();
+    }
+    let want = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}; run with UPDATE_GOLDEN=1", path.display()));
+    assert_eq!(
+        actual,
+        want,
+        "{name} differs from {}; rerun with UPDATE_GOLDEN=1 to accept a deliberate change",
+        path.display()
+    );
+}
+
+#[test]
+fn text_output_matches_the_golden() {
+    let repo = history();
+    let out = diff(repo.path(), &["--base", "HEAD^1"], None);
+    assert_golden("text.txt", &stdout(&out), repo.path());
+}
+
+#[test]
+fn json_output_matches_the_golden_and_names_what_changed() {
+    let repo = history();
+    let out = stdout(&diff(
+        repo.path(),
+        &["--base", "HEAD^1", "--output", "json"],
+        None,
+    ));
+    assert_golden("diff.json", &out, repo.path());
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let names = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        doc["base"]["commit"].as_str().unwrap(),
+        git(repo.path(), &["rev-parse", "HEAD^1"])
+    );
+    assert_eq!(names(&doc["images"]["added"]), ["web"]);
+    assert_eq!(names(&doc["images"]["removed"]), ["legacy"]);
+    assert_eq!(doc["images"]["moved"][0]["name"], "worker");
+    assert_eq!(doc["images"]["moved"][0]["from"], "managed");
+    assert_eq!(doc["images"]["moved"][0]["to"], "external");
+    assert_eq!(names(&doc["bases"]["added"]), ["ghcr-io-astral-sh-uv-0-5"]);
+    assert_eq!(names(&doc["warehouses"]["changed"]), ["node"]);
+    assert_eq!(names(&doc["policies"]), ["python", "worker"]);
+}
+
+#[test]
+fn github_output_writes_the_summary_and_annotates_the_changed_lines() {
+    let repo = history();
+    let scratch = tempfile::tempdir().unwrap();
+    let summary = scratch.path().join("summary.md");
+    // GitHub gives each step a file that may already hold other steps' summaries.
+    std::fs::write(&summary, "earlier step\n").unwrap();
+    let out = diff(
+        repo.path(),
+        &["--base", "HEAD^1", "--output", "github"],
+        Some(&summary),
+    );
+    let annotations = stdout(&out);
+    assert_golden("annotations.txt", &annotations, repo.path());
+    let written = std::fs::read_to_string(&summary).unwrap();
+    let added = written
+        .strip_prefix("earlier step\n")
+        .expect("the summary is appended");
+    assert_golden("summary.md", added, repo.path());
+    // Each annotation points at the entry's line in the file.
+    let lines: Vec<&str> = HEAD_YAML.lines().collect();
+    for a in annotations.lines().filter(|l| l.contains(",line=")) {
+        let line: usize = a
+            .split(",line=")
+            .nth(1)
+            .and_then(|s| s.split(',').next())
+            .unwrap()
+            .parse()
+            .unwrap();
+        let name = a
+            .split("diff%3A ")
+            .nth(1)
+            .unwrap()
+            .split("::")
+            .next()
+            .unwrap();
+        assert_eq!(lines[line - 1], format!("  - name: {name}"), "{a}");
+    }
+}
+
+#[test]
+fn an_unchanged_working_tree_has_no_changes_against_head() {
+    let repo = history();
+    let out = stdout(&diff(repo.path(), &[], None));
+    assert!(out.ends_with("\nno changes\n"), "{out}");
+    assert!(out.starts_with("images.yaml compared with HEAD ("), "{out}");
+}
+
+#[test]
+fn an_invalid_working_tree_gives_located_errors_and_exit_1() {
+    let repo = history();
+    let broken = HEAD_YAML.replace("rebuild: {delay: 5d}", "rebuild: {delay: 5x}");
+    write(repo.path(), "images.yaml", &broken);
+    let out = diff(repo.path(), &["--output", "github"], None);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("::error file=images.yaml,line=5,col=")),
+        "{text}"
+    );
+    let out = diff(repo.path(), &[], None);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("images.yaml:5:"), "{err}");
+}
+
+#[test]
+fn an_unknown_ref_is_a_usage_error() {
+    let repo = history();
+    let out = diff(repo.path(), &["--base", "no-such-branch"], None);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("--base \"no-such-branch\" names no commit"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_new_images_yaml_is_all_added() {
+    let repo = history();
+    let dir = repo.path();
+    // The file moves into a folder the base commit does not have.
+    write(
+        dir,
+        "team/images.yaml",
+        &HEAD_YAML.replace("path: ", "path: ../"),
+    );
+    let out = stdout(&diff(
+        dir,
+        &["-f", "team/images.yaml", "--output", "json"],
+        None,
+    ));
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(doc["base"]["file"], "team/images.yaml");
+    assert_eq!(doc["base"]["found"], false);
+    assert_eq!(doc["images"]["added"].as_array().unwrap().len(), 5);
+    assert!(doc["images"]["removed"].as_array().unwrap().is_empty());
+}
