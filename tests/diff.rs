@@ -315,3 +315,57 @@ fn a_new_images_yaml_is_all_added() {
     assert_eq!(doc["images"]["added"].as_array().unwrap().len(), 5);
     assert!(doc["images"]["removed"].as_array().unwrap().is_empty());
 }
+
+/// `examples/github-actions/image-factory-diff.yml`, run as GitHub runs it on a pull
+/// request: the checkout is the merge commit of the pull request into a target branch
+/// that moved on, and the workflow's own `diff` command line gives the annotations of
+/// the change under review (the same golden as above).
+#[test]
+fn the_example_workflow_annotates_a_pull_requests_merge_commit() {
+    let text =
+        std::fs::read_to_string(repo_root().join("examples/github-actions/image-factory-diff.yml"))
+            .unwrap();
+    let workflow: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
+    assert!(workflow["on"]["pull_request"].is_object(), "{workflow}");
+    let steps = workflow["jobs"]["diff"]["steps"].as_array().unwrap();
+    let checkout = steps
+        .iter()
+        .find(|s| {
+            s["uses"]
+                .as_str()
+                .is_some_and(|u| u.starts_with("actions/checkout"))
+        })
+        .unwrap();
+    assert!(
+        checkout["with"]["fetch-depth"].as_u64().unwrap() >= 2,
+        "HEAD^1 must be fetched"
+    );
+    let command = steps
+        .iter()
+        .filter_map(|s| s["run"].as_str())
+        .find(|r| r.starts_with("image-factory diff "))
+        .unwrap();
+    let args: Vec<&str> = command.split_whitespace().skip(2).collect();
+    assert!(args.contains(&"github"), "{command}");
+
+    // Target branch: the base commit, then an unrelated commit after the PR branched.
+    let repo = history();
+    let dir = repo.path();
+    git(dir, &["branch", "pr"]);
+    git(dir, &["reset", "-q", "--hard", "HEAD^1"]);
+    write(dir, "README.md", "unrelated\n");
+    git(dir, &["add", "-A"]);
+    git(dir, &["commit", "-qm", "meanwhile on main"]);
+    // refs/pull/N/merge: main merged with the pull request, checked out detached.
+    git(
+        dir,
+        &["merge", "-q", "--no-ff", "-m", "Merge pr into main", "pr"],
+    );
+    git(dir, &["checkout", "-q", "--detach"]);
+    let scratch = tempfile::tempdir().unwrap();
+    let summary = scratch.path().join("summary.md");
+    let out = diff(dir, &args, Some(&summary));
+    assert_golden("annotations.txt", &stdout(&out), dir);
+    let written = std::fs::read_to_string(&summary).unwrap();
+    assert!(written.contains("compared with `HEAD^1`"), "{written}");
+}
