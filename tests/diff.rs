@@ -369,3 +369,51 @@ fn the_example_workflow_annotates_a_pull_requests_merge_commit() {
     let written = std::fs::read_to_string(&summary).unwrap();
     assert!(written.contains("compared with `HEAD^1`"), "{written}");
 }
+
+/// A git source's Dockerfile is read at the ref each side names: moving `ref` from
+/// `v1` to `v2` (uncommitted, against the default `--base HEAD`) shows the new base.
+/// A local source at the repository root (`path: .`) is read at the base too.
+#[test]
+fn a_git_sources_new_ref_brings_the_bases_of_its_dockerfile() {
+    let scratch = tempfile::tempdir().unwrap();
+    let upstream = crate::support::git::Upstream::new(scratch.path().join("svc.git"));
+    upstream.commit("Dockerfile", "FROM alpine:3.19\n");
+    upstream.git(&["tag", "v1"]);
+    upstream.commit("Dockerfile", "FROM alpine:3.20\n");
+    upstream.git(&["tag", "v2"]);
+    upstream.push(&["main", "v1", "v2"]);
+    let url = format!("file://{}", upstream.bare.display());
+    let enrollment = |tag: &str| {
+        format!(
+            "version: 1\nimages:\n  - name: svc\n    image: ghcr.io/acme/svc:1\n    source: {{git: {{url: '{url}', ref: {tag}}}}}\n    trigger: {{command: {{args: [make]}}}}\n  - name: root\n    image: ghcr.io/acme/root:1\n    source: {{path: .}}\n    trigger: {{command: {{args: [make]}}}}\n"
+        )
+    };
+    let repo = tempfile::tempdir().unwrap();
+    let dir = repo.path();
+    git(dir, &["init", "-q"]);
+    write(dir, "images.yaml", &enrollment("v1"));
+    write(dir, "Dockerfile", "FROM debian:bookworm\n");
+    git(dir, &["add", "-A"]);
+    git(dir, &["commit", "-qm", "v1"]);
+    write(dir, "images.yaml", &enrollment("v2"));
+    let out = stdout(&diff(dir, &["--output", "json"], None));
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let changed = &doc["images"]["changed"];
+    assert_eq!(changed[0]["name"], "svc", "{out}");
+    assert_eq!(changed[0]["changes"][0]["field"], "source");
+    assert!(changed[0]["changes"][0]["after"]
+        .as_str()
+        .unwrap()
+        .ends_with(" ref v2"));
+    assert_eq!(doc["bases"]["added"][0]["name"], "alpine-3-20", "{out}");
+    assert_eq!(doc["bases"]["removed"][0]["name"], "alpine-3-19", "{out}");
+    // The root source is the same on both sides: no edge of it changes.
+    let edges: Vec<&str> = doc["edges"]["added"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(doc["edges"]["removed"].as_array().unwrap())
+        .map(|e| e["dependent"].as_str().unwrap())
+        .collect();
+    assert_eq!(edges, ["svc", "svc"], "{out}");
+}

@@ -113,8 +113,9 @@ pub struct Materialized {
 /// Writes the enrollment file `located.file` as it is at `reference` (any revision git
 /// understands: `HEAD`, `main`, `origin/main`, `HEAD^1`, a commit id) into `dest`, at
 /// the same path relative to `dest` as to the repository root, and next to it the
-/// Dockerfile of every local source it enrolls. A local source outside the repository,
-/// or a Dockerfile missing at the ref, is not written (the analysis then reports it).
+/// folder and Dockerfile of every local source it enrolls. A local source outside the
+/// repository, or a folder or Dockerfile missing at the ref, is not written (the
+/// analysis then reports it).
 ///
 /// # Errors
 ///
@@ -176,7 +177,19 @@ pub fn materialize(
         let Source::Path { raw, .. } = &build.source else {
             continue;
         };
-        let Some(rel) = inside_repository(&parent.join(raw).join(&build.dockerfile)) else {
+        let Some(source_dir) = inside_repository(&parent.join(raw)) else {
+            continue;
+        };
+        let is_dir = source_dir.is_empty()
+            || tree
+                .get_path(Path::new(&source_dir))
+                .is_ok_and(|e| e.kind() == Some(git2::ObjectType::Tree));
+        if !is_dir {
+            continue;
+        }
+        let made = dest.join(&source_dir);
+        std::fs::create_dir_all(&made).map_err(|source| TreeError::Write { path: made, source })?;
+        let Some(rel) = inside_repository(&Path::new(&source_dir).join(&build.dockerfile)) else {
             continue;
         };
         if let Some(content) = read_blob(&repo, &tree, &rel).map_err(|e| object(&rel, e))? {
@@ -189,8 +202,8 @@ pub fn materialize(
     })
 }
 
-/// `path` (relative to the repository root) with `.` and `..` resolved, `/`-separated;
-/// `None` when it leaves the repository or is absolute.
+/// `path` (relative to the repository root) with `.` and `..` resolved, `/`-separated
+/// (empty for the root itself); `None` when it leaves the repository or is absolute.
 fn inside_repository(path: &Path) -> Option<String> {
     let mut parts: Vec<String> = Vec::new();
     for component in path.components() {
@@ -203,7 +216,7 @@ fn inside_repository(path: &Path) -> Option<String> {
             Component::RootDir | Component::Prefix(_) => return None,
         }
     }
-    (!parts.is_empty()).then(|| parts.join("/"))
+    Some(parts.join("/"))
 }
 
 /// The content of the blob at `path` in `tree`; `None` when there is none (or it is a
@@ -247,6 +260,7 @@ mod tests {
             inside_repository(Path::new("team/../examples/app/./Dockerfile")).as_deref(),
             Some("examples/app/Dockerfile")
         );
+        assert_eq!(inside_repository(Path::new("./.")).as_deref(), Some(""));
         assert_eq!(inside_repository(Path::new("../outside/Dockerfile")), None);
         assert_eq!(inside_repository(Path::new("/etc/passwd")), None);
     }
