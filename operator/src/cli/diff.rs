@@ -39,7 +39,7 @@ pub struct DiffArgs {
 pub enum DiffOutput {
     /// For people.
     Text,
-    /// For tools: one JSON document (`diff::render::Document`).
+    /// For tools: one JSON document (its shape is in the README).
     Json,
     /// GitHub Actions: job summary plus workflow-command annotations.
     Github,

@@ -226,9 +226,9 @@ fn policy_fields(
     fields
 }
 
-/// A trigger in one line: its backend and what identifies the build it starts. Secret
-/// references are named (`env:NAME`), never read; URLs lose their user info.
-pub fn trigger_summary(trigger: &Trigger) -> String {
+/// A trigger in one line: its backend and what identifies the build it starts. Secrets
+/// are left out (their references too); URLs lose their user info.
+fn trigger_summary(trigger: &Trigger) -> String {
     match trigger {
         Trigger::Command(command) => format!("command {}", command_summary(command)),
         Trigger::Webhook { url, timeout, .. } => format!(
