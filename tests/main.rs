@@ -10,6 +10,7 @@ mod controller;
 mod crds;
 mod decisions;
 mod deploy;
+mod diff;
 mod dockerfile_cli;
 mod dockerfile_corpus;
 mod dockerfile_pin;

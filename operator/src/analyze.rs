@@ -672,18 +672,10 @@ pub fn render(
                     }
                 }
             }
-        } else {
-            let config = match image {
-                Some(i) => i.warehouse.clone(),
-                None => model.enrollment.discovered_warehouse(&node.reference),
-            };
+        } else if let Some(warehouse) = generated_warehouse(&model.enrollment, node, image.copied())
+        {
             st.warehouse = Some(node.name.clone());
-            warehouses.push(kargo::warehouse(
-                &node.name,
-                &node.reference,
-                &config,
-                &model.enrollment.project,
-            ));
+            warehouses.push(warehouse);
         }
         st.rebuild = Some(PolicyState {
             delay: humantime::format_duration(node.rebuild.delay).to_string(),
@@ -755,6 +747,52 @@ pub fn render(
             .map(|s| (s.metadata.name.as_deref().unwrap_or_default(), s)),
     )?;
     Ok((files, report))
+}
+
+/// The Kargo Warehouse `analyze` generates for `node` (named like it, in the
+/// enrollment's Project): an external image's with its enrolled `warehouse` settings, a
+/// discovered base's following the tag of its `FROM` by digest with the file's
+/// defaults; `None` for a managed image (its updates come from its own rebuilds).
+/// `image` is the node's enrollment entry, if it has one.
+pub fn generated_warehouse(
+    enrollment: &Enrollment,
+    node: &crate::graph::Node,
+    image: Option<&enrollment::Image>,
+) -> Option<kargo::Warehouse> {
+    if node.kind == NodeKind::Managed {
+        return None;
+    }
+    let config = match image {
+        Some(i) => i.warehouse.clone(),
+        None => enrollment.discovered_warehouse(&node.reference),
+    };
+    Some(kargo::warehouse(
+        &node.name,
+        &node.reference,
+        &config,
+        &enrollment.project,
+    ))
+}
+
+impl Model {
+    /// Every Warehouse `analyze` generates, by name: [`generated_warehouse`] of each
+    /// node of the graph.
+    pub fn warehouses(&self) -> BTreeMap<String, kargo::Warehouse> {
+        let images: BTreeMap<&str, &enrollment::Image> = self
+            .enrollment
+            .images
+            .iter()
+            .map(|i| (i.name.as_str(), i))
+            .collect();
+        self.graph
+            .nodes()
+            .into_iter()
+            .filter_map(|node| {
+                let image = images.get(node.name.as_str()).copied();
+                generated_warehouse(&self.enrollment, node, image).map(|w| (node.name.clone(), w))
+            })
+            .collect()
+    }
 }
 
 /// Renders each `(name, object)` to `dir/NAME.yaml` in `files`, plus a

@@ -22,6 +22,7 @@ pub mod completion;
 pub mod controller;
 pub mod crash;
 pub mod crd;
+pub mod diff;
 pub mod dockerfile;
 pub mod engine;
 pub mod enrollment;

@@ -18,6 +18,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 pub mod decide;
+pub mod diff;
 pub mod inspect;
 pub mod rollback;
 pub mod run;
@@ -278,6 +279,20 @@ pub enum Command {
     /// labels, base annotations, layers, and whether each is built on the current digest
     /// of `--base`.
     Inspect(inspect::InspectArgs),
+    /// What a change to images.yaml (and the Dockerfiles it points at) does, compared
+    /// with the same file at a git ref: images added, removed or moved between managed
+    /// and external, new discovered bases, dependency edges, the generated Kargo
+    /// Warehouses, rebuild policies, unresolved FROM references.
+    ///
+    /// The working tree's images.yaml is analyzed as `analyze` does (git sources are
+    /// fetched); the file at `--base` and the Dockerfiles of its local sources are read
+    /// from the repository. Exit 0 for a valid change (with or without differences), 1
+    /// when the working tree's images.yaml has errors (each located; annotations with
+    /// `--output github`), 2 for an unknown ref, an invalid file at the ref, or I/O.
+    ///
+    /// Example: `image-factory diff` (uncommitted edits), `image-factory diff --base origin/main --output github`
+    #[command(after_help = PATHS_HELP)]
+    Diff(diff::DiffArgs),
     /// Print the stages and base images of Dockerfiles, or write a pinned copy of one.
     ///
     /// With `--pin FILE --base REF@DIGEST…`, writes FILE with every `FROM`, `COPY/ADD
@@ -488,6 +503,7 @@ pub fn run(cli: Cli) -> ExitCode {
             output,
             ..
         } => run_dockerfile(&files, build_args, output),
+        Command::Diff(args) => diff::run(&args),
         Command::Inspect(args) => return run_inspect(args),
         Command::Run(args) => return run::run(args),
         Command::Controller(args) => return run::controller(args),

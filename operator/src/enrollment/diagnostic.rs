@@ -85,14 +85,14 @@ impl Diagnostic {
 }
 
 /// Escapes a workflow-command message (`%`, CR, LF), as `@actions/core` does.
-fn escape_data(s: &str) -> String {
+pub(crate) fn escape_data(s: &str) -> String {
     s.replace('%', "%25")
         .replace('\r', "%0D")
         .replace('\n', "%0A")
 }
 
 /// Escapes a workflow-command property value (also `:` and `,`).
-fn escape_property(s: &str) -> String {
+pub(crate) fn escape_property(s: &str) -> String {
     escape_data(s).replace(':', "%3A").replace(',', "%2C")
 }
 

@@ -28,6 +28,7 @@ use std::time::Duration;
 
 use regex::Regex;
 
+pub(crate) use diagnostic::{escape_data, escape_property};
 pub use diagnostic::{Diagnostic, Severity};
 use schema::{
     EnrollmentFile, ImageSpec, Located, Position, ProgramSpec, RebuildSpec, TriggerSpec,
