@@ -24,3 +24,4 @@ mod rebuilds;
 mod registry;
 mod sources;
 mod warehouses;
+mod workloads;
