@@ -306,3 +306,72 @@ fn pods_on_the_api_server_are_stale_until_rolled_to_the_rebuilt_digest() {
     );
     assert!(!rows.contains_key(&format!("Deployment/frontend/web@{OLD}")));
 }
+
+#[test]
+fn plan_lists_the_workloads_each_wave_touches_and_graph_draws_them() {
+    let dir = example();
+    let out = image_factory(
+        dir.path(),
+        &[
+            "plan",
+            "--update",
+            "debian:bookworm-slim",
+            "--discovered-at",
+            NOW,
+            "--output",
+            "json",
+            "--workloads",
+            "--manifests",
+            "examples/workloads",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(plan["rebuilds"].as_array().unwrap().len() >= 3, "{plan}");
+    let touched: Vec<(u64, &str, &str)> = plan["workloads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["wave"].as_u64().unwrap(),
+                t["image"].as_str().unwrap(),
+                t["workload"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    // Wave 0: the init container runs debian itself; then the rebuilt applications.
+    assert_eq!(
+        touched,
+        [
+            (0, "debian-bookworm-slim", "Deployment/billing-api"),
+            (4, "billing-api", "Deployment/billing-api"),
+            (4, "reports", "CronJob/monthly-reports"),
+        ]
+    );
+    // frontend is not built on debian: untouched.
+    let out = image_factory(
+        dir.path(),
+        &[
+            "graph",
+            "--format",
+            "dot",
+            "--workloads",
+            "--manifests",
+            "examples/workloads",
+        ],
+    );
+    let dot = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        dot.contains(r#""frontend" -> "shop/Deployment/frontend" [style=dotted];"#),
+        "{dot}"
+    );
+    assert!(
+        !dot.contains("billing-cache"),
+        "an untracked image draws no workload: {dot}"
+    );
+}

@@ -14,7 +14,7 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 use crate::runtime::{ImageRuntime, Phase};
-use crate::workload::{Catalog, KubeSource, ManifestSource, Row, Source, Verdict};
+use crate::workload::{Catalog, KubeSource, ManifestSource, Row, Source, Verdict, Workload};
 
 /// Arguments of `status`.
 #[derive(Debug, Args)]
@@ -39,6 +39,18 @@ pub struct StatusArgs {
     /// (`--kubeconfig`, `--context`, `--namespace`) unless `--manifests` is given.
     #[arg(long)]
     pub workloads: bool,
+    /// Where workloads are read from.
+    #[command(flatten)]
+    pub source: WorkloadSourceArgs,
+    /// With `--workloads`: exit 1 when a container is stale (for pull-request checks).
+    #[arg(long, requires = "workloads")]
+    pub fail_on_stale: bool,
+}
+
+/// Where `--workloads` reads workloads from (`status`, `plan`, `graph`): rendered
+/// manifests, else a cluster.
+#[derive(Debug, Clone, Default, Args)]
+pub struct WorkloadSourceArgs {
     /// With `--workloads`: rendered manifests instead of a cluster — files, folders, or
     /// kustomization folders (rendered with `kubectl kustomize`). Repeatable.
     #[arg(long, value_name = "PATH", requires = "workloads")]
@@ -63,9 +75,32 @@ pub struct StatusArgs {
         conflicts_with = "manifests"
     )]
     pub namespaces: Vec<String>,
-    /// With `--workloads`: exit 1 when a container is stale (for pull-request checks).
-    #[arg(long, requires = "workloads")]
-    pub fail_on_stale: bool,
+}
+
+impl WorkloadSourceArgs {
+    /// Reads the workloads: the manifests when given, else the cluster.
+    ///
+    /// # Errors
+    ///
+    /// The source's error, as text.
+    pub fn workloads(&self) -> Result<Vec<Workload>, String> {
+        let objects = if self.manifests.is_empty() {
+            let Some(rt) = super::async_runtime() else {
+                return Err("no async runtime".to_string());
+            };
+            rt.block_on(async {
+                let client =
+                    KubeSource::client(self.kubeconfig.as_deref(), self.context.as_deref()).await?;
+                KubeSource::new(client, self.namespaces.clone())
+                    .objects()
+                    .await
+            })
+        } else {
+            ManifestSource::new(self.manifests.clone()).read()
+        }
+        .map_err(|e| e.to_string())?;
+        Ok(crate::workload::collapse(&objects))
+    }
 }
 
 /// Output format of `status`.
@@ -398,22 +433,7 @@ pub fn render_workloads(rows: &[Row]) -> String {
 pub fn workload_rows(args: &StatusArgs, now: Timestamp) -> Result<(Vec<Row>, Vec<String>), String> {
     let loaded = crate::state::load_images(&args.state_dir).map_err(|e| e.to_string())?;
     let (records, problems) = read_records(&args.state_dir);
-    let objects = if args.manifests.is_empty() {
-        let Some(rt) = super::async_runtime() else {
-            return Err("no async runtime".to_string());
-        };
-        rt.block_on(async {
-            let client =
-                KubeSource::client(args.kubeconfig.as_deref(), args.context.as_deref()).await?;
-            KubeSource::new(client, args.namespaces.clone())
-                .objects()
-                .await
-        })
-    } else {
-        ManifestSource::new(args.manifests.clone()).read()
-    }
-    .map_err(|e| e.to_string())?;
-    let workloads = crate::workload::collapse(&objects);
+    let workloads = args.source.workloads()?;
     let catalog = Catalog::new(&loaded.images, &records);
     Ok((crate::workload::rows(&workloads, &catalog, now), problems))
 }

@@ -18,6 +18,7 @@
 
 pub mod kubernetes;
 pub mod manifests;
+pub mod radius;
 pub mod stale;
 
 use std::collections::{BTreeMap, HashMap};
@@ -30,6 +31,7 @@ use serde::Serialize;
 
 pub use kubernetes::KubeSource;
 pub use manifests::ManifestSource;
+pub use radius::{blast_radius, Touched};
 pub use stale::{rows, Catalog, Row, Verdict};
 
 /// Errors of the workload sources.

@@ -79,6 +79,33 @@ impl Catalog {
         Self { by_repository }
     }
 
+    /// The images of `graph`, without runtime records (for `plan` and `graph`, which
+    /// need the image a container uses, not a verdict); tags are each node's own.
+    pub fn from_graph(graph: &crate::graph::Graph) -> Self {
+        let mut by_repository: BTreeMap<String, Vec<Known>> = BTreeMap::new();
+        for node in graph.nodes() {
+            by_repository
+                .entry(node.reference.repo_url())
+                .or_default()
+                .push(Known {
+                    name: node.name.clone(),
+                    kind: node.kind,
+                    reference: node.reference.clone(),
+                    tags: Vec::new(),
+                    delay: DEFAULT_DELAY,
+                    runtime: None,
+                });
+        }
+        Self { by_repository }
+    }
+
+    /// The name of the image a container's `image` reference names (as [`Catalog::find`]
+    /// matches it); `None` when the reference does not parse or names no known image.
+    pub fn image_of(&self, image: &str) -> Option<&str> {
+        let reference = Reference::parse(image).ok()?;
+        self.find(&reference).map(|k| k.name.as_str())
+    }
+
     /// The image a container's reference names: same repository and the tag the image
     /// is enrolled or published under; for a digest-only reference, the image whose
     /// record knows the digest, else the repository's only image.

@@ -488,3 +488,46 @@ fn a_managed_image_pushed_after_its_rebuild_is_current() {
     let r = rows(&one("ghcr.io/acme/web:1", Some(OLD)), &c, now);
     assert_eq!(r[0].verdict, Verdict::Stale);
 }
+
+#[test]
+fn blast_radius_puts_each_workload_at_the_wave_that_rebuilds_its_image() {
+    use crate::engine::{Plan, PlannedRebuild};
+    let plan = Plan {
+        update: "docker.io/library/python:3.12".into(),
+        digest: Digest::parse(NEW).unwrap(),
+        discovered_at: t("2026-12-01T00:00:00Z"),
+        rebuilds: vec![PlannedRebuild {
+            wave: 2,
+            image: "web".into(),
+            reference: "ghcr.io/acme/web:1".into(),
+            after: Vec::new(),
+            hold: std::time::Duration::ZERO,
+            due: t("2026-12-08T00:00:00Z"),
+            auto_rebuild: true,
+            id: RebuildId::derive("web", "ghcr.io/acme/web:1", &[]),
+            bases: Vec::new(),
+            updates: Vec::new(),
+        }],
+        pinned: Vec::new(),
+    };
+    let workloads = vec![
+        one("ghcr.io/acme/web:1", None).remove(0),
+        Workload {
+            name: "job".into(),
+            ..one("python:3.12", None).remove(0)
+        },
+        Workload {
+            name: "other".into(),
+            ..one("nginx", None).remove(0)
+        },
+    ];
+    let touched = radius::blast_radius(&plan, "python", &workloads, &catalog());
+    let summary: Vec<(usize, &str, &str)> = touched
+        .iter()
+        .map(|t| (t.wave, t.image.as_str(), t.workload.as_str()))
+        .collect();
+    assert_eq!(
+        summary,
+        [(0, "python", "Deployment/job"), (2, "web", "Deployment/w")]
+    );
+}
