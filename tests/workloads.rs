@@ -375,3 +375,211 @@ fn plan_lists_the_workloads_each_wave_touches_and_graph_draws_them() {
         "an untracked image draws no workload: {dot}"
     );
 }
+
+fn catalog(state: &Path) -> image_factory::workload::Catalog {
+    let images = image_factory::state::load_images(state).unwrap().images;
+    let (records, problems) = image_factory::cli::status::read_records(state);
+    assert!(problems.is_empty(), "{problems:?}");
+    image_factory::workload::Catalog::new(&images, &records)
+}
+
+fn verdicts(
+    index: &image_factory::workload::WorkloadIndex,
+    catalog: &image_factory::workload::Catalog,
+) -> Vec<(
+    String,
+    Option<String>,
+    image_factory::workload::Verdict,
+    usize,
+)> {
+    let workloads = image_factory::workload::collapse(&index.snapshot());
+    image_factory::workload::rows(&workloads, catalog, at(NOW))
+        .into_iter()
+        .map(|r| (r.workload, r.running, r.verdict, r.pods))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watch_index_follows_a_rollout_without_relisting() {
+    use image_factory::workload::{Verdict, WorkloadIndex};
+    let ns = k8s::namespace("workload-index");
+    let rs = create(
+        &ns,
+        &json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": "frontend-1"},
+            "spec": {"selector": {"matchLabels": {"app": "frontend"}}, "template": {"spec": pod_spec("web", FRONTEND)}}}),
+    );
+    run_pod(
+        &ns,
+        "frontend-1-a",
+        owned_by("ReplicaSet", "apps/v1", "frontend-1", &rs),
+        "web",
+        FRONTEND,
+        OLD,
+    );
+    let dir = example();
+    record_state(&dir.path().join("state"));
+    let catalog = catalog(&dir.path().join("state"));
+    let index = WorkloadIndex::start(&k8s::client().await, std::slice::from_ref(&ns));
+    tokio::time::timeout(std::time::Duration::from_secs(10), index.ready())
+        .await
+        .unwrap()
+        .unwrap();
+    let stale = (
+        "ReplicaSet/frontend-1".to_string(),
+        Some(OLD.to_string()),
+        Verdict::Stale,
+        1,
+    );
+    assert_eq!(verdicts(&index, &catalog), [stale]);
+    set_running(&ns, "frontend-1-a", "web", FRONTEND, NEW);
+    let current = (
+        "ReplicaSet/frontend-1".to_string(),
+        Some(NEW.to_string()),
+        Verdict::Current,
+        1,
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while verdicts(&index, &catalog) != [current.clone()] {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            verdicts(&index, &catalog)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// The benchmark of issue 16: 5,000 Pods of 50 Deployments. Run explicitly:
+/// `cargo test --release --test integration -- workloads::five_thousand --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: creates 5,000 Pods (about a minute); run explicitly"]
+async fn five_thousand_pods_first_list_and_steady_state() {
+    use futures::StreamExt;
+    use image_factory::workload::{KubeSource, Source, WorkloadIndex};
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Api, Patch, PatchParams, PostParams};
+    use std::time::Instant;
+    const PODS: usize = 5_000;
+    const ROLLED: usize = 500;
+    let ns = k8s::namespace("workload-bench");
+    let client = k8s::client().await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let mut owners = Vec::new();
+    for d in 0..50 {
+        let uid = create(
+            &ns,
+            &json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": format!("app-{d}")},
+                "spec": {"selector": {}, "template": {"spec": pod_spec("web", FRONTEND)}}}),
+        );
+        owners.push(owned_by("ReplicaSet", "apps/v1", &format!("app-{d}"), &uid));
+    }
+    let status = |digest: &str| {
+        json!({"status": {"phase": "Running", "containerStatuses": [{"name": "web", "image": FRONTEND,
+            "imageID": format!("registry.example.com/web/frontend@{digest}"), "ready": true, "restartCount": 0}]}})
+    };
+    let started = Instant::now();
+    futures::stream::iter(0..PODS)
+        .map(|i| {
+            let pods = pods.clone();
+            let pod: Pod = serde_json::from_value(json!({"metadata": {"name": format!("p-{i}"),
+                "ownerReferences": owners[i % 50]}, "spec": pod_spec("web", FRONTEND)}))
+            .unwrap();
+            let status = status(OLD);
+            async move {
+                pods.create(&PostParams::default(), &pod).await.unwrap();
+                pods.patch_status(
+                    &format!("p-{i}"),
+                    &PatchParams::default(),
+                    &Patch::Merge(&status),
+                )
+                .await
+                .unwrap();
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<()>>()
+        .await;
+    eprintln!(
+        "setup: {PODS} Pods created with status in {:?}",
+        started.elapsed()
+    );
+    let dir = example();
+    record_state(&dir.path().join("state"));
+    let catalog = catalog(&dir.path().join("state"));
+    let namespaces = vec![ns.clone()];
+
+    let t = Instant::now();
+    let objects = KubeSource::new(client.clone(), namespaces.clone())
+        .objects()
+        .await
+        .unwrap();
+    let listed = t.elapsed();
+    let workloads = image_factory::workload::collapse(&objects);
+    let rows = image_factory::workload::rows(&workloads, &catalog, at(NOW));
+    let first = t.elapsed();
+    assert_eq!(objects.pods.len(), PODS);
+    assert_eq!(rows.iter().map(|r| r.pods).sum::<usize>(), PODS);
+    eprintln!(
+        "first full list (paged, {} per page): {listed:?}; with collapse + rows: {first:?}",
+        image_factory::workload::kubernetes::PAGE
+    );
+
+    let t = Instant::now();
+    let index = WorkloadIndex::start(&client, &namespaces);
+    index.ready().await.unwrap();
+    eprintln!("watch index: first list until ready {:?}", t.elapsed());
+    let t = Instant::now();
+    let rows = image_factory::workload::rows(
+        &image_factory::workload::collapse(&index.snapshot()),
+        &catalog,
+        at(NOW),
+    );
+    eprintln!(
+        "recompute from the index (snapshot + collapse + rows, {} rows): {:?}",
+        rows.len(),
+        t.elapsed()
+    );
+
+    let t = Instant::now();
+    futures::stream::iter(0..ROLLED)
+        .map(|i| {
+            let pods = pods.clone();
+            let status = status(NEW);
+            async move {
+                pods.patch_status(
+                    &format!("p-{i}"),
+                    &PatchParams::default(),
+                    &Patch::Merge(&status),
+                )
+                .await
+                .unwrap();
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<()>>()
+        .await;
+    let written = t.elapsed();
+    let deadline = Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let on_new = index
+            .snapshot()
+            .pods
+            .iter()
+            .filter(|p| {
+                p.status
+                    .as_ref()
+                    .and_then(|s| s.container_statuses.as_ref())
+                    .is_some_and(|c| c[0].image_id.ends_with(NEW))
+            })
+            .count();
+        if on_new == ROLLED {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{on_new} of {ROLLED} seen");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    eprintln!(
+        "steady state: {ROLLED} Pod status changes written in {written:?}, all in the index (watch events only) after {:?}",
+        t.elapsed()
+    );
+}

@@ -16,6 +16,7 @@
 //! runtime records) and says whether it runs an out-of-date digest. Everything after
 //! the source is pure.
 
+pub mod index;
 pub mod kubernetes;
 pub mod manifests;
 pub mod radius;
@@ -29,6 +30,7 @@ use k8s_openapi::api::core::v1::{ContainerStatus, Pod, PodSpec, PodTemplateSpec}
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use serde::Serialize;
 
+pub use index::WorkloadIndex;
 pub use kubernetes::KubeSource;
 pub use manifests::ManifestSource;
 pub use radius::{blast_radius, Touched};
