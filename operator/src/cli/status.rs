@@ -592,6 +592,40 @@ mod tests {
     }
 
     #[test]
+    fn the_workload_table_aligns_columns_and_counts_stale_containers() {
+        let row = |workload: &str, verdict, since: Option<&str>| Row {
+            workload: workload.into(),
+            namespace: "shop".into(),
+            container: "web".into(),
+            image: format!("ghcr.io/acme/web:1@{D1}"),
+            enrolled: Some("web".into()),
+            running: Some(D1.into()),
+            latest: Some(D2.into()),
+            stale_since: since.map(str::to_string),
+            verdict,
+            pods: 2,
+        };
+        let text = render_workloads(&[
+            row(
+                "Deployment/frontend",
+                Verdict::Stale,
+                Some("2026-12-02T10:00:00Z"),
+            ),
+            row("CronJob/x", Verdict::Current, None),
+        ]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[0].starts_with("NAMESPACE  WORKLOAD             CONTAINER"),
+            "{text}"
+        );
+        assert_eq!(
+            lines[1],
+            "shop       Deployment/frontend  web        ghcr.io/acme/web:1  111111111111  222222222222  Stale    2026-12-02T10:00:00Z"
+        );
+        assert_eq!(lines[3], "1 of 2 container(s) stale");
+    }
+
+    #[test]
     fn reads_records_and_reports_unreadable_files() {
         let dir = tempfile::tempdir().unwrap();
         let runtime = dir.path().join("runtime/docker.io/library/python");

@@ -20,7 +20,10 @@ use tracing::Instrument;
 use super::{Objects, Source, WorkloadError};
 
 /// The stores of one kind, one per watched namespace (or one for all).
-struct Stores<K: kube::Resource<DynamicType = ()> + 'static>(Vec<Store<K>>);
+struct Stores<K: kube::Resource<DynamicType = ()> + 'static> {
+    kind: &'static str,
+    stores: Vec<Store<K>>,
+}
 
 impl<K> Stores<K>
 where
@@ -63,20 +66,20 @@ where
                 reader
             })
             .collect();
-        Self(stores)
+        Self { kind, stores }
     }
 
     async fn ready(&self) -> Result<(), WorkloadError> {
-        for s in &self.0 {
+        for s in &self.stores {
             s.wait_until_ready()
                 .await
-                .map_err(|_| WorkloadError::Kubeconfig("a workload watch stopped".into()))?;
+                .map_err(|_| WorkloadError::WatchStopped { kind: self.kind })?;
         }
         Ok(())
     }
 
     fn items(&self) -> Vec<K> {
-        self.0
+        self.stores
             .iter()
             .flat_map(|s| s.state())
             .map(|k| Arc::unwrap_or_clone(k))
@@ -115,7 +118,7 @@ impl WorkloadIndex {
     ///
     /// # Errors
     ///
-    /// [`WorkloadError::Kubeconfig`] when a watch task stopped before its first list.
+    /// [`WorkloadError::WatchStopped`] when a watch task stopped before its first list.
     pub async fn ready(&self) -> Result<(), WorkloadError> {
         self.pods.ready().await?;
         self.deployments.ready().await?;

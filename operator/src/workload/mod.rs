@@ -73,6 +73,13 @@ pub enum WorkloadError {
         /// kube's error.
         source: kube::Error,
     },
+    /// A watch task of [`WorkloadIndex`] stopped before its first full list (its
+    /// runtime is shutting down).
+    #[error("the {kind} watch stopped before its first list")]
+    WatchStopped {
+        /// The kind watched.
+        kind: &'static str,
+    },
     /// The kubeconfig could not be read or used.
     #[error("kubeconfig: {0}")]
     Kubeconfig(String),
