@@ -25,3 +25,4 @@ mod rebuilds;
 mod registry;
 mod sources;
 mod warehouses;
+mod workloads;

@@ -39,6 +39,7 @@ pub mod source;
 pub mod state;
 pub mod trigger;
 pub mod watch;
+pub mod workload;
 
 /// Any error of the crate, wrapping each module's own enum (the source is kept).
 #[derive(Debug, thiserror::Error)]

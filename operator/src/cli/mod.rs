@@ -154,6 +154,13 @@ pub enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = GraphFormat::Mermaid)]
         format: GraphFormat,
+        /// Add the workloads running each image (Mermaid and DOT), read from
+        /// `--manifests` or the cluster.
+        #[arg(long)]
+        workloads: bool,
+        /// Where workloads are read from.
+        #[command(flatten)]
+        source: status::WorkloadSourceArgs,
     },
     /// Show what an update of a base image would rebuild, in which waves, and when.
     ///
@@ -176,6 +183,13 @@ pub enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
+        /// List the workloads each wave touches (the blast radius), read from
+        /// `--manifests` or the cluster; wave 0 runs the updated image itself.
+        #[arg(long)]
+        workloads: bool,
+        /// Where workloads are read from.
+        #[command(flatten)]
+        source: status::WorkloadSourceArgs,
     },
     /// Skip the remaining hold of an update (a critical CVE): IMAGE (its newest update,
     /// or, for a managed image, the updates its waiting rebuild is held for) or
@@ -476,19 +490,27 @@ pub fn run(cli: Cli) -> ExitCode {
             };
             run_analyze(&input, state_dir, prune, dry_run, git)
         }
-        Command::Graph { input, format } => run_graph(&input, format),
+        Command::Graph {
+            input,
+            format,
+            workloads,
+            source,
+        } => run_graph(&input, format, workloads.then_some(&source)),
         Command::Plan {
             input,
             state_dir,
             update,
             discovered_at,
             output,
+            workloads,
+            source,
         } => run_plan(
             &input,
             &state_dir,
             &update,
             discovered_at.as_deref(),
             output,
+            workloads.then_some(&source),
         ),
         Command::Dockerfile {
             pin: Some(file),
@@ -893,14 +915,25 @@ fn load_model(input: &Input) -> Result<analyze::Model, u8> {
         .map_err(|e| report_analyze_error(&e, Writes::Nothing))
 }
 
-fn run_graph(input: &Input, format: GraphFormat) -> u8 {
+fn run_graph(
+    input: &Input,
+    format: GraphFormat,
+    source: Option<&status::WorkloadSourceArgs>,
+) -> u8 {
     let model = match load_model(input) {
         Ok(m) => m,
         Err(code) => return code,
     };
+    let uses = match source.map(|s| s.workloads()).transpose() {
+        Ok(workloads) => workload_uses(&model.graph, &workloads.unwrap_or_default()),
+        Err(e) => {
+            eprintln!("error: --workloads: {e}");
+            return EXIT_ERROR;
+        }
+    };
     let text = match format {
-        GraphFormat::Mermaid => graph::render_mermaid(&model.graph),
-        GraphFormat::Dot => graph::render_dot(&model.graph),
+        GraphFormat::Mermaid => graph::render_mermaid_with(&model.graph, &uses),
+        GraphFormat::Dot => graph::render_dot_with(&model.graph, &uses),
         GraphFormat::Json => graph::render_json(&model.graph),
     };
     let code = print(&text);
@@ -915,12 +948,78 @@ fn run_graph(input: &Input, format: GraphFormat) -> u8 {
     }
 }
 
+/// Which workloads run which image of `graph`, deduplicated and sorted.
+fn workload_uses(
+    graph: &graph::Graph,
+    workloads: &[crate::workload::Workload],
+) -> Vec<graph::WorkloadUse> {
+    let catalog = crate::workload::Catalog::from_graph(graph);
+    let mut uses = std::collections::BTreeSet::new();
+    for w in workloads {
+        for c in &w.containers {
+            if let Some(image) = catalog.image_of(&c.image) {
+                uses.insert(graph::WorkloadUse {
+                    image: image.to_string(),
+                    workload: format!("{}/{}/{}", w.namespace, w.kind, w.name),
+                });
+            }
+        }
+    }
+    uses.into_iter().collect()
+}
+
+/// `plan --output json` with `--workloads`: the plan's fields plus `workloads`.
+#[derive(serde::Serialize)]
+struct PlanWithWorkloads<'a> {
+    #[serde(flatten)]
+    plan: &'a crate::engine::Plan,
+    workloads: &'a [crate::workload::Touched],
+}
+
+/// The blast radius as a table: WAVE IMAGE NAMESPACE WORKLOAD CONTAINERS.
+pub fn render_blast_radius(touched: &[crate::workload::Touched]) -> String {
+    let mut out = format!("WORKLOADS ({})\n", touched.len());
+    let rows: Vec<[String; 5]> = touched
+        .iter()
+        .map(|t| {
+            [
+                t.wave.to_string(),
+                t.image.clone(),
+                t.namespace.clone(),
+                t.workload.clone(),
+                t.containers.join(","),
+            ]
+        })
+        .collect();
+    let header = ["WAVE", "IMAGE", "NAMESPACE", "WORKLOAD", "CONTAINERS"].map(str::to_string);
+    let mut widths = header.clone().map(|h| h.len());
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    if rows.is_empty() {
+        return out;
+    }
+    for row in std::iter::once(&header).chain(&rows) {
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
 fn run_plan(
     input: &Input,
     state_dir: &std::path::Path,
     update: &str,
     discovered_at: Option<&str>,
     output: Output,
+    source: Option<&status::WorkloadSourceArgs>,
 ) -> u8 {
     let reference = match Reference::parse(update) {
         Ok(r) => r,
@@ -1004,15 +1103,41 @@ fn run_plan(
             return EXIT_ERROR;
         }
     };
+    let touched = match source.map(|s| s.workloads()).transpose() {
+        Ok(None) => None,
+        Ok(Some(workloads)) => Some(crate::workload::blast_radius(
+            &plan,
+            &update.image,
+            &workloads,
+            &crate::workload::Catalog::from_graph(&model.graph),
+        )),
+        Err(e) => {
+            eprintln!("error: --workloads: {e}");
+            return EXIT_ERROR;
+        }
+    };
+    let json = match &touched {
+        Some(workloads) => serde_json::to_string_pretty(&PlanWithWorkloads {
+            plan: &plan,
+            workloads,
+        }),
+        None => serde_json::to_string_pretty(&plan),
+    };
     match output {
-        Output::Json => match serde_json::to_string_pretty(&plan) {
+        Output::Json => match json {
             Ok(json) => print(&(json + "\n")),
             Err(e) => {
                 eprintln!("error: cannot render the plan as JSON: {e}");
                 EXIT_ERROR
             }
         },
-        Output::Text => print(&render_plan(&plan, given)),
+        Output::Text => {
+            let mut text = render_plan(&plan, given);
+            if let Some(touched) = &touched {
+                text.push_str(&render_blast_radius(touched));
+            }
+            print(&text)
+        }
     }
 }
 

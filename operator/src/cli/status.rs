@@ -14,6 +14,7 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 use crate::runtime::{ImageRuntime, Phase};
+use crate::workload::{Catalog, KubeSource, ManifestSource, Row, Source, Verdict, Workload};
 
 /// Arguments of `status`.
 #[derive(Debug, Args)]
@@ -33,6 +34,73 @@ pub struct StatusArgs {
     /// The time to compute "due in" against (RFC 3339), for tests; default now.
     #[arg(long, hide = true)]
     pub now: Option<Timestamp>,
+    /// Report running workloads instead: each container's image mapped onto the state,
+    /// with its running and latest digest and whether it is stale. Reads the cluster
+    /// (`--kubeconfig`, `--context`, `--namespace`) unless `--manifests` is given.
+    #[arg(long)]
+    pub workloads: bool,
+    /// Where workloads are read from.
+    #[command(flatten)]
+    pub source: WorkloadSourceArgs,
+    /// With `--workloads`: exit 1 when a container is stale (for pull-request checks).
+    #[arg(long, requires = "workloads")]
+    pub fail_on_stale: bool,
+}
+
+/// Where `--workloads` reads workloads from (`status`, `plan`, `graph`): rendered
+/// manifests, else a cluster.
+#[derive(Debug, Clone, Default, Args)]
+pub struct WorkloadSourceArgs {
+    /// With `--workloads`: rendered manifests instead of a cluster — files, folders, or
+    /// kustomization folders (rendered with `kubectl kustomize`). Repeatable.
+    #[arg(long, value_name = "PATH", requires = "workloads")]
+    pub manifests: Vec<PathBuf>,
+    /// With `--workloads`: the kubeconfig (default: `$KUBECONFIG`, `~/.kube/config`,
+    /// in-cluster).
+    #[arg(
+        long,
+        value_name = "PATH",
+        requires = "workloads",
+        conflicts_with = "manifests"
+    )]
+    pub kubeconfig: Option<PathBuf>,
+    /// With `--workloads`: the kubeconfig context (default: the current one).
+    #[arg(long, requires = "workloads", conflicts_with = "manifests")]
+    pub context: Option<String>,
+    /// With `--workloads`: namespaces to read (repeatable; default: all).
+    #[arg(
+        long = "namespace",
+        short = 'n',
+        requires = "workloads",
+        conflicts_with = "manifests"
+    )]
+    pub namespaces: Vec<String>,
+}
+
+impl WorkloadSourceArgs {
+    /// Reads the workloads: the manifests when given, else the cluster.
+    ///
+    /// # Errors
+    ///
+    /// The source's error, as text.
+    pub fn workloads(&self) -> Result<Vec<Workload>, String> {
+        let objects = if self.manifests.is_empty() {
+            let Some(rt) = super::async_runtime() else {
+                return Err("no async runtime".to_string());
+            };
+            rt.block_on(async {
+                let client =
+                    KubeSource::client(self.kubeconfig.as_deref(), self.context.as_deref()).await?;
+                KubeSource::new(client, self.namespaces.clone())
+                    .objects()
+                    .await
+            })
+        } else {
+            ManifestSource::new(self.manifests.clone()).read()
+        }
+        .map_err(|e| e.to_string())?;
+        Ok(crate::workload::collapse(&objects))
+    }
 }
 
 /// Output format of `status`.
@@ -297,9 +365,116 @@ fn render_text(s: &Status) -> String {
     t
 }
 
+/// The workloads' rows as a table: one line per container and running digest.
+pub fn render_workloads(rows: &[Row]) -> String {
+    use std::fmt::Write as _;
+    let short = |d: &Option<String>| {
+        d.as_deref().map_or_else(
+            || "-".to_string(),
+            |d| {
+                let hex = d.split_once(':').map_or(d, |(_, h)| h);
+                hex.get(..12).unwrap_or(hex).to_string()
+            },
+        )
+    };
+    let table: Vec<[String; 8]> = rows
+        .iter()
+        .map(|r| {
+            [
+                r.namespace.clone(),
+                r.workload.clone(),
+                r.container.clone(),
+                r.image.split('@').next().unwrap_or_default().to_string(),
+                short(&r.running),
+                short(&r.latest),
+                format!("{:?}", r.verdict),
+                r.stale_since.clone().unwrap_or_else(|| "-".to_string()),
+            ]
+        })
+        .collect();
+    let header = [
+        "NAMESPACE",
+        "WORKLOAD",
+        "CONTAINER",
+        "IMAGE",
+        "RUNNING",
+        "LATEST",
+        "STATUS",
+        "STALE SINCE",
+    ];
+    let mut widths = header.map(str::len);
+    for row in &table {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let mut t = String::new();
+    let mut line = |cells: &[&str]| {
+        let mut l = String::new();
+        for (cell, w) in cells.iter().zip(widths) {
+            let _ = write!(l, "{cell:<w$}  ");
+        }
+        let _ = writeln!(t, "{}", l.trim_end());
+    };
+    line(&header);
+    for row in &table {
+        line(&row.each_ref().map(String::as_str));
+    }
+    let stale = rows.iter().filter(|r| r.verdict == Verdict::Stale).count();
+    let _ = writeln!(t, "{stale} of {} container(s) stale", rows.len());
+    t
+}
+
+/// Reads the workloads of `args`' source and maps them onto the state at `now`.
+///
+/// # Errors
+///
+/// A message naming what could not be read (state, manifests, cluster).
+pub fn workload_rows(args: &StatusArgs, now: Timestamp) -> Result<(Vec<Row>, Vec<String>), String> {
+    let loaded = crate::state::load_images(&args.state_dir).map_err(|e| e.to_string())?;
+    let (records, problems) = read_records(&args.state_dir);
+    let workloads = args.source.workloads()?;
+    let catalog = Catalog::new(&loaded.images, &records);
+    Ok((crate::workload::rows(&workloads, &catalog, now), problems))
+}
+
+fn run_workloads(args: &StatusArgs) -> ExitCode {
+    let (rows, problems) = match workload_rows(args, args.now.unwrap_or_else(Timestamp::now)) {
+        Ok(found) => found,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(super::EXIT_ERROR);
+        }
+    };
+    match args.output {
+        Output::Text => print!("{}", render_workloads(&rows)),
+        Output::Json => match serde_json::to_string_pretty(&rows) {
+            Ok(j) => println!("{j}"),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(super::EXIT_ERROR);
+            }
+        },
+    }
+    for p in &problems {
+        eprintln!("problem: {p}");
+    }
+    if !problems.is_empty() {
+        ExitCode::from(super::EXIT_ERROR)
+    } else if args.fail_on_stale && rows.iter().any(|r| r.verdict == Verdict::Stale) {
+        ExitCode::from(super::EXIT_FINDINGS)
+    } else {
+        ExitCode::from(super::EXIT_OK)
+    }
+}
+
 /// Runs `status`: 0, or 2 when a runtime file could not be read (still printed) or the
-/// JSON could not be written.
+/// JSON could not be written. With `--workloads`, the workload table
+/// ([`render_workloads`]); 1 with `--fail-on-stale` when a container is stale.
 pub fn run(args: &StatusArgs) -> ExitCode {
+    if args.workloads {
+        return run_workloads(args);
+    }
     loop {
         let (records, problems) = read_records(&args.state_dir);
         let mut s = status(&records, args.now.unwrap_or_else(Timestamp::now));
@@ -414,6 +589,40 @@ mod tests {
         assert!(text.contains("HOLDS (1)"), "{text}");
         assert!(text.contains("in 1day"), "{text}");
         assert!(text.contains("STALE (1)"), "{text}");
+    }
+
+    #[test]
+    fn the_workload_table_aligns_columns_and_counts_stale_containers() {
+        let row = |workload: &str, verdict, since: Option<&str>| Row {
+            workload: workload.into(),
+            namespace: "shop".into(),
+            container: "web".into(),
+            image: format!("ghcr.io/acme/web:1@{D1}"),
+            enrolled: Some("web".into()),
+            running: Some(D1.into()),
+            latest: Some(D2.into()),
+            stale_since: since.map(str::to_string),
+            verdict,
+            pods: 2,
+        };
+        let text = render_workloads(&[
+            row(
+                "Deployment/frontend",
+                Verdict::Stale,
+                Some("2026-12-02T10:00:00Z"),
+            ),
+            row("CronJob/x", Verdict::Current, None),
+        ]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[0].starts_with("NAMESPACE  WORKLOAD             CONTAINER"),
+            "{text}"
+        );
+        assert_eq!(
+            lines[1],
+            "shop       Deployment/frontend  web        ghcr.io/acme/web:1  111111111111  222222222222  Stale    2026-12-02T10:00:00Z"
+        );
+        assert_eq!(lines[3], "1 of 2 container(s) stale");
     }
 
     #[test]

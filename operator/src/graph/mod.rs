@@ -14,7 +14,9 @@ use petgraph::visit::EdgeRef;
 use petgraph::Direction;
 use serde::Serialize;
 
-pub use render::{render_dot, render_json, render_mermaid};
+pub use render::{
+    render_dot, render_dot_with, render_json, render_mermaid, render_mermaid_with, WorkloadUse,
+};
 
 use crate::enrollment::{Enrollment, RebuildPolicy};
 use crate::reference::Reference;

@@ -1,0 +1,585 @@
+//! `status --workloads`: running workloads mapped onto the state, from rendered
+//! manifests (a kustomize folder) and from a real API server (the test plays the
+//! controllers and the kubelet by writing `ownerReferences` and `status`).
+
+use std::path::Path;
+
+use image_factory::reference::Reference;
+use image_factory::runtime::{
+    Attempt, Cause, Digest, ImageRuntime, Phase, Rebuild, RebuildId, Update, UpdateSource,
+};
+use serde_json::{json, Value};
+
+use crate::support::{example, image_factory, k8s};
+
+const OLD: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+const NEW: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
+const NOW: &str = "2026-12-07T00:00:00Z";
+const FRONTEND: &str = "registry.example.com/web/frontend:3.1";
+
+fn at(s: &str) -> jiff::Timestamp {
+    s.parse().unwrap()
+}
+
+fn write_record(state: &Path, rt: &ImageRuntime) {
+    let reference = Reference::parse(&rt.reference).unwrap();
+    let path = state.join(image_factory::state::runtime_path(&reference));
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, rt.render().unwrap()).unwrap();
+}
+
+fn succeeded(reference: &str, digest: &str, finished: &str) -> Rebuild {
+    Rebuild {
+        id: RebuildId::derive("frontend", reference, &[digest.to_string()]),
+        cause: Cause::default(),
+        bases: Vec::new(),
+        phase: Phase::Succeeded,
+        reason: None,
+        created_at: at("2026-11-01T00:00:00Z"),
+        due_at: at("2026-11-01T00:00:00Z"),
+        needs_approval: false,
+        approved: None,
+        retried: Vec::new(),
+        attempts: vec![Attempt {
+            number: 1,
+            triggered_at: at("2026-11-01T00:00:00Z"),
+            finished_at: Some(at(finished)),
+            outcome: None,
+            reason: None,
+            log: None,
+        }],
+        trigger: None,
+        digest: Some(Digest::parse(digest).unwrap()),
+    }
+}
+
+fn update(digest: &str, discovered: &str) -> Update {
+    Update {
+        digest: Digest::parse(digest).unwrap(),
+        tag: "x".into(),
+        platforms: Default::default(),
+        discovered_at: at(discovered),
+        source: UpdateSource::Watcher,
+        superseded_by: None,
+        expedited: None,
+    }
+}
+
+/// frontend (managed) was rebuilt to OLD, then to NEW on 2026-12-02; python:3.12-slim
+/// (external, 3 days) and debian:bookworm-slim (external, 7 days) saw OLD then NEW on
+/// 2026-12-01: matured for python by 2026-12-07, not for debian.
+fn record_state(state: &Path) {
+    let mut frontend = ImageRuntime::new(FRONTEND);
+    frontend.rebuilds = vec![
+        succeeded(FRONTEND, OLD, "2026-11-01T01:00:00Z"),
+        succeeded(FRONTEND, NEW, "2026-12-02T10:00:00Z"),
+    ];
+    write_record(state, &frontend);
+    for reference in [
+        "docker.io/library/python:3.12-slim",
+        "docker.io/library/debian:bookworm-slim",
+    ] {
+        let mut rt = ImageRuntime::new(reference);
+        rt.updates = vec![
+            update(OLD, "2026-11-01T00:00:00Z"),
+            update(NEW, "2026-12-01T00:00:00Z"),
+        ];
+        write_record(state, &rt);
+    }
+}
+
+/// Runs `status --workloads` with `args` at [`NOW`]; (exit code, rows by "workload/container").
+fn status(dir: &Path, args: &[&str]) -> (i32, std::collections::BTreeMap<String, Value>) {
+    let mut all = vec!["status", "--workloads", "--output", "json", "--now", NOW];
+    all.extend_from_slice(args);
+    let out = image_factory(dir, &all);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let rows: Vec<Value> = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("{e}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
+    let rows = rows
+        .into_iter()
+        .map(|r| {
+            let key = format!(
+                "{}/{}@{}",
+                r["workload"].as_str().unwrap(),
+                r["container"].as_str().unwrap(),
+                r["running"].as_str().unwrap_or("-")
+            );
+            (key, r)
+        })
+        .collect();
+    (out.status.code().unwrap_or(-1), rows)
+}
+
+fn pin_frontend(dir: &Path, digest: &str) {
+    let file = dir.join("examples/workloads/kustomization.yaml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let text = format!("{text}  - name: registry.example.com/web/frontend\n    digest: {digest}\n");
+    std::fs::write(file, text).unwrap();
+}
+
+#[test]
+fn a_kustomize_folder_shows_a_deployment_on_the_previous_rebuild_as_stale() {
+    let dir = example();
+    record_state(&dir.path().join("state"));
+    pin_frontend(dir.path(), OLD);
+    let args = ["--manifests", "examples/workloads", "--fail-on-stale"];
+    let (code, rows) = status(dir.path(), &args);
+    let web = &rows[&format!("Deployment/frontend/web@{OLD}")];
+    assert_eq!(web["namespace"], "shop");
+    assert_eq!(web["enrolled"], "frontend");
+    assert_eq!(web["verdict"], "stale");
+    assert_eq!(web["latest"], NEW);
+    assert_eq!(web["staleSince"], "2026-12-02T10:00:00Z");
+    assert_eq!(code, 1, "--fail-on-stale exits 1 on a stale container");
+    // Not pinned: nothing says what runs.
+    let init = &rows["Deployment/billing-api/wait-for-db@-"];
+    assert_eq!(init["verdict"], "unknown");
+    assert_eq!(
+        rows["StatefulSet/billing-cache/redis@-"]["verdict"],
+        "untracked"
+    );
+
+    let dir = example();
+    record_state(&dir.path().join("state"));
+    pin_frontend(dir.path(), NEW);
+    let (code, rows) = status(dir.path(), &args);
+    assert_eq!(
+        rows[&format!("Deployment/frontend/web@{NEW}")]["verdict"],
+        "current"
+    );
+    assert_eq!(code, 0);
+}
+
+fn create(ns: &str, object: &Value) -> String {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), object.to_string()).unwrap();
+    let path = file.path().display().to_string();
+    let (ok, out) = k8s::kubectl(&[
+        "-n",
+        ns,
+        "create",
+        "-f",
+        &path,
+        "-o",
+        "jsonpath={.metadata.uid}",
+    ]);
+    assert!(ok, "{out}");
+    out
+}
+
+fn owned_by(kind: &str, api: &str, name: &str, uid: &str) -> Value {
+    json!([{"apiVersion": api, "kind": kind, "name": name, "uid": uid, "controller": true}])
+}
+
+fn pod_spec(container: &str, image: &str) -> Value {
+    json!({"containers": [{"name": container, "image": image}]})
+}
+
+fn run_pod(ns: &str, name: &str, owner: Value, container: &str, image: &str, digest: &str) {
+    create(
+        ns,
+        &json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "ownerReferences": owner},
+            "spec": pod_spec(container, image)}),
+    );
+    set_running(ns, name, container, image, digest);
+}
+
+/// Plays the kubelet: the Pod runs `image` at `digest`.
+fn set_running(ns: &str, pod: &str, container: &str, image: &str, digest: &str) {
+    let repository = Reference::parse(image).unwrap().repo_url();
+    let status = json!({"status": {"phase": "Running", "containerStatuses": [{
+        "name": container, "image": image, "imageID": format!("{repository}@{digest}"),
+        "ready": true, "restartCount": 0}]}});
+    let (ok, out) = k8s::kubectl(&[
+        "-n",
+        ns,
+        "patch",
+        "pod",
+        pod,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        &status.to_string(),
+    ]);
+    assert!(ok, "{out}");
+}
+
+#[test]
+fn pods_on_the_api_server_are_stale_until_rolled_to_the_rebuilt_digest() {
+    let ns = k8s::namespace("workloads");
+    let template = json!({"spec": pod_spec("web", FRONTEND)});
+    let deploy = create(
+        &ns,
+        &json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "frontend"},
+            "spec": {"selector": {"matchLabels": {"app": "frontend"}}, "template": template}}),
+    );
+    let rs = create(
+        &ns,
+        &json!({"apiVersion": "apps/v1", "kind": "ReplicaSet",
+            "metadata": {"name": "frontend-7d9f", "ownerReferences": owned_by("Deployment", "apps/v1", "frontend", &deploy)},
+            "spec": {"selector": {"matchLabels": {"app": "frontend"}}, "template": template}}),
+    );
+    let rs_owner = owned_by("ReplicaSet", "apps/v1", "frontend-7d9f", &rs);
+    for pod in ["frontend-7d9f-a", "frontend-7d9f-b"] {
+        run_pod(&ns, pod, rs_owner.clone(), "web", FRONTEND, OLD);
+    }
+    // A CronJob and a StatefulSet using external images directly.
+    let python = "python:3.12-slim";
+    let job_template = json!({"spec": {"template": {"spec": pod_spec("report", python)}}});
+    let cron = create(
+        &ns,
+        &json!({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "nightly"},
+            "spec": {"schedule": "@daily", "jobTemplate": job_template}}),
+    );
+    let job = create(
+        &ns,
+        &json!({"apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": "nightly-29000000", "ownerReferences": owned_by("CronJob", "batch/v1", "nightly", &cron)},
+            "spec": {"template": {"spec": pod_spec("report", python)}}}),
+    );
+    run_pod(
+        &ns,
+        "nightly-29000000-x",
+        owned_by("Job", "batch/v1", "nightly-29000000", &job),
+        "report",
+        python,
+        OLD,
+    );
+    let debian = "debian:bookworm-slim";
+    let sts = create(
+        &ns,
+        &json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "cache"},
+            "spec": {"serviceName": "cache", "selector": {"matchLabels": {"app": "cache"}},
+                "template": {"spec": pod_spec("cache", debian)}}}),
+    );
+    run_pod(
+        &ns,
+        "cache-0",
+        owned_by("StatefulSet", "apps/v1", "cache", &sts),
+        "cache",
+        debian,
+        OLD,
+    );
+
+    let dir = example();
+    record_state(&dir.path().join("state"));
+    let kubeconfig = k8s::kubeconfig().display().to_string();
+    let args = ["--kubeconfig", &kubeconfig, "--namespace", &ns];
+    let (code, rows) = status(dir.path(), &args);
+    assert_eq!(code, 0, "{rows:?}");
+    assert_eq!(
+        rows.len(),
+        3,
+        "Pods fold into Deployment, CronJob, StatefulSet: {rows:?}"
+    );
+    let web = &rows[&format!("Deployment/frontend/web@{OLD}")];
+    assert_eq!(
+        (web["verdict"].as_str(), web["pods"].as_u64()),
+        (Some("stale"), Some(2))
+    );
+    assert_eq!(web["latest"], NEW);
+    // python's NEW matured on 2026-12-04 (3 days); debian's (7 days) only on 12-08.
+    let report = &rows[&format!("CronJob/nightly/report@{OLD}")];
+    assert_eq!(report["verdict"], "stale");
+    assert_eq!(report["staleSince"], "2026-12-04T00:00:00Z");
+    assert_eq!(
+        rows[&format!("StatefulSet/cache/cache@{OLD}")]["verdict"],
+        "current"
+    );
+
+    // Roll one Pod, then the other.
+    set_running(&ns, "frontend-7d9f-a", "web", FRONTEND, NEW);
+    let (_, rows) = status(dir.path(), &args);
+    assert_eq!(rows[&format!("Deployment/frontend/web@{OLD}")]["pods"], 1);
+    assert_eq!(
+        rows[&format!("Deployment/frontend/web@{NEW}")]["verdict"],
+        "current"
+    );
+    set_running(&ns, "frontend-7d9f-b", "web", FRONTEND, NEW);
+    let (_, rows) = status(dir.path(), &args);
+    let web = &rows[&format!("Deployment/frontend/web@{NEW}")];
+    assert_eq!(
+        (web["verdict"].as_str(), web["pods"].as_u64()),
+        (Some("current"), Some(2))
+    );
+    assert!(!rows.contains_key(&format!("Deployment/frontend/web@{OLD}")));
+}
+
+#[test]
+fn plan_lists_the_workloads_each_wave_touches_and_graph_draws_them() {
+    let dir = example();
+    let out = image_factory(
+        dir.path(),
+        &[
+            "plan",
+            "--update",
+            "debian:bookworm-slim",
+            "--discovered-at",
+            NOW,
+            "--output",
+            "json",
+            "--workloads",
+            "--manifests",
+            "examples/workloads",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(plan["rebuilds"].as_array().unwrap().len() >= 3, "{plan}");
+    let touched: Vec<(u64, &str, &str)> = plan["workloads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["wave"].as_u64().unwrap(),
+                t["image"].as_str().unwrap(),
+                t["workload"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    // Wave 0: the init container runs debian itself; then the rebuilt applications.
+    assert_eq!(
+        touched,
+        [
+            (0, "debian-bookworm-slim", "Deployment/billing-api"),
+            (4, "billing-api", "Deployment/billing-api"),
+            (4, "reports", "CronJob/monthly-reports"),
+        ]
+    );
+    // frontend is not built on debian: untouched.
+    let out = image_factory(
+        dir.path(),
+        &[
+            "graph",
+            "--format",
+            "dot",
+            "--workloads",
+            "--manifests",
+            "examples/workloads",
+        ],
+    );
+    let dot = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        dot.contains(r#""frontend" -> "shop/Deployment/frontend" [style=dotted];"#),
+        "{dot}"
+    );
+    assert!(
+        !dot.contains("billing-cache"),
+        "an untracked image draws no workload: {dot}"
+    );
+}
+
+fn catalog(state: &Path) -> image_factory::workload::Catalog {
+    let images = image_factory::state::load_images(state).unwrap().images;
+    let (records, problems) = image_factory::cli::status::read_records(state);
+    assert!(problems.is_empty(), "{problems:?}");
+    image_factory::workload::Catalog::new(&images, &records)
+}
+
+fn verdicts(
+    index: &image_factory::workload::WorkloadIndex,
+    catalog: &image_factory::workload::Catalog,
+) -> Vec<(
+    String,
+    Option<String>,
+    image_factory::workload::Verdict,
+    usize,
+)> {
+    let workloads = image_factory::workload::collapse(&index.snapshot());
+    image_factory::workload::rows(&workloads, catalog, at(NOW))
+        .into_iter()
+        .map(|r| (r.workload, r.running, r.verdict, r.pods))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watch_index_follows_a_rollout_without_relisting() {
+    use image_factory::workload::{Verdict, WorkloadIndex};
+    let ns = k8s::namespace("workload-index");
+    let rs = create(
+        &ns,
+        &json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": "frontend-1"},
+            "spec": {"selector": {"matchLabels": {"app": "frontend"}}, "template": {"spec": pod_spec("web", FRONTEND)}}}),
+    );
+    run_pod(
+        &ns,
+        "frontend-1-a",
+        owned_by("ReplicaSet", "apps/v1", "frontend-1", &rs),
+        "web",
+        FRONTEND,
+        OLD,
+    );
+    let dir = example();
+    record_state(&dir.path().join("state"));
+    let catalog = catalog(&dir.path().join("state"));
+    let index = WorkloadIndex::start(&k8s::client().await, std::slice::from_ref(&ns));
+    tokio::time::timeout(std::time::Duration::from_secs(10), index.ready())
+        .await
+        .unwrap()
+        .unwrap();
+    let stale = (
+        "ReplicaSet/frontend-1".to_string(),
+        Some(OLD.to_string()),
+        Verdict::Stale,
+        1,
+    );
+    assert_eq!(verdicts(&index, &catalog), [stale]);
+    set_running(&ns, "frontend-1-a", "web", FRONTEND, NEW);
+    let current = (
+        "ReplicaSet/frontend-1".to_string(),
+        Some(NEW.to_string()),
+        Verdict::Current,
+        1,
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while verdicts(&index, &catalog) != [current.clone()] {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            verdicts(&index, &catalog)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// The benchmark of issue 16: 5,000 Pods of 50 Deployments. Run explicitly:
+/// `cargo test --release --test integration -- workloads::five_thousand --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: creates 5,000 Pods (about a minute); run explicitly"]
+async fn five_thousand_pods_first_list_and_steady_state() {
+    use futures::StreamExt;
+    use image_factory::workload::{KubeSource, Source, WorkloadIndex};
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Api, Patch, PatchParams, PostParams};
+    use std::time::Instant;
+    const PODS: usize = 5_000;
+    const ROLLED: usize = 500;
+    let ns = k8s::namespace("workload-bench");
+    let client = k8s::client().await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let mut owners = Vec::new();
+    for d in 0..50 {
+        let uid = create(
+            &ns,
+            &json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": format!("app-{d}")},
+                "spec": {"selector": {}, "template": {"spec": pod_spec("web", FRONTEND)}}}),
+        );
+        owners.push(owned_by("ReplicaSet", "apps/v1", &format!("app-{d}"), &uid));
+    }
+    let status = |digest: &str| {
+        json!({"status": {"phase": "Running", "containerStatuses": [{"name": "web", "image": FRONTEND,
+            "imageID": format!("registry.example.com/web/frontend@{digest}"), "ready": true, "restartCount": 0}]}})
+    };
+    let started = Instant::now();
+    futures::stream::iter(0..PODS)
+        .map(|i| {
+            let pods = pods.clone();
+            let pod: Pod = serde_json::from_value(json!({"metadata": {"name": format!("p-{i}"),
+                "ownerReferences": owners[i % 50]}, "spec": pod_spec("web", FRONTEND)}))
+            .unwrap();
+            let status = status(OLD);
+            async move {
+                pods.create(&PostParams::default(), &pod).await.unwrap();
+                pods.patch_status(
+                    &format!("p-{i}"),
+                    &PatchParams::default(),
+                    &Patch::Merge(&status),
+                )
+                .await
+                .unwrap();
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<()>>()
+        .await;
+    eprintln!(
+        "setup: {PODS} Pods created with status in {:?}",
+        started.elapsed()
+    );
+    let dir = example();
+    record_state(&dir.path().join("state"));
+    let catalog = catalog(&dir.path().join("state"));
+    let namespaces = vec![ns.clone()];
+
+    let t = Instant::now();
+    let objects = KubeSource::new(client.clone(), namespaces.clone())
+        .objects()
+        .await
+        .unwrap();
+    let listed = t.elapsed();
+    let workloads = image_factory::workload::collapse(&objects);
+    let rows = image_factory::workload::rows(&workloads, &catalog, at(NOW));
+    let first = t.elapsed();
+    assert_eq!(objects.pods.len(), PODS);
+    assert_eq!(rows.iter().map(|r| r.pods).sum::<usize>(), PODS);
+    eprintln!(
+        "first full list (paged, {} per page): {listed:?}; with collapse + rows: {first:?}",
+        image_factory::workload::kubernetes::PAGE
+    );
+
+    let t = Instant::now();
+    let index = WorkloadIndex::start(&client, &namespaces);
+    index.ready().await.unwrap();
+    eprintln!("watch index: first list until ready {:?}", t.elapsed());
+    let t = Instant::now();
+    let rows = image_factory::workload::rows(
+        &image_factory::workload::collapse(&index.snapshot()),
+        &catalog,
+        at(NOW),
+    );
+    eprintln!(
+        "recompute from the index (snapshot + collapse + rows, {} rows): {:?}",
+        rows.len(),
+        t.elapsed()
+    );
+
+    let t = Instant::now();
+    futures::stream::iter(0..ROLLED)
+        .map(|i| {
+            let pods = pods.clone();
+            let status = status(NEW);
+            async move {
+                pods.patch_status(
+                    &format!("p-{i}"),
+                    &PatchParams::default(),
+                    &Patch::Merge(&status),
+                )
+                .await
+                .unwrap();
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<()>>()
+        .await;
+    let written = t.elapsed();
+    let deadline = Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let on_new = index
+            .snapshot()
+            .pods
+            .iter()
+            .filter(|p| {
+                p.status
+                    .as_ref()
+                    .and_then(|s| s.container_statuses.as_ref())
+                    .is_some_and(|c| c[0].image_id.ends_with(NEW))
+            })
+            .count();
+        if on_new == ROLLED {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{on_new} of {ROLLED} seen");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    eprintln!(
+        "steady state: {ROLLED} Pod status changes written in {written:?}, all in the index (watch events only) after {:?}",
+        t.elapsed()
+    );
+}
