@@ -22,5 +22,6 @@ mod kargo_promotion;
 mod kubernetes_job;
 mod rebuilds;
 mod registry;
+mod signatures;
 mod sources;
 mod warehouses;

@@ -37,6 +37,7 @@ pub mod runtime;
 pub mod source;
 pub mod state;
 pub mod trigger;
+pub mod verify;
 pub mod watch;
 
 /// Any error of the crate, wrapping each module's own enum (the source is kept).
