@@ -264,15 +264,18 @@ async fn signatures(registry: &Registry, refs: &[Reference]) -> Result<()> {
     let digest = client.resolve(&refs[0]).await?.digest;
     let signer = SigningScheme::ECDSA_P256_SHA256_ASN1.create_signer()?;
     let pem = signer.to_sigstore_keypair()?.public_key_to_pem()?;
-    let payload = serde_json::to_vec(&serde_json::json!({
-        "critical": {"identity": {"docker-reference": host}, "image": {"docker-manifest-digest": digest},
-                     "type": "cosign container image signature"},
-        "optional": null
-    }))?;
-    let signature = base64::engine::general_purpose::STANDARD.encode(signer.sign(&payload)?);
     let tag = format!("{}.sig", digest.replacen(':', "-", 1));
     for r in refs {
         let repo = r.repository();
+        // One payload per repository (its identity differs), so no signature manifest
+        // or payload is served from the digest cache of another repository.
+        let payload = serde_json::to_vec(&serde_json::json!({
+            "critical": {"identity": {"docker-reference": format!("{host}/{repo}")},
+                         "image": {"docker-manifest-digest": digest},
+                         "type": "cosign container image signature"},
+            "optional": null
+        }))?;
+        let signature = base64::engine::general_purpose::STANDARD.encode(signer.sign(&payload)?);
         let config = push_blob(&http, host, repo, b"{}").await?;
         let layer = push_blob(&http, host, repo, &payload).await?;
         let manifest = serde_json::to_vec(&serde_json::json!({
