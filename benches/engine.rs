@@ -166,6 +166,7 @@ fn main() {
                     platforms: BTreeMap::new(),
                     discovered_at: discovered,
                     source: UpdateSource::Watcher,
+                    signature: None,
                 },
                 discovered,
             );

@@ -211,7 +211,149 @@ async fn main() -> Result<()> {
         "warm vs bare HEADs: {:.2}× (target ≤ 2×)",
         warm.as_secs_f64() / bare.as_secs_f64()
     );
-    watcher(&registry, &refs).await
+    watcher(&registry, &refs).await?;
+    signatures(&registry, &refs[..SIGNED]).await
+}
+
+/// Repositories whose digest is signed for the verification figures.
+const SIGNED: usize = 100;
+
+/// Uploads `bytes` as a blob of `repo` (POST, then PUT with the digest); its digest.
+async fn push_blob(http: &reqwest::Client, host: &str, repo: &str, bytes: &[u8]) -> Result<String> {
+    let digest = image_factory::registry::digest::sha256_digest(bytes);
+    let start = http
+        .post(format!("http://{host}/v2/{repo}/blobs/uploads/"))
+        .send()
+        .await?;
+    let location = start
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let location = if location.starts_with('/') {
+        format!("http://{host}{location}")
+    } else {
+        location
+    };
+    let sep = if location.contains('?') { '&' } else { '?' };
+    let put = http
+        .put(format!("{location}{sep}digest={digest}"))
+        .body(bytes.to_vec())
+        .send()
+        .await?;
+    if put.status().as_u16() != 201 {
+        bail!("blob upload to {repo}: HTTP {}", put.status());
+    }
+    Ok(digest)
+}
+
+/// Signature verification (issue 14) of `refs` (each a repository holding the seed
+/// digest, signed with a fresh P-256 key under `sha256-<hex>.sig`): the cost of a new
+/// digest (distribution 2.8 has no referrers API: one 404 per registry, then the tag
+/// scheme) and of the same digests again (the verdict cache: no request).
+async fn signatures(registry: &Registry, refs: &[Reference]) -> Result<()> {
+    use base64::Engine as _;
+    use image_factory::runtime::{SignatureVerdict, VerifyMode};
+    use image_factory::verify::{KeySource, Requirement, Verifier, VerifyPolicy};
+    use sigstore::crypto::SigningScheme;
+
+    let host = &registry.host;
+    let http = reqwest::Client::new();
+    let client = RegistryClient::new(ClientSettings::default(), CredentialStore::new());
+    let digest = client.resolve(&refs[0]).await?.digest;
+    let signer = SigningScheme::ECDSA_P256_SHA256_ASN1.create_signer()?;
+    let pem = signer.to_sigstore_keypair()?.public_key_to_pem()?;
+    let tag = format!("{}.sig", digest.replacen(':', "-", 1));
+    for r in refs {
+        let repo = r.repository();
+        // One payload per repository (its identity differs), so no signature manifest
+        // or payload is served from the digest cache of another repository.
+        let payload = serde_json::to_vec(&serde_json::json!({
+            "critical": {"identity": {"docker-reference": format!("{host}/{repo}")},
+                         "image": {"docker-manifest-digest": digest},
+                         "type": "cosign container image signature"},
+            "optional": null
+        }))?;
+        let signature = base64::engine::general_purpose::STANDARD.encode(signer.sign(&payload)?);
+        let config = push_blob(&http, host, repo, b"{}").await?;
+        let layer = push_blob(&http, host, repo, &payload).await?;
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "size": 2, "digest": config},
+            "layers": [{"mediaType": "application/vnd.dev.cosign.simplesigning.v1+json",
+                        "size": payload.len(), "digest": layer,
+                        "annotations": {"dev.cosignproject.cosign/signature": signature}}]
+        }))?;
+        let put = http
+            .put(format!("http://{host}/v2/{repo}/manifests/{tag}"))
+            .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+            .body(manifest)
+            .send()
+            .await?;
+        if put.status().as_u16() != 201 {
+            bail!("signature of {repo}: HTTP {}", put.status());
+        }
+    }
+    let policy = VerifyPolicy {
+        requirement: Requirement::Key(KeySource::Pem(pem)),
+        mode: VerifyMode::Enforce,
+    };
+    let verifier = Verifier::new(client.clone());
+    let before = client.stats();
+    let started = Instant::now();
+    let mut times = Vec::with_capacity(refs.len());
+    for r in refs {
+        let t = Instant::now();
+        let judged = verifier.verify(r, &digest, &policy).await?;
+        times.push(t.elapsed());
+        if judged.check.verdict != SignatureVerdict::Verified {
+            bail!("{r}: {:?}", judged.check);
+        }
+    }
+    let new_t = started.elapsed();
+    let new_stats = client.stats();
+    let started = Instant::now();
+    for r in refs {
+        verifier.verify(r, &digest, &policy).await?;
+    }
+    let cached_t = started.elapsed();
+    let cached_stats = client.stats();
+    times.sort();
+    let n = refs.len() as u64;
+    let new_requests = new_stats.total() - before.total();
+    println!();
+    println!(
+        "{:<58} {:>10} {:>12}",
+        format!("cosign verification, {n} signed digests (sequential)"),
+        "requests",
+        "ms"
+    );
+    println!(
+        "{:<58} {:>10} {:>12.1}",
+        format!(
+            "new digests ({} referrers, {} HEAD, {} GET manifest, {} GET blob)",
+            new_stats.referrers_gets - before.referrers_gets,
+            new_stats.manifest_heads - before.manifest_heads,
+            new_stats.manifest_gets - before.manifest_gets,
+            new_stats.blob_gets - before.blob_gets
+        ),
+        new_requests,
+        ms(new_t)
+    );
+    println!(
+        "{:<58} {:>10.2} {:>12.2}",
+        "  per new digest (mean; median ms)",
+        new_requests as f64 / n as f64,
+        ms(times[times.len() / 2])
+    );
+    println!(
+        "{:<58} {:>10} {:>12.1}",
+        "the same digests again (verdict cache)",
+        cached_stats.total() - new_stats.total(),
+        ms(cached_t)
+    );
+    Ok(())
 }
 
 /// `run`'s registry watcher over the same 1,000 tags: a first pass with a cold,

@@ -23,6 +23,7 @@ mod kargo_promotion;
 mod kubernetes_job;
 mod rebuilds;
 mod registry;
+mod signatures;
 mod sources;
 mod warehouses;
 mod workloads;

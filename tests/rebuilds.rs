@@ -236,6 +236,7 @@ fn update(image: &str, digest: &Digest, at: Timestamp) -> Event {
         platforms: BTreeMap::new(),
         discovered_at: at,
         source: UpdateSource::Watcher,
+        signature: None,
     }
 }
 

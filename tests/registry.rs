@@ -890,6 +890,9 @@ async fn inspect_command_exits_zero_when_all_references_inspect_and_one_otherwis
         platform: "linux/arm64".into(),
         output: Output::Json,
         registry_settings: None,
+        verify: false,
+        key: None,
+        enrollment: "images.yaml".into(),
     };
     let good = vec![
         format!("{}/team/app:2", f.registry.host),

@@ -38,6 +38,7 @@ pub mod runtime;
 pub mod source;
 pub mod state;
 pub mod trigger;
+pub mod verify;
 pub mod watch;
 pub mod workload;
 

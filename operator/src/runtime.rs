@@ -446,6 +446,82 @@ pub struct Update {
     /// Who skipped the remaining delay of this update, and why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expedited: Option<Mark>,
+    /// The signature check of this digest, when the image has a `verify:` policy
+    /// (issue 14). An update it [rejects](SignatureCheck::rejects) is never used as a
+    /// base, like a blocked one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<SignatureCheck>,
+}
+
+impl Update {
+    /// Whether the update's signature check keeps it from being used as a base.
+    pub fn is_rejected(&self) -> bool {
+        self.signature.as_ref().is_some_and(SignatureCheck::rejects)
+    }
+}
+
+/// What a `verify:` policy does with a digest that is not verified.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum VerifyMode {
+    /// The update is skipped: never used as a base (the default).
+    #[default]
+    Enforce,
+    /// The update is used; the verdict is recorded and logged.
+    Warn,
+}
+
+impl fmt::Display for VerifyMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Enforce => "enforce",
+            Self::Warn => "warn",
+        })
+    }
+}
+
+/// The outcome of checking a digest's cosign signatures against a policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum SignatureVerdict {
+    /// A signature by the policy's key (or identity) binds this digest.
+    Verified,
+    /// No signature was found (no `sha256-<hex>.sig` tag, no referrer).
+    Unsigned,
+    /// Signatures exist, but none verifies: another key, a tampered payload, a payload
+    /// naming another digest.
+    Invalid,
+}
+
+impl fmt::Display for SignatureVerdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Verified => "verified",
+            Self::Unsigned => "unsigned",
+            Self::Invalid => "invalid",
+        })
+    }
+}
+
+/// A recorded signature check: the verdict, the policy mode it was judged under, and a
+/// one-line detail (where the signature was found, or why it failed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SignatureCheck {
+    /// The verdict.
+    pub verdict: SignatureVerdict,
+    /// The policy's mode.
+    pub mode: VerifyMode,
+    /// Where the signature was found, or why none verified.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+}
+
+impl SignatureCheck {
+    /// Whether the update may not be used: not verified under `mode: enforce`.
+    pub fn rejects(&self) -> bool {
+        self.verdict != SignatureVerdict::Verified && self.mode == VerifyMode::Enforce
+    }
 }
 
 /// A digest of the image marked bad: never used as a base.

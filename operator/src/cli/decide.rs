@@ -370,6 +370,16 @@ pub fn describe(d: &Decision) -> String {
         ),
         Decision::Marked { image, action, target } => format!("{action} {target} of {image}: recorded"),
         Decision::Running { image, id } => format!("{image}: {id} running"),
+        Decision::Unverified { image, digest, check } => match check.mode {
+            crate::runtime::VerifyMode::Enforce => format!(
+                "skipped update {digest} of {image}: signature {} ({}); never used as a base",
+                check.verdict, check.detail
+            ),
+            crate::runtime::VerifyMode::Warn => format!(
+                "warning: update {digest} of {image}: signature {} ({}); used anyway (verify.mode: warn)",
+                check.verdict, check.detail
+            ),
+        },
         Decision::Ignored { reason } => format!("ignored: {reason}"),
     }
 }

@@ -8,10 +8,12 @@ use super::Output;
 use crate::reference::Reference;
 use tracing::debug;
 
+use crate::enrollment::Enrollment;
 use crate::registry::inspect::{staleness, without_attestation_manifests};
 use crate::registry::{
     ClientSettings, CredentialStore, Inspection, Platform, RegistryClient, RegistryError,
 };
+use crate::verify::{KeySource, Requirement, Verifier, VerifyMode, VerifyPolicy};
 
 /// Arguments of `image-factory inspect`.
 #[derive(Debug, Clone, clap::Args)]
@@ -34,6 +36,18 @@ pub struct InspectArgs {
     /// `maxConcurrency`, `maxAttempts`, `timeoutMs`, …).
     #[arg(long, value_name = "FILE", env = "IMAGE_FACTORY_REGISTRY_SETTINGS")]
     pub registry_settings: Option<PathBuf>,
+    /// Also check each digest's cosign signature, under the `verify:` policy that
+    /// `--enrollment` gives the image (its own, else `defaults.verify`), or against
+    /// `--key`. An unverified digest exits 1 under `mode: enforce`.
+    #[arg(long)]
+    pub verify: bool,
+    /// With `--verify`: the cosign public key (PEM file) to verify with, instead of the
+    /// enrollment's policy.
+    #[arg(long, value_name = "FILE", requires = "verify")]
+    pub key: Option<PathBuf>,
+    /// With `--verify`: the enrollment whose `verify:` policies apply.
+    #[arg(long, value_name = "FILE", default_value = "images.yaml")]
+    pub enrollment: PathBuf,
 }
 
 /// One line of `inspect --output json`: an inspected image, or a reference (image or
@@ -87,6 +101,18 @@ pub async fn run(args: InspectArgs) -> Result<ExitCode, RegistryError> {
         None => ClientSettings::default(),
     };
     let client = RegistryClient::new(settings, CredentialStore::from_environment()?);
+    let policies = if args.verify {
+        match policies(&args) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Ok(ExitCode::from(2));
+            }
+        }
+    } else {
+        None
+    };
+    let verifier = Verifier::new(client.clone());
     let mut entries = Vec::new();
     let mut failed = false;
     let base_inspection = match &base {
@@ -113,6 +139,27 @@ pub async fn run(args: InspectArgs) -> Result<ExitCode, RegistryError> {
                     let (stale, evidence) = staleness(&inspection, base);
                     debug!(image = %inspection.reference, base = %base.reference, stale, ?evidence, "staleness decided");
                     inspection.stale = Some(stale);
+                }
+                if let Some(policies) = &policies {
+                    match policies.for_reference(reference) {
+                        None => {
+                            failed = true;
+                            eprintln!("error: {reference}: no verify policy applies (set verify: in {} or give --key)", args.enrollment.display());
+                        }
+                        Some(policy) => match verifier
+                            .verify(reference, &inspection.digest, &policy)
+                            .await
+                        {
+                            Ok(judged) => {
+                                failed |= judged.check.rejects();
+                                inspection.signature = Some(judged.check);
+                            }
+                            Err(e) => {
+                                failed = true;
+                                eprintln!("error: {reference}: signature not checked: {e}");
+                            }
+                        },
+                    }
                 }
                 entries.push(Entry::Inspected(Box::new(inspection)));
             }
@@ -148,6 +195,59 @@ pub async fn run(args: InspectArgs) -> Result<ExitCode, RegistryError> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Where `inspect --verify` takes its policy from.
+enum Policies {
+    /// `--key FILE`: that key, `mode: enforce`, for every reference.
+    Key(VerifyPolicy),
+    /// The enrollment's `verify:` blocks.
+    Enrollment(Box<Enrollment>),
+}
+
+impl Policies {
+    /// The policy of `reference`: the enrolled image with its repository and tag, else
+    /// `defaults.verify`.
+    fn for_reference(&self, reference: &Reference) -> Option<VerifyPolicy> {
+        match self {
+            Self::Key(p) => Some(p.clone()),
+            Self::Enrollment(e) => e
+                .images
+                .iter()
+                .find(|i| {
+                    i.reference.repo_url() == reference.repo_url()
+                        && reference.tag().is_none_or(|t| i.tags.contains(t))
+                })
+                .map_or(e.defaults_verify.as_ref(), |i| i.verify.as_ref())
+                .cloned(),
+        }
+    }
+}
+
+fn policies(args: &InspectArgs) -> Result<Policies, String> {
+    if let Some(key) = &args.key {
+        return Ok(Policies::Key(VerifyPolicy {
+            requirement: Requirement::Key(KeySource::File(key.clone())),
+            mode: VerifyMode::Enforce,
+        }));
+    }
+    let path = &args.enrollment;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let base_dir = path
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    let enrollment = crate::enrollment::parse(&path.display().to_string(), &text, &base_dir)
+        .map_err(|e| match e {
+            crate::enrollment::EnrollmentError::Invalid { diagnostics, .. } => diagnostics
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n"),
+            other => other.to_string(),
+        })?;
+    Ok(Policies::Enrollment(Box::new(enrollment)))
 }
 
 /// The JSON array printed by `--output json`: [`Entry`] values, or plain
@@ -190,6 +290,12 @@ pub fn render_text(inspections: &[Inspection]) -> String {
         }
         if let Some(stale) = x.stale {
             out.push_str(&format!("  stale:      {stale}\n"));
+        }
+        if let Some(s) = &x.signature {
+            out.push_str(&format!(
+                "  signature:  {} (mode {}): {}\n",
+                s.verdict, s.mode, s.detail
+            ));
         }
     }
     out.trim_end().to_owned()

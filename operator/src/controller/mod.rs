@@ -250,6 +250,7 @@ impl Leader {
             decisions: Some(decisions_rx),
             wake,
             cluster: Some(client.clone()),
+            namespace: Some(namespace.clone()),
         };
         info!(%namespace, freight_namespace = %freight_ns, "controller starting");
         let result = factory::run_with(options, hooks, shutdown, metrics).await;

@@ -85,7 +85,8 @@ impl Engine {
     }
 
     /// The rebuild managed image `x` wants at `now`, or `None` when no base has an
-    /// update it is not built on. Never pins an unmatured or blocked update.
+    /// update it is not built on. Never pins an unmatured, blocked or rejected (signature
+    /// not verified under `verify.mode: enforce`) update.
     pub(super) fn desired(&self, x: usize, now: Timestamp) -> Option<Desired> {
         let node = &self.nodes[x];
         let success = self.runtime[x].last_success();
@@ -101,7 +102,7 @@ impl Engine {
             starts.push(start);
             let earliest = base.updates[start..]
                 .iter()
-                .filter(|u| !base.is_blocked(&u.digest))
+                .filter(|u| !base.is_blocked(&u.digest) && !u.is_rejected())
                 .map(|u| {
                     (
                         self.mature_at(x, link.node, u),
@@ -132,7 +133,9 @@ impl Engine {
                 continue;
             }
             let chosen = base.updates.iter().enumerate().rev().find(|(_, u)| {
-                !base.is_blocked(&u.digest) && self.mature_at(x, link.node, u) <= at
+                !base.is_blocked(&u.digest)
+                    && !u.is_rejected()
+                    && self.mature_at(x, link.node, u) <= at
             });
             let digest: Option<Digest> = match chosen {
                 Some((pos, u)) => {

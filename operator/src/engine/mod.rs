@@ -30,8 +30,8 @@ use jiff::Timestamp;
 use crate::enrollment::RebuildPolicy;
 use crate::graph::{Graph, GraphError, NodeKind};
 use crate::runtime::{
-    to_second, Block, Cause, Digest, ImageRuntime, Mark, PinnedBase, RebuildId, Update,
-    UpdateSource,
+    to_second, Block, Cause, Digest, ImageRuntime, Mark, PinnedBase, RebuildId, SignatureCheck,
+    Update, UpdateSource,
 };
 
 pub use plan::{plan, PinnedDependent, Plan, PlanUpdate, PlannedRebuild};
@@ -149,6 +149,10 @@ pub enum Event {
         discovered_at: Timestamp,
         /// Where it came from.
         source: UpdateSource,
+        /// The digest's signature check under the image's `verify:` policy (checked by
+        /// the caller before the event; `None` without a policy). Under `enforce`, a
+        /// digest that is not verified is recorded but never used as a base.
+        signature: Option<SignatureCheck>,
     },
     /// The digest an image has now, without it being an update (first sighting after
     /// enrollment): the baseline later updates are compared with.
@@ -352,6 +356,17 @@ pub enum Decision {
         image: String,
         /// The rebuild.
         id: RebuildId,
+    },
+    /// An update's digest is not verified by the image's `verify:` policy. Under
+    /// `enforce` (`skipped`) it is recorded but never used as a base (older verified
+    /// updates still are); under `warn` it is used and this is the warning.
+    Unverified {
+        /// The image.
+        image: String,
+        /// The update's digest.
+        digest: Digest,
+        /// The check: verdict, mode, detail.
+        check: SignatureCheck,
     },
     /// The event changed nothing (a replay, an unknown id, an unknown image).
     Ignored {
@@ -608,6 +623,7 @@ impl Engine {
                 platforms,
                 discovered_at,
                 source,
+                signature,
             } => {
                 let update = Update {
                     digest,
@@ -617,6 +633,7 @@ impl Engine {
                     source,
                     superseded_by: None,
                     expedited: None,
+                    signature,
                 };
                 self.record_update(&image, update, now, out);
             }
@@ -717,9 +734,13 @@ impl Engine {
             return;
         }
         let mut superseded = Vec::new();
+        // A rejected update (unsigned or invalid under `enforce`) is never used, so it
+        // must not replace the older updates that may still be.
+        let rejected = update.is_rejected();
         for older in &mut rt.updates {
             let still_held = hold::later(older.discovered_at, held_for) > now;
-            if older.superseded_by.is_none()
+            if !rejected
+                && older.superseded_by.is_none()
                 && older.expedited.is_none()
                 && still_held
                 && older.discovered_at <= update.discovered_at
@@ -741,6 +762,10 @@ impl Engine {
             });
         }
         let digest = update.digest.clone();
+        let unverified = update
+            .signature
+            .clone()
+            .filter(|c| c.verdict != crate::runtime::SignatureVerdict::Verified);
         rt.insert_update(update);
         self.trim(i);
         for &d in &self.nodes[i].dependents {
@@ -752,6 +777,13 @@ impl Engine {
                     pins: link.pins.clone(),
                 });
             }
+        }
+        if let Some(check) = unverified {
+            out.push(Decision::Unverified {
+                image: image.to_string(),
+                digest: digest.clone(),
+                check,
+            });
         }
         out.push(Decision::Recorded {
             image: image.to_string(),

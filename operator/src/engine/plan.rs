@@ -116,6 +116,7 @@ pub fn plan(
             platforms: BTreeMap::new(),
             discovered_at: update.discovered_at,
             source: UpdateSource::Manual,
+            signature: None,
         },
         now,
     );

@@ -93,6 +93,7 @@ fn steps() -> impl Strategy<Value = Vec<Step>> {
 
 /// What a run did: every call and its decisions, for replay.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant)] // test-only; boxing would only add noise
 enum Call {
     Apply(Event, Timestamp),
     Tick(Timestamp),
@@ -184,6 +185,7 @@ fn run(dag: &Dag, steps: &[Step]) -> Result<(), TestCaseError> {
                         platforms: BTreeMap::new(),
                         discovered_at: now,
                         source: UpdateSource::Watcher,
+                        signature: None,
                     },
                     now,
                 )

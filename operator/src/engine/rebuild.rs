@@ -493,6 +493,7 @@ impl Engine {
                 source: UpdateSource::Rebuild { id: id.clone() },
                 superseded_by: None,
                 expedited: None,
+                signature: None,
             });
             node.dependents
                 .iter()

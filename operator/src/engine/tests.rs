@@ -112,6 +112,7 @@ pub(super) fn update(image: &str, n: u64, discovered: Timestamp) -> Event {
         platforms: BTreeMap::new(),
         discovered_at: discovered,
         source: UpdateSource::Watcher,
+        signature: None,
     }
 }
 
@@ -819,6 +820,7 @@ fn a_platform_manifest_of_the_pinned_base_counts_as_built_on_it() {
                 alias: None,
                 warehouse: None,
             },
+            signature: None,
         },
         t0(),
     );
@@ -1123,4 +1125,91 @@ fn a_grandchild_is_rebuilt_on_its_parents_new_digest_while_the_parent_waits_for_
     );
     let app = e.runtime("app").unwrap();
     assert_eq!(app.open_rebuild().unwrap().phase, Phase::Waiting);
+}
+
+fn signed_update(
+    n: u64,
+    discovered: Timestamp,
+    verdict: SignatureVerdict,
+    mode: VerifyMode,
+) -> Event {
+    let Event::Update {
+        image,
+        tag,
+        digest,
+        platforms,
+        discovered_at,
+        source,
+        ..
+    } = update("python", n, discovered)
+    else {
+        unreachable!()
+    };
+    Event::Update {
+        image,
+        tag,
+        digest,
+        platforms,
+        discovered_at,
+        source,
+        signature: Some(SignatureCheck {
+            verdict,
+            mode,
+            detail: "no signature found".into(),
+        }),
+    }
+}
+
+use crate::runtime::{SignatureVerdict, VerifyMode};
+
+#[test]
+fn an_unsigned_update_under_enforce_is_skipped_and_the_older_verified_one_is_used() {
+    let mut e = python_app().engine();
+    e.apply(
+        signed_update(1, t0(), SignatureVerdict::Verified, VerifyMode::Enforce),
+        t0(),
+    );
+    let out = e.apply(
+        signed_update(2, at(DAY), SignatureVerdict::Unsigned, VerifyMode::Enforce),
+        at(DAY),
+    );
+    assert!(
+        out.iter().any(
+            |d| matches!(d, Decision::Unverified { digest: d, check, .. }
+            if *d == digest(2) && check.rejects())
+        ),
+        "{out:#?}"
+    );
+    // The rejected update supersedes nothing: the verified one still matures on time.
+    let python = e.runtime("python").unwrap();
+    assert_eq!(python.update(&digest(1)).unwrap().superseded_by, None);
+    assert!(python.update(&digest(2)).unwrap().is_rejected());
+    assert_eq!(e.next_wakeup(), Some(at(7 * DAY)));
+    let t = only_trigger(&e.tick(at(7 * DAY)));
+    assert_eq!(pinned_digest(&t, "python").unwrap(), digest(1).to_string());
+    // Even after it would have matured, the rejected digest is never pinned.
+    e.apply(success(&t.id, 100), at(7 * DAY));
+    assert!(triggers(&e.tick(at(30 * DAY))).is_empty());
+    assert!(e.runtime("app").unwrap().open_rebuild().is_none());
+}
+
+#[test]
+fn an_invalid_signature_under_warn_is_recorded_and_used() {
+    let mut e = python_app().engine();
+    let out = e.apply(
+        signed_update(1, t0(), SignatureVerdict::Invalid, VerifyMode::Warn),
+        t0(),
+    );
+    assert!(
+        out.iter()
+            .any(|d| matches!(d, Decision::Unverified { check, .. } if !check.rejects())),
+        "{out:#?}"
+    );
+    let recorded = e.runtime("python").unwrap().update(&digest(1)).unwrap();
+    assert_eq!(
+        recorded.signature.as_ref().map(|c| c.verdict),
+        Some(SignatureVerdict::Invalid)
+    );
+    let t = only_trigger(&e.tick(at(7 * DAY)));
+    assert_eq!(pinned_digest(&t, "python").unwrap(), digest(1).to_string());
 }

@@ -31,11 +31,12 @@ use regex::Regex;
 pub(crate) use diagnostic::{escape_data, escape_property};
 pub use diagnostic::{Diagnostic, Severity};
 use schema::{
-    EnrollmentFile, ImageSpec, Located, Position, ProgramSpec, RebuildSpec, TriggerSpec,
-    WarehouseSpec,
+    CosignSpec, EnrollmentFile, ImageSpec, Located, Position, ProgramSpec, RebuildSpec,
+    TriggerSpec, VerifySpec, WarehouseSpec,
 };
 
 use crate::reference::Reference;
+use crate::verify::{KeySource, Keyless, Requirement, VerifyMode, VerifyPolicy};
 
 /// Default hold before dependents rebuild after a base update: 7 days.
 pub const DEFAULT_DELAY: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -345,6 +346,8 @@ pub struct Image {
     pub rebuild: RebuildPolicy,
     /// Warehouse settings (defaults applied); used for external images.
     pub warehouse: WarehouseConfig,
+    /// Signature policy of this image's updates (`verify:`, defaults applied).
+    pub verify: Option<VerifyPolicy>,
     /// Where the entry starts in `images.yaml`.
     pub at: Position,
 }
@@ -372,6 +375,9 @@ pub struct Enrollment {
     pub defaults_rebuild: RebuildPolicy,
     /// Warehouse defaults; `repo_url` and `constraint` are empty here.
     pub defaults_warehouse: WarehouseConfig,
+    /// `defaults.verify`: the signature policy of discovered base images and of images
+    /// without their own.
+    pub defaults_verify: Option<VerifyPolicy>,
     /// The images in file order.
     pub images: Vec<Image>,
     /// Warnings found while loading (errors make loading fail).
@@ -379,6 +385,15 @@ pub struct Enrollment {
 }
 
 impl Enrollment {
+    /// The signature policy of the updates of graph image `name`: the enrolled image's
+    /// (defaults applied), else `defaults.verify` (a discovered base image).
+    pub fn verify_policy(&self, name: &str) -> Option<&VerifyPolicy> {
+        match self.images.iter().find(|i| i.name == name) {
+            Some(image) => image.verify.as_ref(),
+            None => self.defaults_verify.as_ref(),
+        }
+    }
+
     /// The warehouse settings a discovered (not enrolled) base image gets: follow the
     /// tag named in the `FROM` line by digest, with the file's warehouse defaults.
     pub fn discovered_warehouse(&self, reference: &Reference) -> WarehouseConfig {
@@ -841,12 +856,21 @@ impl Checker<'_> {
             None => base_warehouse,
         };
 
+        let defaults_verify = defaults
+            .verify
+            .as_ref()
+            .and_then(|v| self.verify_policy(v, None, Position::default()));
         let mut images = Vec::with_capacity(raw.images.len());
         let mut names: HashMap<String, Position> = HashMap::new();
         let mut published: HashMap<(String, String), (String, Position)> = HashMap::new();
         for spec in raw.images {
-            let Some(image) = self.image(spec, &project, &defaults_rebuild, &defaults_warehouse)
-            else {
+            let Some(image) = self.image(
+                spec,
+                &project,
+                &defaults_rebuild,
+                &defaults_warehouse,
+                defaults_verify.as_ref(),
+            ) else {
                 continue;
             };
             if let Some(first) = names.get(&image.name) {
@@ -881,6 +905,7 @@ impl Checker<'_> {
             stages: self.stages,
             defaults_rebuild,
             defaults_warehouse,
+            defaults_verify,
             images,
             warnings: Vec::new(),
         }
@@ -904,6 +929,7 @@ impl Checker<'_> {
         project: &str,
         defaults_rebuild: &RebuildPolicy,
         defaults_warehouse: &WarehouseConfig,
+        defaults_verify: Option<&VerifyPolicy>,
     ) -> Option<Image> {
         let name_ok = self.check_name(&spec.name, "name");
         let reference = match Reference::parse(&spec.image.value) {
@@ -995,6 +1021,10 @@ impl Checker<'_> {
             None => defaults_warehouse.clone(),
         };
         let warehouse = self.warehouse(spec.warehouse.as_ref(), inherited, reference.as_ref());
+        let verify = match &spec.verify {
+            Some(v) => self.verify_policy(v, defaults_verify, spec.name.at),
+            None => defaults_verify.cloned(),
+        };
         let build_ok = spec.source.is_none() || build.is_some();
         let reference = reference?;
         if !name_ok || !build_ok {
@@ -1007,8 +1037,167 @@ impl Checker<'_> {
             build,
             rebuild,
             warehouse,
+            verify,
             at: spec.name.at,
         })
+    }
+
+    /// A `verify:` block: its `mode` (default the inherited one, else `enforce`) and
+    /// exactly one cosign requirement (its own, else the inherited one). `at` locates
+    /// errors about the block as a whole (the image's name).
+    fn verify_policy(
+        &mut self,
+        spec: &VerifySpec,
+        inherited: Option<&VerifyPolicy>,
+        at: Position,
+    ) -> Option<VerifyPolicy> {
+        let mode = match &spec.mode {
+            Some(m) => match m.value.as_str() {
+                "enforce" => VerifyMode::Enforce,
+                "warn" => VerifyMode::Warn,
+                other => {
+                    self.error(
+                        m.at,
+                        format!("invalid verify.mode {other:?}"),
+                        "write enforce (skip updates that are not signed as required) or warn (use them, record and log the verdict)",
+                    );
+                    return None;
+                }
+            },
+            None => inherited.map_or(VerifyMode::Enforce, |p| p.mode),
+        };
+        let requirement = match &spec.cosign {
+            Some(cosign) => self.cosign_requirement(cosign, at)?,
+            None => match inherited {
+                Some(p) => p.requirement.clone(),
+                None => {
+                    let at = spec.mode.as_ref().map_or(at, |m| m.at);
+                    self.error(
+                        at,
+                        "verify needs cosign",
+                        "add cosign: {key: ...}, {keyFile: ...}, {secret: ...} or {keyless: ...} here or in defaults.verify",
+                    );
+                    return None;
+                }
+            },
+        };
+        Some(VerifyPolicy { requirement, mode })
+    }
+
+    fn cosign_requirement(&mut self, spec: &CosignSpec, at: Position) -> Option<Requirement> {
+        let mut given: Vec<(&str, Position)> = Vec::new();
+        if let Some(k) = &spec.key {
+            given.push(("key", k.at));
+        }
+        if let Some(k) = &spec.key_file {
+            given.push(("keyFile", k.at));
+        }
+        if let Some(k) = &spec.secret {
+            given.push(("secret", k.name.at));
+        }
+        if let Some(k) = &spec.keyless {
+            given.push(("keyless", k.identity.at));
+        }
+        match given.as_slice() {
+            [] => {
+                self.error(
+                    at,
+                    "cosign needs a key",
+                    "set one of key (PEM), keyFile (a path next to images.yaml), secret {name, key} or keyless {identity, issuer}",
+                );
+                return None;
+            }
+            [_] => {}
+            [_, (second, second_at), ..] => {
+                let names: Vec<&str> = given.iter().map(|(n, _)| *n).collect();
+                self.error(
+                    *second_at,
+                    format!("cosign sets both {} and {second}", names[0]),
+                    "set exactly one of key, keyFile, secret or keyless",
+                );
+                return None;
+            }
+        }
+        if let Some(k) = &spec.key {
+            if let Err(e) = crate::verify::check_public_key(&k.value) {
+                self.error(
+                    k.at,
+                    format!("cosign.key is not a usable public key: {e}"),
+                    "paste the PEM of cosign.pub (-----BEGIN PUBLIC KEY----- ...), e.g. as a YAML block scalar `key: |`",
+                );
+                return None;
+            }
+            return Some(Requirement::Key(KeySource::Pem(k.value.clone())));
+        }
+        if let Some(k) = &spec.key_file {
+            if k.value.trim().is_empty() {
+                self.error(
+                    k.at,
+                    "cosign.keyFile is empty",
+                    "name a PEM file, relative to the directory of images.yaml",
+                );
+                return None;
+            }
+            return Some(Requirement::Key(KeySource::File(
+                self.base_dir.join(&k.value),
+            )));
+        }
+        if let Some(k) = &spec.secret {
+            let mut ok = true;
+            if let Some(ns) = &k.namespace {
+                ok &= self.check_name(ns, "cosign.secret.namespace");
+            }
+            if !TASK_NAME.is_match(&k.name.value) {
+                self.error(
+                    k.name.at,
+                    format!("invalid Secret name {:?}", k.name.value),
+                    "a Secret name is lower-case letters, digits, '-' and '.'",
+                );
+                ok = false;
+            }
+            if k.key.value.is_empty()
+                || !k
+                    .key
+                    .value
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-._".contains(c))
+            {
+                self.error(
+                    k.key.at,
+                    format!("invalid Secret key {:?}", k.key.value),
+                    "a Secret data key is letters, digits, '-', '_' and '.'",
+                );
+                ok = false;
+            }
+            return ok.then(|| {
+                Requirement::Key(KeySource::Secret {
+                    namespace: k.namespace.as_ref().map(|n| n.value.clone()),
+                    name: k.name.value.clone(),
+                    key: k.key.value.clone(),
+                })
+            });
+        }
+        let k = spec.keyless.as_ref()?;
+        let mut ok = true;
+        for (field, value) in [("identity", &k.identity), ("issuer", &k.issuer)] {
+            if let Err(e) = Regex::new(&value.value) {
+                self.error(value.at, format!("invalid keyless.{field} regular expression: {e}"), "write a regular expression (Rust regex syntax), e.g. ^https://github.com/acme/.+$");
+                ok = false;
+            }
+        }
+        if !ok {
+            return None;
+        }
+        self.warning(
+            k.identity.at,
+            "keyless verification is not supported by this version: every update of this image fails verification",
+            "use a cosign public key (key, keyFile or secret); see the README, \"Signature verification\"",
+        );
+        Some(Requirement::Keyless(Keyless {
+            identity: k.identity.value.clone(),
+            issuer: k.issuer.value.clone(),
+            rekor: k.rekor.as_ref().is_none_or(|r| r.value),
+        }))
     }
 
     fn duration(&mut self, value: &Located<String>, field: &str) -> Option<Duration> {

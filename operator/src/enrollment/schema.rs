@@ -105,6 +105,65 @@ pub struct DefaultsSpec {
     pub rebuild: Option<RebuildSpec>,
     /// Default warehouse settings for external and discovered base images.
     pub warehouse: Option<WarehouseSpec>,
+    /// Default signature policy for the updates of every image (enrolled or discovered
+    /// base) that does not set its own.
+    pub verify: Option<VerifySpec>,
+}
+
+/// Signature verification of an image's updates before a rebuild may use them
+/// (cosign / Sigstore).
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct VerifySpec {
+    /// `enforce` (default): an update whose digest is not signed as required is skipped
+    /// and never used as a base. `warn`: it is used, and the verdict is recorded in the
+    /// image's history and logged.
+    #[schemars(regex(pattern = r"^(enforce|warn)$"))]
+    pub mode: Option<Located<String>>,
+    /// The cosign signature required. On an image without it, the one of `defaults`.
+    pub cosign: Option<CosignSpec>,
+}
+
+/// A cosign requirement: exactly one of `key`, `keyFile`, `secret` or `keyless`.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CosignSpec {
+    /// The public key, PEM (`-----BEGIN PUBLIC KEY-----`): ECDSA P-256/P-384, RSA or
+    /// Ed25519, as `cosign generate-key-pair` writes to `cosign.pub`.
+    pub key: Option<Located<String>>,
+    /// A PEM public key file, relative to the directory of `images.yaml`.
+    pub key_file: Option<Located<String>>,
+    /// A key of a Kubernetes Secret holding the PEM public key, read by the controller.
+    pub secret: Option<SecretKeySpec>,
+    /// Keyless signing (a Fulcio certificate). Validated, but not verifiable by this
+    /// version: a keyless policy fails closed (see the README).
+    pub keyless: Option<KeylessSpec>,
+}
+
+/// A key of a Kubernetes Secret.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SecretKeySpec {
+    /// Namespace; default the controller's own.
+    pub namespace: Option<Located<String>>,
+    /// Secret name.
+    pub name: Located<String>,
+    /// Key in the Secret's `data`.
+    pub key: Located<String>,
+}
+
+/// The identity a keyless signature's certificate must carry.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct KeylessSpec {
+    /// Regular expression the certificate identity (SAN: e-mail or URI) must match,
+    /// e.g. `^https://github.com/acme/.+/.github/workflows/release.yaml@refs/tags/.+$`.
+    pub identity: Located<String>,
+    /// Regular expression the OIDC issuer must match, e.g.
+    /// `^https://token.actions.githubusercontent.com$`.
+    pub issuer: Located<String>,
+    /// Whether a Rekor transparency-log entry is required. Default `true`.
+    pub rekor: Option<Located<bool>>,
 }
 
 /// When and whether an image is rebuilt after a base update.
@@ -178,6 +237,9 @@ pub struct ImageSpec {
     /// Warehouse settings (external images; for managed images, only where this image
     /// is also a base of others it is watched through its own rebuilds instead).
     pub warehouse: Option<WarehouseSpec>,
+    /// Signature policy for this image's updates; overrides `defaults.verify` (a block
+    /// with only `mode` keeps the default's `cosign`).
+    pub verify: Option<VerifySpec>,
 }
 
 /// A managed image's source.

@@ -864,3 +864,125 @@ fn a_missing_task_is_explained_with_what_to_do() {
         "{hint}"
     );
 }
+
+/// A fresh P-256 public key (PEM), as `cosign generate-key-pair` writes to `cosign.pub`.
+fn cosign_pub() -> String {
+    sigstore::crypto::SigningScheme::ECDSA_P256_SHA256_ASN1
+        .create_signer()
+        .unwrap()
+        .to_sigstore_keypair()
+        .unwrap()
+        .public_key_to_pem()
+        .unwrap()
+}
+
+fn indented(pem: &str, spaces: usize) -> String {
+    pem.lines()
+        .map(|l| format!("{}{l}\n", " ".repeat(spaces)))
+        .collect()
+}
+
+#[test]
+fn verify_policies_apply_defaults_and_image_overrides() {
+    let dir = dir_with_dockerfile();
+    let text = format!(
+        "\
+version: 1
+defaults:
+  verify:
+    cosign:
+      keyFile: keys/cosign.pub
+images:
+  - name: python
+    image: python:3.12-slim
+  - name: alpine
+    image: alpine:3.20
+    verify: {{mode: warn}}
+  - name: distroless
+    image: gcr.io/distroless/static:nonroot
+    verify:
+      mode: enforce
+      cosign:
+        key: |
+{}  - name: vendor
+    image: registry.example.com/vendor/tool:2
+    verify:
+      cosign:
+        secret: {{name: cosign-keys, key: vendor.pub}}
+",
+        indented(&cosign_pub(), 10)
+    );
+    let e = parse("images.yaml", &text, dir.path()).unwrap();
+    let file_key = Requirement::Key(KeySource::File(dir.path().join("keys/cosign.pub")));
+    assert_eq!(
+        e.verify_policy("python"),
+        Some(&VerifyPolicy {
+            requirement: file_key.clone(),
+            mode: VerifyMode::Enforce
+        })
+    );
+    assert_eq!(
+        e.verify_policy("alpine"),
+        Some(&VerifyPolicy {
+            requirement: file_key.clone(),
+            mode: VerifyMode::Warn
+        })
+    );
+    assert!(matches!(
+        &e.verify_policy("distroless").unwrap().requirement,
+        Requirement::Key(KeySource::Pem(p)) if p.starts_with("-----BEGIN PUBLIC KEY-----")
+    ));
+    assert_eq!(
+        e.verify_policy("vendor").unwrap().requirement,
+        Requirement::Key(KeySource::Secret {
+            namespace: None,
+            name: "cosign-keys".into(),
+            key: "vendor.pub".into()
+        })
+    );
+    // A discovered base image (not enrolled) gets defaults.verify.
+    assert_eq!(
+        e.verify_policy("gcr-io-distroless-base").map(|p| p.mode),
+        Some(VerifyMode::Enforce)
+    );
+}
+
+#[test]
+fn verify_mistakes_are_located() {
+    let dir = dir_with_dockerfile();
+    let text = "\
+version: 1
+images:
+  - name: a
+    image: alpine:3.20
+    verify: {mode: strict, cosign: {keyFile: k.pub}}
+  - name: b
+    image: alpine:3.21
+    verify: {mode: warn}
+  - name: c
+    image: alpine:3.22
+    verify: {cosign: {keyFile: k.pub, key: nope}}
+  - name: d
+    image: alpine:3.23
+    verify: {cosign: {key: not a key}}
+  - name: e
+    image: alpine:3.24
+    verify: {cosign: {keyless: {identity: '(', issuer: '^https://x$'}}}
+  - name: f
+    image: alpine:3.25
+    verify: {cosign: {}}
+";
+    let found = errors(text, dir.path());
+    let expected = [
+        "images.yaml:5:20: invalid verify.mode \"strict\"",
+        "images.yaml:8:20: verify needs cosign",
+        "images.yaml:11:32: cosign sets both key and keyFile",
+        "images.yaml:14:28: cosign.key is not a usable public key",
+        "images.yaml:17:43: invalid keyless.identity regular expression",
+        "images.yaml:18:11: cosign needs a key",
+    ];
+    assert_eq!(found.len(), expected.len(), "{found:#?}");
+    for (f, e) in found.iter().zip(expected) {
+        assert!(f.starts_with(e), "{f} does not start with {e}");
+    }
+}

@@ -155,6 +155,7 @@ impl Metrics {
             Decision::PinnedDependent { .. } => "pinned_dependent",
             Decision::Marked { .. } => "marked",
             Decision::Running { .. } => "running",
+            Decision::Unverified { .. } => "unverified",
             Decision::Ignored { .. } => "ignored",
         };
         self.decisions

@@ -56,6 +56,7 @@ use crate::registry::{ClientSettings, CredentialStore, RegistryClient, TagSelect
 use crate::runtime::{Digest, ImageRuntime, RebuildId};
 use crate::state::{self, journal, Changes, FileStore, StateError};
 use crate::trigger::{self, Context, LocalSource, Request, SourceInfo};
+use crate::verify::{KeyReader, Verifier};
 use crate::watch::freight::{FreightReplay, ImageKey, Keys};
 use crate::watch::registry::{RegistryWatcher, Target};
 use crate::watch::{EventSource, Observation};
@@ -246,8 +247,12 @@ pub struct Hooks {
     /// Notified when a source has something new: the loop wakes and polls the sources
     /// that are due.
     pub wake: Arc<tokio::sync::Notify>,
-    /// The Kubernetes client `kubernetesJob` triggers create their Jobs with.
+    /// The Kubernetes client `kubernetesJob` triggers create their Jobs with (and
+    /// `verify.cosign.secret` keys are read with).
     pub cluster: Option<kube::Client>,
+    /// The controller's namespace: where a `verify.cosign.secret` without a namespace
+    /// is looked up.
+    pub namespace: Option<String>,
 }
 
 /// A build task's messages to the loop.
@@ -295,6 +300,8 @@ struct Factory {
     config_hash: Option<u64>,
     engine: Engine,
     client: RegistryClient,
+    /// Signature checks of updates (`verify:`), through `client`.
+    verifier: Verifier,
     sources: Vec<Box<dyn EventSource>>,
     writer: Option<(WriterHandle, tokio::task::JoinHandle<()>)>,
     builds: JoinSet<(RebuildId, Completed)>,
@@ -358,6 +365,11 @@ impl Factory {
             credentials,
             options.cache_dir.join("registry"),
         );
+        let mut verifier =
+            Verifier::new(client.clone()).persisted(options.cache_dir.join("signatures"));
+        if let (Some(cluster), Some(ns)) = (&hooks.cluster, &hooks.namespace) {
+            verifier = verifier.with_keys(KeyReader::with_cluster(cluster.clone(), ns.clone()));
+        }
         let writer = match (&options.repository, options.git, options.dry_run) {
             (_, GitMode::Off, _) | (_, _, true) => None,
             (Some(config), mode, false) => {
@@ -375,6 +387,7 @@ impl Factory {
             config_hash: Some(config_hash),
             engine,
             client,
+            verifier,
             sources: Vec::new(),
             writer,
             builds: JoinSet::new(),
@@ -772,6 +785,9 @@ impl Factory {
             let Some(event) = self.event_for(o, now) else {
                 continue;
             };
+            let Some(event) = self.with_signature(event).await else {
+                continue;
+            };
             crate::crash::point("observed");
             decisions.extend(self.engine.apply(event, self.clock.now()));
             applied = true;
@@ -816,6 +832,61 @@ impl Factory {
             platforms: o.platforms,
             discovered_at: o.discovered_at.unwrap_or(now),
             source: o.source,
+            signature: None,
+        })
+    }
+
+    /// `event` with its signature check when it is an update of an image with a
+    /// `verify:` policy; `None` when the check could not be made (a registry or key
+    /// error): the update is not recorded, so the next poll sees it again and retries.
+    async fn with_signature(&mut self, event: Event) -> Option<Event> {
+        let Event::Update {
+            image,
+            tag,
+            digest,
+            platforms,
+            discovered_at,
+            source,
+            signature: None,
+        } = event
+        else {
+            return Some(event);
+        };
+        let policy = self.model.enrollment.verify_policy(&image).cloned();
+        let reference = self.model.graph.node(&image).map(|n| n.reference.clone());
+        let signature = match (policy, reference) {
+            (Some(policy), Some(reference)) => {
+                match self
+                    .verifier
+                    .verify(&reference, digest.as_str(), &policy)
+                    .await
+                {
+                    Ok(judged) => {
+                        info!(%image, %digest, verdict = %judged.check.verdict, mode = %judged.check.mode, detail = %judged.check.detail, "signature checked");
+                        Some(judged.check)
+                    }
+                    Err(e) => {
+                        let problem = format!(
+                            "{image}@{digest}: signature not checked, retried next poll: {e}"
+                        );
+                        warn!("{problem}");
+                        if self.options.once && !self.summary.problems.contains(&problem) {
+                            self.summary.problems.push(problem);
+                        }
+                        return None;
+                    }
+                }
+            }
+            _ => None,
+        };
+        Some(Event::Update {
+            image,
+            tag,
+            digest,
+            platforms,
+            discovered_at,
+            source,
+            signature,
         })
     }
 
@@ -834,7 +905,9 @@ impl Factory {
                     self.summary.failed += 1;
                     warn!("{}", describe(d));
                 }
-                Decision::RetryScheduled { .. } => warn!("{}", describe(d)),
+                Decision::RetryScheduled { .. } | Decision::Unverified { .. } => {
+                    warn!("{}", describe(d));
+                }
                 _ => info!("{}", describe(d)),
             }
             if !matches!(d, Decision::Ignored { .. }) {

@@ -57,6 +57,8 @@ pub struct RequestStats {
     pub tag_list_gets: u64,
     /// Token endpoint requests.
     pub token_gets: u64,
+    /// `GET /v2/<name>/referrers/<digest>` pages (OCI distribution spec v1.1).
+    pub referrers_gets: u64,
     /// Repeated attempts after a `429`, `5xx`, timeout or cut response.
     pub retries: u64,
 }
@@ -69,6 +71,7 @@ impl RequestStats {
             + self.blob_gets
             + self.tag_list_gets
             + self.token_gets
+            + self.referrers_gets
     }
 }
 
@@ -79,11 +82,12 @@ enum Kind {
     BlobGet,
     TagList,
     Token,
+    Referrers,
 }
 
 #[derive(Debug, Default)]
 struct Counters {
-    by_kind: [AtomicU64; 5],
+    by_kind: [AtomicU64; 6],
     retries: AtomicU64,
 }
 
@@ -100,6 +104,7 @@ impl Counters {
             blob_gets: get(Kind::BlobGet),
             tag_list_gets: get(Kind::TagList),
             token_gets: get(Kind::Token),
+            referrers_gets: get(Kind::Referrers),
             retries: self.retries.load(Ordering::Relaxed),
         }
     }
@@ -244,6 +249,9 @@ pub struct RegistryClient {
 
 /// Tag list pages followed at most (a guard against registries whose `Link` loops).
 const MAX_TAG_PAGES: usize = 10_000;
+
+/// Referrers pages followed at most (a guard against a `Link` that loops).
+const MAX_REFERRER_PAGES: usize = 100;
 
 /// Entries kept in the digest-keyed content cache (manifests and configs, each a few KiB).
 const CONTENT_CACHE_ENTRIES: usize = 100_000;
@@ -944,6 +952,90 @@ impl RegistryClient {
         Ok(())
     }
 
+    /// The blob `digest` of `reference`'s repository (a config, a signature payload):
+    /// its bytes, verified against the digest and cached by it, so a blob is fetched
+    /// once per process (or once ever, with [`Self::with_content_dir`]).
+    ///
+    /// Source: OCI distribution spec "Pulling blobs".
+    ///
+    /// # Errors
+    /// [`RegistryError::NotFound`], [`RegistryError::DigestMismatch`], transport and
+    /// auth errors.
+    pub async fn blob(
+        &self,
+        reference: &Reference,
+        digest: &str,
+    ) -> Result<Arc<Vec<u8>>, RegistryError> {
+        self.content(reference, digest, Kind::BlobGet).await
+    }
+
+    /// The manifests that name `digest` as their `subject`, from the OCI 1.1 referrers
+    /// API (`GET /v2/<name>/referrers/<digest>[?artifactType=…]`), every page (`Link`)
+    /// merged into one index; `None` when the registry does not offer the API
+    /// (`404`/`405`: the spec forbids a `404` from a registry that supports it).
+    /// `artifact_type` is sent as the filter; a registry that ignores it is filtered
+    /// here too, so the answer only holds descriptors of that type.
+    ///
+    /// Not cached: the set of referrers of a digest grows.
+    ///
+    /// Source: OCI distribution spec v1.1 "Listing Referrers".
+    ///
+    /// # Errors
+    /// [`RegistryError::InvalidDocument`] for a body that is not an image index;
+    /// [`RegistryError::UnexpectedStatus`], transport and auth errors.
+    pub async fn referrers(
+        &self,
+        reference: &Reference,
+        digest: &str,
+        artifact_type: Option<&str>,
+    ) -> Result<Option<Vec<oci_client::manifest::ImageIndexEntry>>, RegistryError> {
+        let host = self.host(reference.registry())?;
+        let repo = reference.repository();
+        let mut url = format!("{}/v2/{repo}/referrers/{digest}", host.base);
+        if let Some(t) = artifact_type {
+            url.push_str("?artifactType=");
+            url.push_str(&t.replace('+', "%2B"));
+        }
+        let mut entries = Vec::new();
+        for _ in 0..MAX_REFERRER_PAGES {
+            let f = self
+                .request(
+                    &host,
+                    repo,
+                    Kind::Referrers,
+                    Method::GET,
+                    &url,
+                    Some(OCI_IMAGE_INDEX_MEDIA_TYPE),
+                )
+                .await?;
+            if f.status == StatusCode::NOT_FOUND || f.status == StatusCode::METHOD_NOT_ALLOWED {
+                return Ok(None);
+            }
+            if !f.status.is_success() {
+                return Err(RegistryError::UnexpectedStatus {
+                    registry: host.name.clone(),
+                    method: "GET".to_owned(),
+                    path: format!("/v2/{repo}/referrers/{digest}"),
+                    status: f.status.as_u16(),
+                });
+            }
+            let index: OciImageIndex = serde_json::from_slice(&f.body)
+                .map_err(|e| invalid(reference, "referrers index", &e))?;
+            entries.extend(
+                index.manifests.into_iter().filter(|e| {
+                    artifact_type.is_none_or(|t| e.artifact_type.as_deref() == Some(t))
+                }),
+            );
+            match f.header(LINK).and_then(tags::next_link) {
+                Some(next) if next.starts_with('/') => url = format!("{}{next}", host.base),
+                Some(next) => url = next,
+                None => return Ok(Some(entries)),
+            }
+        }
+        warn!(registry = %host.name, repository = repo, "referrers listing stopped at the page limit");
+        Ok(Some(entries))
+    }
+
     /// Resolves a reference: the digest it points at (one `HEAD`), and for an index its
     /// platform manifests (the index is fetched by digest once and then cached, so a
     /// warm scan costs exactly one `HEAD`).
@@ -1082,6 +1174,7 @@ impl RegistryClient {
             },
             layers: manifest.layers.iter().map(|l| l.digest.clone()).collect(),
             stale: None,
+            signature: None,
         })
     }
 

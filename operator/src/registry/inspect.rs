@@ -60,6 +60,9 @@ pub struct Inspection {
     pub layers: Vec<String>,
     /// With a base given: whether the image is not built on the base's current digest.
     pub stale: Option<bool>,
+    /// With `inspect --verify`: the signature verdict of `digest` (omitted otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signature: Option<crate::runtime::SignatureCheck>,
 }
 
 /// The platform BuildKit writes on the attestation manifests (SBOM, provenance) it adds
@@ -152,6 +155,7 @@ mod tests {
             },
             layers: layers.iter().map(|l| (*l).to_owned()).collect(),
             stale: None,
+            signature: None,
         }
     }
 

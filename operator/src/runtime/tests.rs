@@ -30,6 +30,7 @@ impl Update {
             source: UpdateSource::Watcher,
             superseded_by: None,
             expedited: None,
+            signature: None,
         }
     }
 }

@@ -121,6 +121,7 @@ pub fn migrate(reference: &crate::reference::Reference, legacy: &LegacyRuntime) 
             source,
             superseded_by: None,
             expedited: None,
+            signature: None,
         });
     }
     if let (Some(digest), Some(at)) = (&legacy.current.digest, &legacy.current.observed_at) {

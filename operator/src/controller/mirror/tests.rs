@@ -25,6 +25,7 @@ fn records() -> (BTreeMap<String, ImageRuntime>, Rebuild, Rebuild) {
         },
         superseded_by: None,
         expedited: None,
+        signature: None,
     });
     let platform_id = RebuildId::derive("platform", "registry.example/platform:1", &["x".into()]);
     let platform = Rebuild {
