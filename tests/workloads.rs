@@ -62,6 +62,7 @@ fn update(digest: &str, discovered: &str) -> Update {
         source: UpdateSource::Watcher,
         superseded_by: None,
         expedited: None,
+        signature: None,
     }
 }
 

@@ -348,7 +348,7 @@ impl Iterator for Words<'_> {
             }
         }
         self.at = self.text.len();
-        (!current.is_empty()).then(|| (current, begin..self.text.len()))
+        (!current.is_empty()).then_some((current, begin..self.text.len()))
     }
 }
 

@@ -285,6 +285,7 @@ fn update(digest: &str, at: &str) -> Update {
         source: UpdateSource::Watcher,
         superseded_by: None,
         expedited: None,
+        signature: None,
     }
 }
 
