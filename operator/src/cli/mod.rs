@@ -2,7 +2,8 @@
 //!
 //! Exit codes: 0 ok, 1 findings (validation errors, cycles, unresolved references in
 //! `dockerfile`, a `dockerfile --pin --base` that matched nothing), 2 usage or I/O
-//! errors.
+//! errors, 3 partial (`analyze --keep-going`: some sources failed, their images kept
+//! their last analysis, everything else was written).
 //!
 //! Paths follow one rule, as Docker Compose's do: a path on the command line (the
 //! enrollment file, `--state-dir`, `--cache-dir`) is relative to the working directory;
@@ -36,6 +37,9 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_FINDINGS: u8 = 1;
 /// Usage or I/O error.
 pub const EXIT_ERROR: u8 = 2;
+/// Partial: `analyze --keep-going` wrote everything but the images whose source failed
+/// (marked `stale: true` in their records).
+pub const EXIT_PARTIAL: u8 = 3;
 
 /// Image Factory rebuilds your container images when their base images change — after a
 /// soak period, in dependency order — and records everything in git.
@@ -135,6 +139,11 @@ pub enum Command {
         /// Compute and report, but write nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Keep going past a source that cannot be fetched or a Dockerfile without a
+        /// usable FROM: that image keeps its last analysis, marked `stale: true` with the
+        /// error and time in its state record; everything else is written; exit 3.
+        #[arg(long)]
+        keep_going: bool,
         /// Commit what changed under the state folder to the git repository holding it
         /// (found by walking up from it; identity from git's user.name/user.email).
         #[arg(long, conflicts_with = "dry_run")]
@@ -451,6 +460,7 @@ pub fn run(cli: Cli) -> ExitCode {
             state_dir,
             prune,
             dry_run,
+            keep_going,
             commit,
             push,
         } => {
@@ -459,7 +469,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 (true, false) => GitMode::Commit,
                 (false, false) => GitMode::None,
             };
-            run_analyze(&input, state_dir, prune, dry_run, git)
+            run_analyze(&input, state_dir, prune, dry_run, keep_going, git)
         }
         Command::Graph { input, format } => run_graph(&input, format),
         Command::Plan {
@@ -787,13 +797,21 @@ fn commit_analysis(
     Ok(lines)
 }
 
-fn run_analyze(input: &Input, state_dir: PathBuf, prune: bool, dry_run: bool, git: GitMode) -> u8 {
+fn run_analyze(
+    input: &Input,
+    state_dir: PathBuf,
+    prune: bool,
+    dry_run: bool,
+    keep_going: bool,
+    git: GitMode,
+) -> u8 {
     let options = analyze::Options {
         enrollment: input.file().to_path_buf(),
         state_dir: state_dir.clone(),
         cache_dir: input.cache_dir.clone(),
         prune,
         dry_run,
+        keep_going,
     };
     let report = match analyze::run(&options, &SourcesBar::default()) {
         Ok(r) => r,
@@ -802,10 +820,27 @@ fn run_analyze(input: &Input, state_dir: PathBuf, prune: bool, dry_run: bool, gi
     for w in &report.warnings {
         eprintln!("{w}");
     }
+    for s in &report.stale {
+        if s.kept {
+            eprintln!(
+                "error: image {:?}: {}; kept its last analysis (marked stale)",
+                s.image, s.reason
+            );
+        } else {
+            eprintln!(
+                "error: image {:?}: {}; it has no earlier analysis to keep: its record names no base images (marked stale)",
+                s.image, s.reason
+            );
+        }
+    }
     let mut out = String::new();
     out.push_str(&format!(
         "images: {} managed, {} external, {} discovered base(s); {} edge(s), depth {}\n",
         report.managed, report.external, report.bases, report.edges, report.depth
+    ));
+    out.push_str(&format!(
+        "dockerfiles: {} parsed, {} unchanged (analysis reused)\n",
+        report.parsed, report.reused
     ));
     out.push_str(&format!("warehouses: {}\n", report.warehouses));
     if report.stages > 0 {
@@ -868,6 +903,20 @@ fn run_analyze(input: &Input, state_dir: PathBuf, prune: bool, dry_run: bool, gi
                 return EXIT_ERROR;
             }
         }
+    }
+    if report.is_partial() {
+        out.push_str(&format!(
+            "partial: {} image(s) stale ({}): their source failed\n",
+            report.stale.len(),
+            report
+                .stale
+                .iter()
+                .map(|s| s.image.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        let code = print(&out);
+        return if code == EXIT_OK { EXIT_PARTIAL } else { code };
     }
     print(&out)
 }
