@@ -391,3 +391,69 @@ fn reused_analyses_of_the_corpus_give_the_same_graph_and_state() {
     let file = enroll_local(dir.path(), &images);
     assert_reuse_is_exact(&file, dir.path());
 }
+
+#[test]
+fn graph_and_plan_answer_from_current_state_without_fetching() {
+    let mut fleet = Fleet::new();
+    // No analysis yet: analyzed, and said so.
+    let (code, _, err) = run(fleet.path(), &["graph"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains(
+            "re-analyzed (state/ is not current for images.yaml and its local Dockerfiles)"
+        ),
+        "{err}"
+    );
+    let (code, out, err) = run(fleet.path(), &["analyze"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, refreshed, err) = run(fleet.path(), &["graph", "--format", "json", "--refresh"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("re-analyzed (--refresh)"), "{err}");
+
+    // The repositories are unreachable: state answers alone.
+    fleet.daemon.stop();
+    let (code, from_state, err) = run(fleet.path(), &["graph", "--format", "json"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.starts_with("from state/ (analyzed at 20"), "{err}");
+    assert_eq!(
+        from_state, refreshed,
+        "state gives the graph analysis gives"
+    );
+    let (code, out, err) = run(
+        fleet.path(),
+        &["plan", "--update", "python:3.12-slim", "--output", "json"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(err.starts_with("from state/"), "{err}");
+    let plan: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let rebuilt: Vec<&str> = plan["rebuilds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["image"].as_str().unwrap())
+        .collect();
+    assert_eq!(rebuilt, ["a", "local"], "{out}");
+    // --refresh does fetch, and fails without the repositories.
+    let (code, _, err) = run(fleet.path(), &["graph", "--refresh"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("cannot fetch"), "{err}");
+
+    // A local Dockerfile changed since: state is not current, the sources are analyzed.
+    fleet.daemon.resume();
+    std::fs::write(
+        fleet.path().join("local/Dockerfile"),
+        "FROM registry.example.com/a:1\nCOPY --from=alpine:3.20 /bin/sh /bin/sh\n",
+    )
+    .unwrap();
+    let (code, out, err) = run(fleet.path(), &["graph"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("re-analyzed (state/ is not current"), "{err}");
+    assert!(out.contains("alpine"), "{out}");
+
+    // images.yaml changed since: likewise.
+    fleet.enroll("- name: redis\n  image: redis:7\n");
+    let (code, out, err) = run(fleet.path(), &["graph"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("re-analyzed (state/ is not current"), "{err}");
+    assert!(out.contains("redis"), "{out}");
+}

@@ -843,6 +843,88 @@ fn keep_going(
     analyzed
 }
 
+/// The model `state/` holds for the enrollment at `path`, without fetching any git
+/// source: `Some` when `state/analysis.yaml` records the hash of exactly these
+/// `images.yaml` bytes, every managed image has an analysis record, and every local
+/// (path) source's Dockerfile still has its record's fingerprint (read and hashed, not
+/// parsed); `None` when state is missing or not current (then the caller analyzes).
+/// Stale records are used as they are (their last good analysis) and come back as
+/// [`Origin::Stale`]; the others as [`Origin::Reused`]. A git source that moved since
+/// `analyze` last ran is not seen.
+///
+/// # Errors
+///
+/// [`AnalyzeError::Enrollment`] for a bad `images.yaml` (that state is current for),
+/// [`AnalyzeError::State`] when a state file cannot be read.
+pub fn model_from_state(
+    path: &Path,
+    state_dir: &Path,
+) -> Result<Option<(Model, state::AnalysisRecord)>, AnalyzeError> {
+    let Ok(text) = std::fs::read(path) else {
+        return Ok(None);
+    };
+    let Some(record) = state::read_analysis(state_dir)? else {
+        return Ok(None);
+    };
+    if record.enrollment != crate::runtime::Digest::sha256_of(&text).to_string() {
+        return Ok(None);
+    }
+    let enrollment = enrollment::load(path)?;
+    let old = state::load_images(state_dir)?;
+    let mut analyzed = BTreeMap::new();
+    for image in &enrollment.images {
+        let Some(build) = &image.build else {
+            continue;
+        };
+        let Some(previous) = old.images.get(&image.name) else {
+            return Ok(None);
+        };
+        let display = display_of(build, &enrollment.base_dir);
+        let Some(analysis) = from_record(previous, &display) else {
+            return Ok(None);
+        };
+        let source = previous.source.as_ref();
+        if let Source::Path { dir, .. } = &build.source {
+            let Ok(content) = source::Fetched::Dir(dir.clone()).read(&build.dockerfile) else {
+                return Ok(None);
+            };
+            let current = fingerprint(build, &[content.as_bytes()]);
+            if source.and_then(|s| s.fingerprint.as_ref()) != Some(&current) {
+                return Ok(None);
+            }
+        }
+        let origin = if previous.stale {
+            Origin::Stale {
+                reason: previous.stale_reason.clone().unwrap_or_default(),
+                since: previous.stale_since.clone().unwrap_or_default(),
+                kept: source.is_some_and(|s| s.fingerprint.is_some()),
+            }
+        } else {
+            Origin::Reused
+        };
+        analyzed.insert(
+            image.name.clone(),
+            Analyzed {
+                analysis,
+                commit: source.and_then(|s| s.commit.clone()),
+                display,
+                fingerprint: source.and_then(|s| s.fingerprint.clone()),
+                origin,
+            },
+        );
+    }
+    let names = known_names(&old);
+    let graph = build_graph(&enrollment, &analyzed, &names);
+    Ok(Some((
+        Model {
+            enrollment,
+            analyzed,
+            graph,
+        },
+        record,
+    )))
+}
+
 /// Reference → name of every existing analysis record, so names stay once given.
 pub fn known_names(old: &state::Loaded) -> BTreeMap<String, String> {
     old.images

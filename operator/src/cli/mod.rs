@@ -154,16 +154,30 @@ pub enum Command {
         push: bool,
     },
     /// Print the dependency graph.
+    ///
+    /// Answers from state/ when it is current for images.yaml (the hash `analyze`
+    /// recorded) and its local Dockerfiles, without fetching a git source; otherwise, or
+    /// with `--refresh`, analyzes (reusing unchanged sources). Says which on stderr.
     #[command(after_help = PATHS_HELP)]
     Graph {
         /// images.yaml and the source cache.
         #[command(flatten)]
         input: Input,
+        /// The state folder answered from.
+        #[arg(long, default_value = "state")]
+        state_dir: PathBuf,
+        /// Analyze the sources even when state/ is current.
+        #[arg(long)]
+        refresh: bool,
         /// Output format.
         #[arg(long, value_enum, default_value_t = GraphFormat::Mermaid)]
         format: GraphFormat,
     },
     /// Show what an update of a base image would rebuild, in which waves, and when.
+    ///
+    /// The graph comes from state/ when it is current for images.yaml and its local
+    /// Dockerfiles, else (or with `--refresh`) from analyzing the sources; stderr says
+    /// which.
     ///
     /// Example: `image-factory plan --update python:3.12-slim --discovered-at 2026-11-22T10:00:00Z`
     #[command(after_help = PATHS_HELP)]
@@ -181,6 +195,9 @@ pub enum Command {
         /// When the update was discovered (RFC 3339); default now.
         #[arg(long, value_name = "TIME")]
         discovered_at: Option<String>,
+        /// Analyze the sources even when state/ is current.
+        #[arg(long)]
+        refresh: bool,
         /// Output format.
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
@@ -471,18 +488,25 @@ pub fn run(cli: Cli) -> ExitCode {
             };
             run_analyze(&input, state_dir, prune, dry_run, keep_going, git)
         }
-        Command::Graph { input, format } => run_graph(&input, format),
+        Command::Graph {
+            input,
+            state_dir,
+            refresh,
+            format,
+        } => run_graph(&input, &state_dir, refresh, format),
         Command::Plan {
             input,
             state_dir,
             update,
             discovered_at,
+            refresh,
             output,
         } => run_plan(
             &input,
             &state_dir,
             &update,
             discovered_at.as_deref(),
+            refresh,
             output,
         ),
         Command::Dockerfile {
@@ -921,13 +945,57 @@ fn run_analyze(
     print(&out)
 }
 
-fn load_model(input: &Input) -> Result<analyze::Model, u8> {
-    analyze::model(input.file(), &input.cache_dir, true, &SourcesBar::default())
-        .map_err(|e| report_analyze_error(&e, Writes::Nothing))
+/// The model for `graph` and `plan`: from `state_dir` when it is current for the
+/// enrollment (and not `refresh`), else analyzed (reusing unchanged sources, names as
+/// state gives them). Says which on stderr.
+fn load_model(input: &Input, state_dir: &Path, refresh: bool) -> Result<analyze::Model, u8> {
+    if !refresh {
+        match analyze::model_from_state(input.file(), state_dir) {
+            Ok(Some((model, record))) => {
+                let stale: Vec<&str> = model
+                    .analyzed
+                    .iter()
+                    .filter(|(_, a)| matches!(a.origin, analyze::Origin::Stale { .. }))
+                    .map(|(name, _)| name.as_str())
+                    .collect();
+                let stale = if stale.is_empty() {
+                    String::new()
+                } else {
+                    format!("; stale: {}", stale.join(", "))
+                };
+                eprintln!(
+                    "from {}/ (analyzed at {}{stale}; --refresh to re-analyze the sources)",
+                    state_dir.display(),
+                    record.analyzed_at
+                );
+                return Ok(model);
+            }
+            Ok(None) => {}
+            Err(e) => return Err(report_analyze_error(&e, Writes::Nothing)),
+        }
+    }
+    let model = analyze::model_named(
+        input.file(),
+        &input.cache_dir,
+        state_dir,
+        &SourcesBar::default(),
+    )
+    .map_err(|e| report_analyze_error(&e, Writes::Nothing))?;
+    let why = if refresh {
+        "--refresh".to_string()
+    } else {
+        format!(
+            "{}/ is not current for {} and its local Dockerfiles",
+            state_dir.display(),
+            input.file().display()
+        )
+    };
+    eprintln!("re-analyzed ({why})");
+    Ok(model)
 }
 
-fn run_graph(input: &Input, format: GraphFormat) -> u8 {
-    let model = match load_model(input) {
+fn run_graph(input: &Input, state_dir: &Path, refresh: bool, format: GraphFormat) -> u8 {
+    let model = match load_model(input, state_dir, refresh) {
         Ok(m) => m,
         Err(code) => return code,
     };
@@ -953,6 +1021,7 @@ fn run_plan(
     state_dir: &std::path::Path,
     update: &str,
     discovered_at: Option<&str>,
+    refresh: bool,
     output: Output,
 ) -> u8 {
     let reference = match Reference::parse(update) {
@@ -983,14 +1052,9 @@ fn run_plan(
             return EXIT_ERROR;
         }
     };
-    let model = match analyze::model_named(
-        input.file(),
-        &input.cache_dir,
-        state_dir,
-        &SourcesBar::default(),
-    ) {
+    let model = match load_model(input, state_dir, refresh) {
         Ok(m) => m,
-        Err(e) => return report_analyze_error(&e, Writes::Nothing),
+        Err(code) => return code,
     };
     let Some(node) = model.graph.find(&reference) else {
         eprintln!(
