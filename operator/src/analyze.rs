@@ -402,8 +402,8 @@ const ANALYZER: &str = concat!("image-factory ", env!("CARGO_PKG_VERSION"));
 
 /// The fingerprint of one image's analysis inputs (see
 /// [`state::SourceState::fingerprint`]): `sha256:<64 hex>` of the analyzer, the
-/// Dockerfile path, the build args and `parts` (the Dockerfile's bytes, or a git URL and
-/// commit), each part ended by a NUL.
+/// Dockerfile path, the number of build args, each build arg's key and value, and `parts`
+/// (the Dockerfile's bytes, or a git URL and commit), each ended by a NUL.
 fn fingerprint(build: &enrollment::Build, parts: &[&[u8]]) -> String {
     let mut bytes = Vec::with_capacity(256 + parts.iter().map(|p| p.len()).sum::<usize>());
     let mut push = |part: &[u8]| {
@@ -412,6 +412,8 @@ fn fingerprint(build: &enrollment::Build, parts: &[&[u8]]) -> String {
     };
     push(ANALYZER.as_bytes());
     push(build.dockerfile.as_bytes());
+    // The count keeps a build arg from reading as a part (and back).
+    push(build.build_args.len().to_string().as_bytes());
     for (key, value) in &build.build_args {
         push(key.as_bytes());
         push(value.as_bytes());
@@ -1265,5 +1267,113 @@ fn source_state(
             context: context.to_string(),
             ..SourceState::default()
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn build(dockerfile: &str, args: &[(&str, &str)]) -> enrollment::Build {
+        enrollment::Build {
+            source: Source::Path {
+                raw: "app".into(),
+                dir: PathBuf::from("app"),
+                at: Position::default(),
+            },
+            dockerfile: dockerfile.into(),
+            dockerfile_at: Position::default(),
+            context: ".".into(),
+            build_args: args
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            trigger: None,
+            test: None,
+        }
+    }
+
+    #[test]
+    fn a_fingerprint_changes_with_every_input_and_only_then() {
+        let plain = fingerprint(&build("Dockerfile", &[]), &[b"FROM a\n"]);
+        assert!(plain.starts_with("sha256:") && plain.len() == 71, "{plain}");
+        assert_eq!(
+            plain,
+            fingerprint(&build("Dockerfile", &[]), &[b"FROM a\n"])
+        );
+        let others = [
+            fingerprint(&build("Dockerfile", &[]), &[b"FROM b\n"]),
+            fingerprint(&build("other/Dockerfile", &[]), &[b"FROM a\n"]),
+            fingerprint(&build("Dockerfile", &[("V", "1")]), &[b"FROM a\n"]),
+            fingerprint(&build("Dockerfile", &[("V", "2")]), &[b"FROM a\n"]),
+            // A build arg never reads as Dockerfile bytes.
+            fingerprint(&build("Dockerfile", &[("FROM a\n", "")]), &[]),
+        ];
+        let all: BTreeSet<&String> = others.iter().chain([&plain]).collect();
+        assert_eq!(all.len(), others.len() + 1, "{all:?}");
+    }
+
+    #[test]
+    fn a_record_gives_back_the_dependencies_it_was_rendered_from() {
+        let record = ImageState {
+            version: state::IMAGES_VERSION,
+            name: "app".into(),
+            kind: NodeKind::Managed,
+            reference: "registry.example.com/app:1".into(),
+            orphaned: false,
+            stale: false,
+            stale_reason: None,
+            stale_since: None,
+            tags: Vec::new(),
+            source: Some(SourceState::default()),
+            build_args: BTreeMap::new(),
+            base_images: vec![
+                BaseState {
+                    name: "python".into(),
+                    reference: "docker.io/library/python:3.12".into(),
+                    via: vec!["copy".into(), "from".into()],
+                    pinned: vec![format!("sha256:{}", "a".repeat(64))],
+                    written: Vec::new(),
+                },
+                BaseState {
+                    name: "base".into(),
+                    reference: "registry.example.com/base:1".into(),
+                    via: vec!["from".into()],
+                    pinned: Vec::new(),
+                    written: vec!["registry.example.com/base:latest".into()],
+                },
+            ],
+            unresolved: vec!["${NOPE}".into()],
+            dependents: Vec::new(),
+            rebuild: None,
+            warehouse: None,
+        };
+        let analysis = from_record(&record, "app/Dockerfile").unwrap();
+        let deps: Vec<(String, dockerfile::Via)> = analysis
+            .dependencies
+            .iter()
+            .map(|d| (d.reference.to_string(), d.via))
+            .collect();
+        let pinned = format!("docker.io/library/python:3.12@sha256:{}", "a".repeat(64));
+        assert_eq!(
+            deps,
+            [
+                (pinned.clone(), dockerfile::Via::Copy),
+                (pinned, dockerfile::Via::From),
+                (
+                    "registry.example.com/base:latest".to_string(),
+                    dockerfile::Via::From
+                ),
+            ]
+        );
+        assert_eq!(
+            analysis.stages[0].from,
+            From::Unresolved {
+                raw: "${NOPE}".into()
+            }
+        );
+        let mut external = record.clone();
+        external.kind = NodeKind::External;
+        assert!(from_record(&external, "x").is_none());
     }
 }
