@@ -1,7 +1,8 @@
 //! `analyze` and `plan` on a generated enrollment of 10,000 managed images.
 //!
 //! Run: `cargo bench --bench analyze` (release build). Set `IMAGES=N` for another size.
-//! Prints wall times per phase, the plan time (median of 50) and the peak resident memory.
+//! Prints wall times per phase, an incremental run with one changed source, the plan time
+//! (median of 50) and the peak resident memory.
 //!
 //! The enrollment: 8 external bases, then 8 levels of managed images (depth 8 + the
 //! bases), each Dockerfile multi-stage with global ARGs that build the parent reference,
@@ -117,6 +118,10 @@ fn generate(dir: &Path, n: usize) -> usize {
     sizes.len()
 }
 
+fn graph_json(graph: &image_factory::graph::Graph) -> String {
+    image_factory::graph::render_json(graph)
+}
+
 fn peak_rss_mb() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
@@ -203,6 +208,7 @@ fn main() {
         cache_dir: cache.clone(),
         prune: false,
         dry_run: false,
+        keep_going: false,
     };
     let start = Instant::now();
     let warm = analyze::run(&options, &analyze::NoProgress).unwrap();
@@ -216,6 +222,82 @@ fn main() {
         "  analyze warm run (state unchanged: reads {} state files, writes 0)  {}",
         old.images.len().max(files.len()),
         ms(t_warm)
+    );
+
+    // Incremental analysis: one source changed, the other n - 1 reuse their analysis
+    // from state (fingerprint unchanged: read and hashed, never parsed).
+    let changed = dir.path().join("src/img-00042/Dockerfile");
+    let mut text = std::fs::read_to_string(&changed).unwrap();
+    text.push_str("LABEL changed=\"1\"\n");
+    std::fs::write(&changed, text).unwrap();
+    let start = Instant::now();
+    let loaded = state::load_images(&state_dir).unwrap();
+    let t_load = start.elapsed();
+    let enrollment = image_factory::enrollment::load(&file).unwrap();
+    let mut sources = Vec::new();
+    for _ in 0..5 {
+        let start = Instant::now();
+        let results = analyze::read_sources_reusing(
+            &enrollment,
+            &cache,
+            true,
+            &loaded.images,
+            &analyze::NoProgress,
+        );
+        sources.push(start.elapsed());
+        let parsed = results
+            .iter()
+            .filter(|(_, r)| r.as_ref().unwrap().origin == analyze::Origin::Parsed)
+            .count();
+        assert_eq!(parsed, 1, "only the changed source is parsed");
+    }
+    sources.sort();
+    drop(loaded);
+    drop(enrollment);
+    let start = Instant::now();
+    let incremental =
+        analyze::model_named(&file, &cache, &state_dir, &analyze::NoProgress).unwrap();
+    let t_model_incremental = start.elapsed();
+    let reused = incremental
+        .analyzed
+        .values()
+        .filter(|a| a.origin == analyze::Origin::Reused)
+        .count();
+    assert_eq!(reused, n - 1, "every unchanged source reuses its analysis");
+    assert_eq!(
+        graph_json(&incremental.graph),
+        graph_json(&model.graph),
+        "a reused analysis gives the same graph"
+    );
+    drop(incremental);
+    let start = Instant::now();
+    let report = analyze::run(&options, &analyze::NoProgress).unwrap();
+    let t_incremental = start.elapsed();
+    assert_eq!((report.parsed, report.reused), (1, n - 1));
+    println!(
+        "  incremental, 1 of {n} sources changed ({} parsed, {} reused):",
+        report.parsed, report.reused
+    );
+    println!(
+        "    sources: read + hash {n}, reuse {} analyses, parse 1  median {} (min {}, max {})",
+        n - 1,
+        ms(sources[sources.len() / 2]),
+        ms(sources[0]),
+        ms(sources[sources.len() - 1])
+    );
+    println!(
+        "    load state/images ({} records)          {}",
+        n + BASES.len() + 1,
+        ms(t_load)
+    );
+    println!(
+        "    model (enrollment + state + hash sources + reuse + graph)  {}",
+        ms(t_model_incremental)
+    );
+    println!(
+        "    analyze run (model + render + write {} file(s))  {}",
+        report.write.written.len(),
+        ms(t_incremental)
     );
 
     let mut times = Vec::new();

@@ -15,6 +15,7 @@ mod dockerfile_cli;
 mod dockerfile_corpus;
 mod dockerfile_pin;
 mod factory;
+mod fleet;
 mod git_writer;
 mod github_trigger;
 mod inspect;

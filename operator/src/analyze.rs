@@ -75,6 +75,43 @@ pub struct Options {
     pub prune: bool,
     /// Compute everything but write nothing.
     pub dry_run: bool,
+    /// Keep going past a source that cannot be fetched or a Dockerfile without a usable
+    /// `FROM`: the image keeps its last analysis from its state record, marked `stale`
+    /// ([`Report::stale`]), and everything else is analyzed and written. Without it the
+    /// first such image stops the run and nothing is written.
+    pub keep_going: bool,
+}
+
+/// How an image's analysis was obtained.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// The Dockerfile was read and parsed by this run.
+    Parsed,
+    /// The source's fingerprint equals its state record's: the record's analysis was
+    /// reused, the Dockerfile neither read (git) nor parsed.
+    Reused,
+    /// The source failed (`keep_going`): the analysis is the state record's last good
+    /// one when `kept`, else empty.
+    Stale {
+        /// The error, credentials redacted.
+        reason: String,
+        /// When the source first failed, RFC 3339 UTC.
+        since: String,
+        /// Whether a previous analysis was kept (false: the image has none).
+        kept: bool,
+    },
+}
+
+/// One image whose source failed under `keep_going`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaleImage {
+    /// The image name.
+    pub image: String,
+    /// The error.
+    pub reason: String,
+    /// Whether its last analysis was kept; false when it had none (its record then
+    /// names no base images).
+    pub kept: bool,
 }
 
 /// The Dockerfile analysis of one managed image.
@@ -86,6 +123,11 @@ pub struct Analyzed {
     pub commit: Option<String>,
     /// How the Dockerfile is named in messages (`examples/app/Dockerfile`).
     pub display: String,
+    /// What the analysis was computed from (see [`state::SourceState::fingerprint`]);
+    /// `None` when unknown (a stale image without earlier analysis).
+    pub fingerprint: Option<String>,
+    /// Parsed now, reused, or kept from state.
+    pub origin: Origin,
 }
 
 /// The enrollment, every managed image's Dockerfile analysis and the graph.
@@ -128,6 +170,19 @@ pub struct Report {
     pub migrated: usize,
     /// What the write changed.
     pub write: WriteReport,
+    /// Dockerfiles read and parsed by this run.
+    pub parsed: usize,
+    /// Analyses reused from state records because their source did not change.
+    pub reused: usize,
+    /// Images whose source failed under `keep_going`, in name order.
+    pub stale: Vec<StaleImage>,
+}
+
+impl Report {
+    /// Whether some image's source failed (`keep_going`): the run is partial.
+    pub fn is_partial(&self) -> bool {
+        !self.stale.is_empty()
+    }
 }
 
 /// Reports progress of reading sources; injected so the CLI can draw a bar and the
@@ -176,7 +231,8 @@ pub fn model(
 }
 
 /// As [`model`], with the names the state files in `state_dir` already give to
-/// discovered bases (so the graph's names are the ones `analyze` writes).
+/// discovered bases (so the graph's names are the ones `analyze` writes), reusing the
+/// analysis of every state record whose source did not change (incremental analysis).
 ///
 /// # Errors
 ///
@@ -188,8 +244,12 @@ pub fn model_named(
     progress: &dyn Progress,
 ) -> Result<Model, AnalyzeError> {
     let enrollment = enrollment::load(path)?;
-    let analyzed = read_sources(&enrollment, cache_dir, true, progress)?;
-    let names = known_names(&state::load_images(state_dir)?);
+    let old = state::load_images(state_dir)?;
+    let analyzed = first_error(
+        &enrollment,
+        read_sources_reusing(&enrollment, cache_dir, true, &old.images, progress),
+    )?;
+    let names = known_names(&old);
     let graph = build_graph(&enrollment, &analyzed, &names);
     Ok(Model {
         enrollment,
@@ -212,6 +272,53 @@ pub fn read_sources(
     fetch_git: bool,
     progress: &dyn Progress,
 ) -> Result<BTreeMap<String, Analyzed>, AnalyzeError> {
+    first_error(
+        enrollment,
+        read_sources_reusing(enrollment, cache_dir, fetch_git, &BTreeMap::new(), progress),
+    )
+}
+
+/// The analyses by name, or the error of the first failed image in file order.
+fn first_error(
+    enrollment: &Enrollment,
+    results: Vec<(String, Result<Analyzed, SourceError>)>,
+) -> Result<BTreeMap<String, Analyzed>, AnalyzeError> {
+    let mut analyzed = BTreeMap::new();
+    let mut failed = BTreeMap::new();
+    for (name, result) in results {
+        match result {
+            Ok(a) => {
+                analyzed.insert(name, a);
+            }
+            Err(e) => {
+                failed.insert(name, e);
+            }
+        }
+    }
+    // Report the error of the first image in file order, whatever finished first.
+    for image in &enrollment.images {
+        if let Some(source) = failed.remove(&image.name) {
+            return Err(AnalyzeError::Source {
+                image: image.name.clone(),
+                source,
+            });
+        }
+    }
+    Ok(analyzed)
+}
+
+/// Reads every managed image's Dockerfile (git sources only when `fetch_git`): one
+/// `(image name, result)` per managed image, in no particular order. An image whose
+/// source fingerprint equals that of its record in `previous` (analysis records by
+/// name, [`state::load_images`]) reuses the record's analysis ([`Origin::Reused`]):
+/// incremental analysis. Repositories and local sources are read in parallel (rayon).
+pub fn read_sources_reusing(
+    enrollment: &Enrollment,
+    cache_dir: &Path,
+    fetch_git: bool,
+    previous: &BTreeMap<String, ImageState>,
+    progress: &dyn Progress,
+) -> Vec<(String, Result<Analyzed, SourceError>)> {
     let _span = tracing::info_span!("read_sources", images = enrollment.images.len()).entered();
     let managed: Vec<(&str, &enrollment::Build)> = enrollment
         .images
@@ -233,68 +340,35 @@ pub fn read_sources(
         groups.entry(url).or_default().push((name, build));
     }
     let base_dir = &enrollment.base_dir;
-    let results: Vec<Result<(String, Analyzed), AnalyzeError>> = groups
+    let results: Vec<(String, Result<Analyzed, SourceError>)> = groups
         .into_par_iter()
         .flat_map_iter(|(url, images)| {
+            let one =
+                |(name, build): (&str, &enrollment::Build),
+                 fetched: &mut BTreeMap<Option<String>, source::Fetched>| {
+                    let result =
+                        analyze_image(build, base_dir, cache_dir, fetched, previous.get(name));
+                    progress.advance(name);
+                    (name.to_string(), result)
+                };
             if url.is_none() {
                 // Local sources: one task per image.
                 return images
                     .into_par_iter()
-                    .map(|(name, build)| {
-                        analyze_image(
-                            name,
-                            build,
-                            base_dir,
-                            cache_dir,
-                            &mut BTreeMap::new(),
-                            progress,
-                        )
-                    })
+                    .map(|image| one(image, &mut BTreeMap::new()))
                     .collect::<Vec<_>>()
                     .into_iter();
             }
             let mut fetched = BTreeMap::new();
             images
                 .into_iter()
-                .map(|(name, build)| {
-                    analyze_image(name, build, base_dir, cache_dir, &mut fetched, progress)
-                })
+                .map(|image| one(image, &mut fetched))
                 .collect::<Vec<_>>()
                 .into_iter()
         })
         .collect();
     progress.finish();
-    let mut analyzed = BTreeMap::new();
-    let mut first_error: Option<(usize, AnalyzeError)> = None;
-    let order: BTreeMap<&str, usize> = enrollment
-        .images
-        .iter()
-        .enumerate()
-        .map(|(i, image)| (image.name.as_str(), i))
-        .collect();
-    for result in results {
-        match result {
-            Ok((name, a)) => {
-                analyzed.insert(name, a);
-            }
-            Err(e) => {
-                // Report the error of the first image in file order, whatever finished first.
-                let position = match &e {
-                    AnalyzeError::Source { image, .. } => {
-                        order.get(image.as_str()).copied().unwrap_or(usize::MAX)
-                    }
-                    _ => usize::MAX,
-                };
-                if first_error.as_ref().is_none_or(|(p, _)| position < *p) {
-                    first_error = Some((position, e));
-                }
-            }
-        }
-    }
-    match first_error {
-        Some((_, e)) => Err(e),
-        None => Ok(analyzed),
-    }
+    results
 }
 
 /// Builds the dependency graph from the enrollment and the Dockerfile analyses.
@@ -323,20 +397,44 @@ pub fn build_graph(
     Graph::build_named(enrollment, &uses, names)
 }
 
+/// The analyzer's identity in fingerprints: a new release may analyze differently.
+const ANALYZER: &str = concat!("image-factory ", env!("CARGO_PKG_VERSION"));
+
+/// The fingerprint of one image's analysis inputs (see
+/// [`state::SourceState::fingerprint`]): `sha256:<64 hex>` of the analyzer, the
+/// Dockerfile path, the number of build args, each build arg's key and value, and `parts`
+/// (the Dockerfile's bytes, or a git URL and commit), each ended by a NUL.
+fn fingerprint(build: &enrollment::Build, parts: &[&[u8]]) -> String {
+    let mut bytes = Vec::with_capacity(256 + parts.iter().map(|p| p.len()).sum::<usize>());
+    let mut push = |part: &[u8]| {
+        bytes.extend_from_slice(part);
+        bytes.push(0);
+    };
+    push(ANALYZER.as_bytes());
+    push(build.dockerfile.as_bytes());
+    // The count keeps a build arg from reading as a part (and back).
+    push(build.build_args.len().to_string().as_bytes());
+    for (key, value) in &build.build_args {
+        push(key.as_bytes());
+        push(value.as_bytes());
+    }
+    for part in parts {
+        push(part);
+    }
+    crate::runtime::Digest::sha256_of(&bytes).to_string()
+}
+
 /// Reads and analyzes one managed image's Dockerfile; `fetched` caches this task's git
-/// fetches by ref, so a repository is fetched once per ref.
+/// fetches by ref, so a repository is fetched once per ref. When `previous` (the
+/// image's state record) has the same fingerprint, its analysis is reused: a git
+/// Dockerfile is then not read, a local one read (to hash it) but not parsed.
 fn analyze_image(
-    name: &str,
     build: &enrollment::Build,
     base_dir: &Path,
     cache_dir: &Path,
     fetched: &mut BTreeMap<Option<String>, source::Fetched>,
-    progress: &dyn Progress,
-) -> Result<(String, Analyzed), AnalyzeError> {
-    let source_err = |source| AnalyzeError::Source {
-        image: name.to_string(),
-        source,
-    };
+    previous: Option<&ImageState>,
+) -> Result<Analyzed, SourceError> {
     let key = match &build.source {
         Source::Git { reference, .. } => reference.clone(),
         Source::Path { .. } => None,
@@ -344,24 +442,154 @@ fn analyze_image(
     let source = match fetched.entry(key) {
         std::collections::btree_map::Entry::Occupied(cached) => cached.into_mut(),
         std::collections::btree_map::Entry::Vacant(slot) => {
-            slot.insert(source::fetch(&build.source, cache_dir).map_err(source_err)?)
+            slot.insert(source::fetch(&build.source, cache_dir)?)
         }
     };
-    let content = source.read(&build.dockerfile).map_err(source_err)?;
-    let display = match &build.source {
-        Source::Path { raw, .. } => display_path(base_dir, raw, &build.dockerfile),
-        Source::Git { url, .. } => format!("{}#{}", source::redact_url(url), build.dockerfile),
+    let display = display_of(build, base_dir);
+    let (fingerprint, content) = match (&*source, &build.source) {
+        (source::Fetched::Git { commit, .. }, Source::Git { url, .. }) => {
+            let commit = commit.to_string();
+            let url = source::redact_url(url);
+            let print = fingerprint(build, &[url.as_bytes(), commit.as_bytes()]);
+            (print, None)
+        }
+        _ => {
+            let content = source.read(&build.dockerfile)?;
+            (fingerprint(build, &[content.as_bytes()]), Some(content))
+        }
     };
-    let analysis = dockerfile::analyze(&display, &content, &build.build_args);
-    progress.advance(name);
-    Ok((
-        name.to_string(),
-        Analyzed {
+    let reused = previous
+        .filter(|r| r.source.as_ref().and_then(|s| s.fingerprint.as_ref()) == Some(&fingerprint))
+        .and_then(|r| from_record(r, &display));
+    if let Some(analysis) = reused {
+        return Ok(Analyzed {
             analysis,
             commit: source.commit(),
             display,
+            fingerprint: Some(fingerprint),
+            origin: Origin::Reused,
+        });
+    }
+    let content = match content {
+        Some(content) => content,
+        None => source.read(&build.dockerfile)?,
+    };
+    let analysis = dockerfile::analyze(&display, &content, &build.build_args);
+    Ok(Analyzed {
+        analysis,
+        commit: source.commit(),
+        display,
+        fingerprint: Some(fingerprint),
+        origin: Origin::Parsed,
+    })
+}
+
+/// The analysis a state record holds, rebuilt for the graph: one dependency per base
+/// reference (as [`BaseState::written`], else `reference`, pinned to each of `pinned`)
+/// and use, one unresolved stage per `unresolved` entry; `None` when the record is not
+/// a managed image's. Problems (warnings) are not recorded, so none are rebuilt.
+pub fn from_record(record: &ImageState, display: &str) -> Option<Analysis> {
+    if record.kind != NodeKind::Managed || record.source.is_none() {
+        return None;
+    }
+    let mut dependencies = Vec::new();
+    for base in &record.base_images {
+        let written: Vec<Reference> = if base.written.is_empty() {
+            let reference = Reference::parse(&base.reference).ok()?;
+            if base.pinned.is_empty() {
+                vec![reference]
+            } else {
+                base.pinned
+                    .iter()
+                    .map(|d| reference.with_digest(d.clone()))
+                    .collect()
+            }
+        } else {
+            base.written
+                .iter()
+                .map(|r| Reference::parse(r).ok())
+                .collect::<Option<_>>()?
+        };
+        for reference in written {
+            for via in &base.via {
+                let via = match via.as_str() {
+                    "copy" => dockerfile::Via::Copy,
+                    "mount" => dockerfile::Via::Mount,
+                    _ => dockerfile::Via::From,
+                };
+                dependencies.push(dockerfile::Dependency {
+                    reference: reference.clone(),
+                    via,
+                    stage: 0,
+                    line: 0,
+                });
+            }
+        }
+    }
+    let stages = record
+        .unresolved
+        .iter()
+        .enumerate()
+        .map(|(index, raw)| dockerfile::Stage {
+            index,
+            name: None,
+            platform: None,
+            from: From::Unresolved { raw: raw.clone() },
+            line: 0,
+        })
+        .collect();
+    Some(Analysis {
+        file: display.to_string(),
+        stages,
+        dependencies,
+        problems: Vec::new(),
+    })
+}
+
+/// How an image's Dockerfile is named in messages.
+fn display_of(build: &enrollment::Build, base_dir: &Path) -> String {
+    match &build.source {
+        Source::Path { raw, .. } => display_path(base_dir, raw, &build.dockerfile),
+        Source::Git { url, .. } => format!("{}#{}", source::redact_url(url), build.dockerfile),
+    }
+}
+
+/// The analysis of an image whose source failed (`keep_going`): its record's last good
+/// analysis, commit and fingerprint when it has one, else an empty analysis, marked
+/// stale since the record's `staleSince` (when it was stale already) or `now`.
+fn stale_analysis(
+    build: &enrollment::Build,
+    base_dir: &Path,
+    reason: String,
+    record: Option<&ImageState>,
+    now: &str,
+) -> Analyzed {
+    let display = display_of(build, base_dir);
+    // A record that is stale without a fingerprint never had an analysis to keep.
+    let good =
+        record.filter(|r| !(r.stale && r.source.as_ref().is_none_or(|s| s.fingerprint.is_none())));
+    let kept = good.and_then(|r| from_record(r, &display));
+    let since = record
+        .filter(|r| r.stale)
+        .and_then(|r| r.stale_since.clone())
+        .unwrap_or_else(|| now.to_string());
+    let source = good.and_then(|r| r.source.as_ref());
+    Analyzed {
+        origin: Origin::Stale {
+            reason,
+            since,
+            kept: kept.is_some(),
         },
-    ))
+        analysis: kept.unwrap_or_else(|| Analysis {
+            file: display.clone(),
+            stages: Vec::new(),
+            dependencies: Vec::new(),
+            problems: Vec::new(),
+        }),
+        commit: source.and_then(|s| s.commit.clone()),
+        fingerprint: source.and_then(|s| s.fingerprint.clone()),
+        display,
+    }
 }
 
 fn via_name(via: dockerfile::Via) -> &'static str {
@@ -386,7 +614,8 @@ impl Model {
     pub fn findings(&self) -> Vec<Diagnostic> {
         let mut out = Vec::new();
         for (name, a) in &self.analyzed {
-            if a.analysis.stages.is_empty() {
+            // Reused and kept analyses hold only what the graph needs (no stages).
+            if a.origin == Origin::Parsed && a.analysis.stages.is_empty() {
                 out.push(
                     Diagnostic::error(
                         &a.display,
@@ -481,25 +710,50 @@ impl Model {
     }
 }
 
-/// Runs `analyze`: loads the enrollment, reads the sources, builds the graph (keeping
-/// the names state files already have), refuses cycles and Dockerfile errors, renders
-/// every analysis record and Warehouse in memory, then commits them in one journaled
-/// write (unless `dry_run`). Runtime records are never touched, except once to move the
-/// runtime sections of version-1 state files into them.
+/// Runs `analyze`: loads the enrollment, reads the sources (reusing the analysis of
+/// every state record whose source fingerprint did not change), builds the graph
+/// (keeping the names state files already have), refuses cycles and Dockerfile errors,
+/// renders every analysis record and Warehouse in memory, then commits them in one
+/// journaled write (unless `dry_run`). Runtime records are never touched, except once
+/// to move the runtime sections of version-1 state files into them. With `keep_going`, a
+/// failed source or a Dockerfile without a usable `FROM` makes its image stale
+/// ([`Origin::Stale`]) instead of stopping the run.
 ///
 /// # Errors
 ///
 /// Any [`AnalyzeError`]; nothing is written unless everything rendered, and a failure
 /// while writing is reported by [`StateError`] with exactly what was written.
 pub fn run(options: &Options, progress: &dyn Progress) -> Result<Report, AnalyzeError> {
+    run_with_model(options, progress).map(|(report, _)| report)
+}
+
+/// As [`run`], also returning the model it wrote (the graph with the state's names).
+///
+/// # Errors
+///
+/// As [`run`].
+pub fn run_with_model(
+    options: &Options,
+    progress: &dyn Progress,
+) -> Result<(Report, Model), AnalyzeError> {
     let _span = tracing::info_span!("analyze", file = %options.enrollment.display()).entered();
+    let text = std::fs::read(&options.enrollment).map_err(|source| EnrollmentError::Read {
+        path: options.enrollment.clone(),
+        source,
+    })?;
     let enrollment = enrollment::load(&options.enrollment)?;
-    let analyzed = read_sources(&enrollment, &options.cache_dir, true, progress)?;
     if !options.dry_run {
         // Complete (or roll back) what an interrupted write left before reading state.
         state::journal::recover(&options.state_dir)?;
     }
     let old = state::load_images(&options.state_dir)?;
+    let results =
+        read_sources_reusing(&enrollment, &options.cache_dir, true, &old.images, progress);
+    let analyzed = if options.keep_going {
+        keep_going(&enrollment, results, &old.images)
+    } else {
+        first_error(&enrollment, results)?
+    };
     let names = known_names(&old);
     let graph = build_graph(&enrollment, &analyzed, &names);
     let model = Model {
@@ -520,6 +774,17 @@ pub fn run(options: &Options, progress: &dyn Progress) -> Result<Report, Analyze
     let (files, mut report) = render(&model, &old.images, options.prune)?;
     report.warnings = model.enrollment.warnings.clone();
     report.warnings.extend(findings);
+    for (name, a) in &model.analyzed {
+        match &a.origin {
+            Origin::Parsed => report.parsed += 1,
+            Origin::Reused => report.reused += 1,
+            Origin::Stale { reason, kept, .. } => report.stale.push(StaleImage {
+                image: name.clone(),
+                reason: reason.clone(),
+                kept: *kept,
+            }),
+        }
+    }
     let mut changes = Changes::default();
     for folder in [state::IMAGES_DIR, state::WAREHOUSES_DIR, state::STAGES_DIR] {
         for rel in owned_files(&options.state_dir, folder)? {
@@ -536,8 +801,130 @@ pub fn run(options: &Options, progress: &dyn Progress) -> Result<Report, Analyze
     changes.extend(migrated);
     if !options.dry_run {
         report.write = state::journal::commit(&options.state_dir, &changes)?;
+        // After the records: a crash in between leaves the old hash, which only makes
+        // `graph` and `plan` analyze again.
+        record_enrollment(&options.state_dir, &text, &report)?;
     }
-    Ok(report)
+    Ok((report, model))
+}
+
+/// Under `keep_going`: every failed image, and every freshly parsed Dockerfile without a
+/// usable `FROM`, becomes stale with its record's last analysis ([`stale_analysis`]).
+fn keep_going(
+    enrollment: &Enrollment,
+    results: Vec<(String, Result<Analyzed, SourceError>)>,
+    old: &BTreeMap<String, ImageState>,
+) -> BTreeMap<String, Analyzed> {
+    let builds: BTreeMap<&str, &enrollment::Build> = enrollment
+        .images
+        .iter()
+        .filter_map(|i| Some((i.name.as_str(), i.build.as_ref()?)))
+        .collect();
+    let now = jiff::Timestamp::from_second(jiff::Timestamp::now().as_second())
+        .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+        .to_string();
+    let mut analyzed = BTreeMap::new();
+    for (name, result) in results {
+        let reason = match result {
+            Ok(a) if a.origin == Origin::Parsed && a.analysis.stages.is_empty() => {
+                format!("{}: the Dockerfile has no usable FROM", a.display)
+            }
+            Ok(a) => {
+                analyzed.insert(name, a);
+                continue;
+            }
+            Err(e) => e.to_string(),
+        };
+        let Some(build) = builds.get(name.as_str()) else {
+            continue;
+        };
+        tracing::warn!(image = %name, %reason, "source failed; keeping its last analysis");
+        let stale = stale_analysis(build, &enrollment.base_dir, reason, old.get(&name), &now);
+        analyzed.insert(name, stale);
+    }
+    analyzed
+}
+
+/// The model `state/` holds for the enrollment at `path`, without fetching any git
+/// source: `Some` when `state/analysis.yaml` records the hash of exactly these
+/// `images.yaml` bytes, every managed image has an analysis record, and every local
+/// (path) source's Dockerfile still has its record's fingerprint (read and hashed, not
+/// parsed); `None` when state is missing or not current (then the caller analyzes).
+/// Stale records are used as they are (their last good analysis) and come back as
+/// [`Origin::Stale`]; the others as [`Origin::Reused`]. A git source that moved since
+/// `analyze` last ran is not seen.
+///
+/// # Errors
+///
+/// [`AnalyzeError::Enrollment`] for a bad `images.yaml` (that state is current for),
+/// [`AnalyzeError::State`] when a state file cannot be read.
+pub fn model_from_state(
+    path: &Path,
+    state_dir: &Path,
+) -> Result<Option<(Model, state::AnalysisRecord)>, AnalyzeError> {
+    let Ok(text) = std::fs::read(path) else {
+        return Ok(None);
+    };
+    let Some(record) = state::read_analysis(state_dir)? else {
+        return Ok(None);
+    };
+    if record.enrollment != crate::runtime::Digest::sha256_of(&text).to_string() {
+        return Ok(None);
+    }
+    let enrollment = enrollment::load(path)?;
+    let old = state::load_images(state_dir)?;
+    let mut analyzed = BTreeMap::new();
+    for image in &enrollment.images {
+        let Some(build) = &image.build else {
+            continue;
+        };
+        let Some(previous) = old.images.get(&image.name) else {
+            return Ok(None);
+        };
+        let display = display_of(build, &enrollment.base_dir);
+        let Some(analysis) = from_record(previous, &display) else {
+            return Ok(None);
+        };
+        let source = previous.source.as_ref();
+        if let Source::Path { dir, .. } = &build.source {
+            let Ok(content) = source::Fetched::Dir(dir.clone()).read(&build.dockerfile) else {
+                return Ok(None);
+            };
+            let current = fingerprint(build, &[content.as_bytes()]);
+            if source.and_then(|s| s.fingerprint.as_ref()) != Some(&current) {
+                return Ok(None);
+            }
+        }
+        let origin = if previous.stale {
+            Origin::Stale {
+                reason: previous.stale_reason.clone().unwrap_or_default(),
+                since: previous.stale_since.clone().unwrap_or_default(),
+                kept: source.is_some_and(|s| s.fingerprint.is_some()),
+            }
+        } else {
+            Origin::Reused
+        };
+        analyzed.insert(
+            image.name.clone(),
+            Analyzed {
+                analysis,
+                commit: source.and_then(|s| s.commit.clone()),
+                display,
+                fingerprint: source.and_then(|s| s.fingerprint.clone()),
+                origin,
+            },
+        );
+    }
+    let names = known_names(&old);
+    let graph = build_graph(&enrollment, &analyzed, &names);
+    Ok(Some((
+        Model {
+            enrollment,
+            analyzed,
+            graph,
+        },
+        record,
+    )))
 }
 
 /// Reference → name of every existing analysis record, so names stay once given.
@@ -628,6 +1015,9 @@ pub fn render(
             kind: node.kind,
             reference: node.reference.to_string(),
             orphaned: false,
+            stale: false,
+            stale_reason: None,
+            stale_since: None,
             tags: Vec::new(),
             source: None,
             build_args: BTreeMap::new(),
@@ -643,12 +1033,19 @@ pub fn render(
             st.tags = image
                 .map(|i| i.tags.iter().cloned().collect())
                 .unwrap_or_default();
-            st.source = Some(source_state(
+            let mut source = source_state(
                 &build.source,
                 &build.dockerfile,
                 &build.context,
                 analyzed.and_then(|a| a.commit.clone()),
-            ));
+            );
+            source.fingerprint = analyzed.and_then(|a| a.fingerprint.clone());
+            st.source = Some(source);
+            if let Some(Origin::Stale { reason, since, .. }) = analyzed.map(|a| &a.origin) {
+                st.stale = true;
+                st.stale_reason = Some(reason.clone());
+                st.stale_since = Some(since.clone());
+            }
             st.build_args = build.build_args.clone();
             st.base_images = graph
                 .bases(&node.name)
@@ -656,11 +1053,15 @@ pub fn render(
                 .filter_map(|base| {
                     let edge = graph.edge(&base, &node.name)?;
                     let reference = graph.node(&base)?.reference.to_string();
+                    let written = analyzed
+                        .map(|a| written_as(graph, a, &base, &reference, &edge.pinned))
+                        .unwrap_or_default();
                     Some(BaseState {
                         name: base,
                         reference,
                         via: edge.via.iter().cloned().collect(),
                         pinned: edge.pinned.iter().cloned().collect(),
+                        written,
                     })
                 })
                 .collect();
@@ -795,6 +1196,59 @@ impl Model {
     }
 }
 
+/// The references `a`'s Dockerfile names base `base` by, when [`from_record`] could not
+/// rebuild them from `reference` and `pinned` alone (another tag of an enrolled image, a
+/// digest-only reference, pinned and unpinned uses together); empty otherwise.
+fn written_as(
+    graph: &Graph,
+    a: &Analyzed,
+    base: &str,
+    reference: &str,
+    pinned: &BTreeSet<String>,
+) -> Vec<String> {
+    let written: BTreeSet<String> = a
+        .analysis
+        .dependencies
+        .iter()
+        .filter(|d| graph.find(&d.reference).is_some_and(|n| n.name == base))
+        .map(|d| d.reference.to_string())
+        .collect();
+    let rebuilt: BTreeSet<String> = if pinned.is_empty() {
+        BTreeSet::from([reference.to_string()])
+    } else {
+        pinned.iter().map(|d| format!("{reference}@{d}")).collect()
+    };
+    if written.is_subset(&rebuilt) {
+        Vec::new()
+    } else {
+        written.into_iter().collect()
+    }
+}
+
+/// Records the hash of `images.yaml` (`text`) in `state/analysis.yaml`, with the time
+/// when this analysis changed state; left as it is when neither the hash nor any state
+/// file changed (so an unchanged rerun writes nothing).
+fn record_enrollment(state_dir: &Path, text: &[u8], report: &Report) -> Result<(), StateError> {
+    let hash = crate::runtime::Digest::sha256_of(text).to_string();
+    let old = state::read_analysis(state_dir)?;
+    let unchanged = report.write.written.is_empty() && report.write.removed.is_empty();
+    if unchanged && old.as_ref().is_some_and(|o| o.enrollment == hash) {
+        return Ok(());
+    }
+    let record = state::AnalysisRecord {
+        version: state::ANALYSIS_VERSION,
+        enrollment: hash,
+        analyzed_at: jiff::Timestamp::from_second(jiff::Timestamp::now().as_second())
+            .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+            .to_string(),
+    };
+    let rel = PathBuf::from(state::ANALYSIS_FILE);
+    let mut changes = Changes::default();
+    changes.write(rel.clone(), state::render(&rel, &record)?);
+    state::journal::commit(state_dir, &changes)?;
+    Ok(())
+}
+
 /// Renders each `(name, object)` to `dir/NAME.yaml` in `files`, plus a
 /// `dir/kustomization.yaml` listing them in the given order (none when there is nothing
 /// to list): the shape of the generated Warehouses and Stages.
@@ -851,5 +1305,113 @@ fn source_state(
             context: context.to_string(),
             ..SourceState::default()
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn build(dockerfile: &str, args: &[(&str, &str)]) -> enrollment::Build {
+        enrollment::Build {
+            source: Source::Path {
+                raw: "app".into(),
+                dir: PathBuf::from("app"),
+                at: Position::default(),
+            },
+            dockerfile: dockerfile.into(),
+            dockerfile_at: Position::default(),
+            context: ".".into(),
+            build_args: args
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            trigger: None,
+            test: None,
+        }
+    }
+
+    #[test]
+    fn a_fingerprint_changes_with_every_input_and_only_then() {
+        let plain = fingerprint(&build("Dockerfile", &[]), &[b"FROM a\n"]);
+        assert!(plain.starts_with("sha256:") && plain.len() == 71, "{plain}");
+        assert_eq!(
+            plain,
+            fingerprint(&build("Dockerfile", &[]), &[b"FROM a\n"])
+        );
+        let others = [
+            fingerprint(&build("Dockerfile", &[]), &[b"FROM b\n"]),
+            fingerprint(&build("other/Dockerfile", &[]), &[b"FROM a\n"]),
+            fingerprint(&build("Dockerfile", &[("V", "1")]), &[b"FROM a\n"]),
+            fingerprint(&build("Dockerfile", &[("V", "2")]), &[b"FROM a\n"]),
+            // A build arg never reads as Dockerfile bytes.
+            fingerprint(&build("Dockerfile", &[("FROM a\n", "")]), &[]),
+        ];
+        let all: BTreeSet<&String> = others.iter().chain([&plain]).collect();
+        assert_eq!(all.len(), others.len() + 1, "{all:?}");
+    }
+
+    #[test]
+    fn a_record_gives_back_the_dependencies_it_was_rendered_from() {
+        let record = ImageState {
+            version: state::IMAGES_VERSION,
+            name: "app".into(),
+            kind: NodeKind::Managed,
+            reference: "registry.example.com/app:1".into(),
+            orphaned: false,
+            stale: false,
+            stale_reason: None,
+            stale_since: None,
+            tags: Vec::new(),
+            source: Some(SourceState::default()),
+            build_args: BTreeMap::new(),
+            base_images: vec![
+                BaseState {
+                    name: "python".into(),
+                    reference: "docker.io/library/python:3.12".into(),
+                    via: vec!["copy".into(), "from".into()],
+                    pinned: vec![format!("sha256:{}", "a".repeat(64))],
+                    written: Vec::new(),
+                },
+                BaseState {
+                    name: "base".into(),
+                    reference: "registry.example.com/base:1".into(),
+                    via: vec!["from".into()],
+                    pinned: Vec::new(),
+                    written: vec!["registry.example.com/base:latest".into()],
+                },
+            ],
+            unresolved: vec!["${NOPE}".into()],
+            dependents: Vec::new(),
+            rebuild: None,
+            warehouse: None,
+        };
+        let analysis = from_record(&record, "app/Dockerfile").unwrap();
+        let deps: Vec<(String, dockerfile::Via)> = analysis
+            .dependencies
+            .iter()
+            .map(|d| (d.reference.to_string(), d.via))
+            .collect();
+        let pinned = format!("docker.io/library/python:3.12@sha256:{}", "a".repeat(64));
+        assert_eq!(
+            deps,
+            [
+                (pinned.clone(), dockerfile::Via::Copy),
+                (pinned, dockerfile::Via::From),
+                (
+                    "registry.example.com/base:latest".to_string(),
+                    dockerfile::Via::From
+                ),
+            ]
+        );
+        assert_eq!(
+            analysis.stages[0].from,
+            From::Unresolved {
+                raw: "${NOPE}".into()
+            }
+        );
+        let mut external = record.clone();
+        external.kind = NodeKind::External;
+        assert!(from_record(&external, "x").is_none());
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! Exit codes: 0 ok, 1 findings (validation errors, cycles, unresolved references in
 //! `dockerfile`, a `dockerfile --pin --base` that matched nothing), 2 usage or I/O
-//! errors.
+//! errors, 3 partial (`analyze --keep-going`: some sources failed, their images kept
+//! their last analysis, everything else was written).
 //!
 //! Paths follow one rule, as Docker Compose's do: a path on the command line (the
 //! enrollment file, `--state-dir`, `--cache-dir`) is relative to the working directory;
@@ -37,6 +38,9 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_FINDINGS: u8 = 1;
 /// Usage or I/O error.
 pub const EXIT_ERROR: u8 = 2;
+/// Partial: `analyze --keep-going` wrote everything but the images whose source failed
+/// (marked `stale: true` in their records).
+pub const EXIT_PARTIAL: u8 = 3;
 
 /// Image Factory rebuilds your container images when their base images change — after a
 /// soak period, in dependency order — and records everything in git.
@@ -136,6 +140,11 @@ pub enum Command {
         /// Compute and report, but write nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Keep going past a source that cannot be fetched or a Dockerfile without a
+        /// usable FROM: that image keeps its last analysis, marked `stale: true` with the
+        /// error and time in its state record; everything else is written; exit 3.
+        #[arg(long)]
+        keep_going: bool,
         /// Commit what changed under the state folder to the git repository holding it
         /// (found by walking up from it; identity from git's user.name/user.email).
         #[arg(long, conflicts_with = "dry_run")]
@@ -146,11 +155,21 @@ pub enum Command {
         push: bool,
     },
     /// Print the dependency graph.
+    ///
+    /// Answers from state/ when it is current for images.yaml (the hash `analyze`
+    /// recorded) and its local Dockerfiles, without fetching a git source; otherwise, or
+    /// with `--refresh`, analyzes (reusing unchanged sources). Says which on stderr.
     #[command(after_help = PATHS_HELP)]
     Graph {
         /// images.yaml and the source cache.
         #[command(flatten)]
         input: Input,
+        /// The state folder answered from.
+        #[arg(long, default_value = "state")]
+        state_dir: PathBuf,
+        /// Analyze the sources even when state/ is current.
+        #[arg(long)]
+        refresh: bool,
         /// Output format.
         #[arg(long, value_enum, default_value_t = GraphFormat::Mermaid)]
         format: GraphFormat,
@@ -163,6 +182,10 @@ pub enum Command {
         source: status::WorkloadSourceArgs,
     },
     /// Show what an update of a base image would rebuild, in which waves, and when.
+    ///
+    /// The graph comes from state/ when it is current for images.yaml and its local
+    /// Dockerfiles, else (or with `--refresh`) from analyzing the sources; stderr says
+    /// which.
     ///
     /// Example: `image-factory plan --update python:3.12-slim --discovered-at 2026-11-22T10:00:00Z`
     #[command(after_help = PATHS_HELP)]
@@ -180,6 +203,9 @@ pub enum Command {
         /// When the update was discovered (RFC 3339); default now.
         #[arg(long, value_name = "TIME")]
         discovered_at: Option<String>,
+        /// Analyze the sources even when state/ is current.
+        #[arg(long)]
+        refresh: bool,
         /// Output format.
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
@@ -480,6 +506,7 @@ pub fn run(cli: Cli) -> ExitCode {
             state_dir,
             prune,
             dry_run,
+            keep_going,
             commit,
             push,
         } => {
@@ -488,19 +515,28 @@ pub fn run(cli: Cli) -> ExitCode {
                 (true, false) => GitMode::Commit,
                 (false, false) => GitMode::None,
             };
-            run_analyze(&input, state_dir, prune, dry_run, git)
+            run_analyze(&input, state_dir, prune, dry_run, keep_going, git)
         }
         Command::Graph {
             input,
+            state_dir,
+            refresh,
             format,
             workloads,
             source,
-        } => run_graph(&input, format, workloads.then_some(&source)),
+        } => run_graph(
+            &input,
+            &state_dir,
+            refresh,
+            format,
+            workloads.then_some(&source),
+        ),
         Command::Plan {
             input,
             state_dir,
             update,
             discovered_at,
+            refresh,
             output,
             workloads,
             source,
@@ -509,6 +545,7 @@ pub fn run(cli: Cli) -> ExitCode {
             &state_dir,
             &update,
             discovered_at.as_deref(),
+            refresh,
             output,
             workloads.then_some(&source),
         ),
@@ -825,13 +862,21 @@ fn commit_analysis(
     Ok(lines)
 }
 
-fn run_analyze(input: &Input, state_dir: PathBuf, prune: bool, dry_run: bool, git: GitMode) -> u8 {
+fn run_analyze(
+    input: &Input,
+    state_dir: PathBuf,
+    prune: bool,
+    dry_run: bool,
+    keep_going: bool,
+    git: GitMode,
+) -> u8 {
     let options = analyze::Options {
         enrollment: input.file().to_path_buf(),
         state_dir: state_dir.clone(),
         cache_dir: input.cache_dir.clone(),
         prune,
         dry_run,
+        keep_going,
     };
     let report = match analyze::run(&options, &SourcesBar::default()) {
         Ok(r) => r,
@@ -840,10 +885,27 @@ fn run_analyze(input: &Input, state_dir: PathBuf, prune: bool, dry_run: bool, gi
     for w in &report.warnings {
         eprintln!("{w}");
     }
+    for s in &report.stale {
+        if s.kept {
+            eprintln!(
+                "error: image {:?}: {}; kept its last analysis (marked stale)",
+                s.image, s.reason
+            );
+        } else {
+            eprintln!(
+                "error: image {:?}: {}; it has no earlier analysis to keep: its record names no base images (marked stale)",
+                s.image, s.reason
+            );
+        }
+    }
     let mut out = String::new();
     out.push_str(&format!(
         "images: {} managed, {} external, {} discovered base(s); {} edge(s), depth {}\n",
         report.managed, report.external, report.bases, report.edges, report.depth
+    ));
+    out.push_str(&format!(
+        "dockerfiles: {} parsed, {} unchanged (analysis reused)\n",
+        report.parsed, report.reused
     ));
     out.push_str(&format!("warehouses: {}\n", report.warehouses));
     if report.stages > 0 {
@@ -907,20 +969,80 @@ fn run_analyze(input: &Input, state_dir: PathBuf, prune: bool, dry_run: bool, gi
             }
         }
     }
+    if report.is_partial() {
+        out.push_str(&format!(
+            "partial: {} image(s) stale ({}): their source failed\n",
+            report.stale.len(),
+            report
+                .stale
+                .iter()
+                .map(|s| s.image.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        let code = print(&out);
+        return if code == EXIT_OK { EXIT_PARTIAL } else { code };
+    }
     print(&out)
 }
 
-fn load_model(input: &Input) -> Result<analyze::Model, u8> {
-    analyze::model(input.file(), &input.cache_dir, true, &SourcesBar::default())
-        .map_err(|e| report_analyze_error(&e, Writes::Nothing))
+/// The model for `graph` and `plan`: from `state_dir` when it is current for the
+/// enrollment (and not `refresh`), else analyzed (reusing unchanged sources, names as
+/// state gives them). Says which on stderr.
+fn load_model(input: &Input, state_dir: &Path, refresh: bool) -> Result<analyze::Model, u8> {
+    if !refresh {
+        match analyze::model_from_state(input.file(), state_dir) {
+            Ok(Some((model, record))) => {
+                let stale: Vec<&str> = model
+                    .analyzed
+                    .iter()
+                    .filter(|(_, a)| matches!(a.origin, analyze::Origin::Stale { .. }))
+                    .map(|(name, _)| name.as_str())
+                    .collect();
+                let stale = if stale.is_empty() {
+                    String::new()
+                } else {
+                    format!("; stale: {}", stale.join(", "))
+                };
+                eprintln!(
+                    "from {}/ (analyzed at {}{stale}; --refresh to re-analyze the sources)",
+                    state_dir.display(),
+                    record.analyzed_at
+                );
+                return Ok(model);
+            }
+            Ok(None) => {}
+            Err(e) => return Err(report_analyze_error(&e, Writes::Nothing)),
+        }
+    }
+    let model = analyze::model_named(
+        input.file(),
+        &input.cache_dir,
+        state_dir,
+        &SourcesBar::default(),
+    )
+    .map_err(|e| report_analyze_error(&e, Writes::Nothing))?;
+    let why = if refresh {
+        "--refresh".to_string()
+    } else {
+        format!(
+            "{}/ is not current for {} and its local Dockerfiles",
+            state_dir.display(),
+            input.file().display()
+        )
+    };
+    eprintln!("re-analyzed ({why})");
+    Ok(model)
 }
 
 fn run_graph(
     input: &Input,
+    state_dir: &Path,
+    refresh: bool,
     format: GraphFormat,
     source: Option<&status::WorkloadSourceArgs>,
 ) -> u8 {
-    let model = match load_model(input) {
+    let model = match load_model(input, state_dir, refresh) {
         Ok(m) => m,
         Err(code) => return code,
     };
@@ -1018,6 +1140,7 @@ fn run_plan(
     state_dir: &std::path::Path,
     update: &str,
     discovered_at: Option<&str>,
+    refresh: bool,
     output: Output,
     source: Option<&status::WorkloadSourceArgs>,
 ) -> u8 {
@@ -1049,14 +1172,9 @@ fn run_plan(
             return EXIT_ERROR;
         }
     };
-    let model = match analyze::model_named(
-        input.file(),
-        &input.cache_dir,
-        state_dir,
-        &SourcesBar::default(),
-    ) {
+    let model = match load_model(input, state_dir, refresh) {
         Ok(m) => m,
-        Err(e) => return report_analyze_error(&e, Writes::Nothing),
+        Err(code) => return code,
     };
     let Some(node) = model.graph.find(&reference) else {
         eprintln!(

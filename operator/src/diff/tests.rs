@@ -24,6 +24,8 @@ fn model(yaml: &str, dockerfiles: &[(&str, &str)]) -> Model {
                 analysis,
                 commit: None,
                 display: format!("{name}/Dockerfile"),
+                fingerprint: None,
+                origin: analyze::Origin::Parsed,
             };
             (name.to_string(), a)
         })

@@ -350,7 +350,7 @@ impl Factory {
             .clock_offset_file
             .as_ref()
             .map_or_else(Clock::system, Clock::offset_file);
-        let (model, config_hash) = load_config(&options, options.progress)?;
+        let (model, config_hash, stale) = load_config(&options, options.progress)?;
         let store = if options.dry_run {
             FileStore::read_only(&options.state_dir)
         } else {
@@ -402,6 +402,10 @@ impl Factory {
             person: None,
             hooks,
         };
+        if factory.options.once {
+            // `run --once` exits 1 when a source failed (its image kept its analysis).
+            factory.summary.problems.extend(stale);
+        }
         factory.sources = factory.make_sources(factory.options.progress);
         factory.resubmit_all().await;
         factory.resume();
@@ -1055,7 +1059,7 @@ impl Factory {
             return Ok(());
         }
         match load_config(&self.options, false) {
-            Ok((model, hash)) => {
+            Ok((model, hash, _)) => {
                 let runtime: BTreeMap<String, ImageRuntime> = self
                     .engine
                     .runtimes()
@@ -1187,6 +1191,9 @@ fn analysis_files(state_dir: &Path) -> Vec<PathBuf> {
             }
         }
     }
+    if state_dir.join(state::ANALYSIS_FILE).is_file() {
+        out.push(PathBuf::from(state::ANALYSIS_FILE));
+    }
     out.sort();
     out
 }
@@ -1199,7 +1206,12 @@ fn content_hash(bytes: &[u8]) -> u64 {
 
 /// Analyzes `images.yaml` (writing the analysis state unless `dry_run`) and builds the
 /// model with the names the state gives; `progress` draws a bar while sources are read.
-fn load_config(options: &Options, progress: bool) -> Result<(Model, u64), FactoryError> {
+/// A failed source keeps its image's last analysis (`analyze --keep-going`); one line
+/// per such image is returned.
+fn load_config(
+    options: &Options,
+    progress: bool,
+) -> Result<(Model, u64, Vec<String>), FactoryError> {
     let text = std::fs::read(&options.enrollment).map_err(|source| {
         AnalyzeError::from(crate::enrollment::EnrollmentError::Read {
             path: options.enrollment.clone(),
@@ -1208,26 +1220,33 @@ fn load_config(options: &Options, progress: bool) -> Result<(Model, u64), Factor
     })?;
     let hash = content_hash(&text);
     let bar = crate::progress::SourcesBar::default();
-    let report = analyze::run(
+    // A source that fails keeps its image's last analysis (marked stale in state): one
+    // unreachable repository must not stop the factory.
+    let (report, model) = analyze::run_with_model(
         &analyze::Options {
             enrollment: options.enrollment.clone(),
             state_dir: options.state_dir.clone(),
             cache_dir: options.cache_dir.clone(),
             prune: false,
             dry_run: options.dry_run,
+            keep_going: true,
         },
         if progress { &bar } else { &NoProgress },
     )?;
     for w in &report.warnings {
         warn!("{w}");
     }
-    let model = analyze::model_named(
-        &options.enrollment,
-        &options.cache_dir,
-        &options.state_dir,
-        &NoProgress,
-    )?;
-    Ok((model, hash))
+    let mut stale = Vec::new();
+    for s in &report.stale {
+        stale.push(format!("image {:?}: stale: {}", s.image, s.reason));
+        warn!(
+            image = %s.image,
+            reason = %s.reason,
+            kept = s.kept,
+            "source failed: the image keeps its last analysis (stale)"
+        );
+    }
+    Ok((model, hash, stale))
 }
 
 /// Clones or updates the configuration repository's working copy (see

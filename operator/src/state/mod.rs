@@ -1,6 +1,7 @@
 //! State files: the machine-owned YAML records under `state/`, each file with one writer.
 //!
 //! ```text
+//! state/analysis.yaml               enrollment hash   — written only by `analyze`
 //! state/images/<name>.yaml          analysis record   — written only by `analyze`
 //! state/warehouses/<name>.yaml      Kargo Warehouses  — written only by `analyze`
 //! state/warehouses/kustomization.yaml
@@ -23,8 +24,8 @@
 //! file) are migrated on read: [`legacy`]. Warehouses, Stages and the kustomizations are
 //! Kubernetes manifests and carry no `version:` (Kubernetes would reject the key).
 //!
-//! Rendering is deterministic (sorted keys and lists, nothing from the clock), so the
-//! same input gives byte-identical files. What is atomic, exactly: see [`journal`] — a
+//! Rendering is deterministic (sorted keys and lists, nothing from the clock but a stale
+//! record's `staleSince`), so the same input gives byte-identical files. What is atomic, exactly: see [`journal`] — a
 //! multi-file change is journaled, so after a crash or an I/O failure part-way, the next
 //! [`journal::commit`] or [`journal::recover`] completes it; no file is ever half-written.
 
@@ -54,6 +55,11 @@ pub const WAREHOUSES_DIR: &str = "warehouses";
 pub const STAGES_DIR: &str = "stages";
 /// Folder of runtime records inside the state directory.
 pub const RUNTIME_DIR: &str = "runtime";
+/// The file, directly in the state directory, recording which `images.yaml` the
+/// analysis records were written for ([`AnalysisRecord`]); written only by `analyze`.
+pub const ANALYSIS_FILE: &str = "analysis.yaml";
+/// The `version:` of [`ANALYSIS_FILE`] this release writes.
+pub const ANALYSIS_VERSION: u32 = 1;
 /// The `version:` of analysis records this release writes. Version 1 was the
 /// unversioned shape that also held the runtime sections.
 pub const IMAGES_VERSION: u32 = 2;
@@ -160,6 +166,13 @@ pub struct SourceState {
     pub dockerfile: String,
     /// Build context inside the source.
     pub context: String,
+    /// What the analysis was computed from, `sha256:<64 hex>`: a hash of the analyzer's
+    /// release, the Dockerfile path, the build args and — for a path source — the
+    /// Dockerfile's bytes, for a git source the URL and commit. An unchanged fingerprint
+    /// lets `analyze` reuse this record's analysis instead of reading and parsing the
+    /// Dockerfile again (incremental analysis). Absent in records of older releases.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub fingerprint: Option<String>,
 }
 
 /// One image this image is built from.
@@ -175,6 +188,12 @@ pub struct BaseState {
     /// Digests the Dockerfile pins it to.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub pinned: Vec<String>,
+    /// The references (normalized, without digest) the Dockerfile names this base by,
+    /// when one differs from `reference` (another published tag of an enrolled image);
+    /// empty otherwise. Lets a reused analysis link the same way when the enrollment
+    /// changes.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub written: Vec<String>,
 }
 
 /// The rebuild policy as written in the analysis record (human durations, e.g.
@@ -208,6 +227,19 @@ pub struct ImageState {
     /// True when nothing enrolls or references the image any more; `--prune` removes it.
     #[serde(skip_serializing_if = "is_false", default)]
     pub orphaned: bool,
+    /// True when the image's source could not be fetched or its Dockerfile not parsed
+    /// (`analyze --keep-going`, `run`, the controller): the record keeps its last good
+    /// analysis (its `baseImages`, `source.commit`, `source.fingerprint`), or none when
+    /// there was none. Cleared by the next analysis that reads the source.
+    #[serde(skip_serializing_if = "is_false", default)]
+    pub stale: bool,
+    /// Why the record is stale: the fetch or parse error, credentials redacted.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub stale_reason: Option<String>,
+    /// When the source first failed (RFC 3339, UTC), kept while it keeps failing: the
+    /// one clock value in an analysis record.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub stale_since: Option<String>,
     /// Every tag the image is published under (managed images).
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub tags: Vec<String>,
@@ -234,6 +266,42 @@ pub struct ImageState {
     /// orphaned).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub warehouse: Option<String>,
+}
+
+/// `state/analysis.yaml`: which enrollment the analysis records are current for, so
+/// `graph` and `plan` can answer from state without fetching a source.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalysisRecord {
+    /// Shape version, [`ANALYSIS_VERSION`].
+    pub version: u32,
+    /// `sha256:<64 hex>` of the bytes of `images.yaml` analyzed.
+    pub enrollment: String,
+    /// When `analyze` last changed the analysis records (RFC 3339, UTC).
+    pub analyzed_at: String,
+}
+
+/// Reads `state/analysis.yaml`; `None` when there is none.
+///
+/// # Errors
+///
+/// [`StateError::Read`], [`StateError::Corrupt`], [`StateError::NewerVersion`].
+pub fn read_analysis(state_dir: &Path) -> Result<Option<AnalysisRecord>, StateError> {
+    let path = state_dir.join(ANALYSIS_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(StateError::Read { path, source }),
+    };
+    let record: AnalysisRecord = parse(&path, &text)?;
+    if record.version > ANALYSIS_VERSION {
+        return Err(StateError::NewerVersion {
+            path,
+            found: record.version,
+            supported: ANALYSIS_VERSION,
+        });
+    }
+    Ok(Some(record))
 }
 
 fn legacy_version() -> u32 {

@@ -12,6 +12,9 @@ fn sample() -> ImageState {
         kind: NodeKind::Managed,
         reference: "ghcr.io/acme/app:1".into(),
         orphaned: false,
+        stale: false,
+        stale_reason: None,
+        stale_since: None,
         tags: vec!["1".into()],
         source: Some(SourceState {
             path: Some("examples/app".into()),
