@@ -51,7 +51,7 @@ pub enum KeySource {
     /// A PEM file (`keyFile:`, relative to the directory of `images.yaml`), read when a
     /// digest is verified.
     File(PathBuf),
-    /// A key of a Kubernetes Secret (`keySecret:`), read by the controller when a digest
+    /// A key of a Kubernetes Secret (`secret:`), read by the controller when a digest
     /// is verified; `namespace` defaults to the controller's namespace.
     Secret {
         /// Namespace; `None`: the controller's own.
