@@ -1113,17 +1113,28 @@ pub fn render_blast_radius(touched: &[crate::workload::Touched]) -> String {
             ]
         })
         .collect();
-    let header = ["WAVE", "IMAGE", "NAMESPACE", "WORKLOAD", "CONTAINERS"].map(str::to_string);
+    if rows.is_empty() {
+        return out;
+    }
+    push_aligned(
+        &mut out,
+        ["WAVE", "IMAGE", "NAMESPACE", "WORKLOAD", "CONTAINERS"],
+        &rows,
+    );
+    out
+}
+
+/// Appends `header` and `rows` to `out` as a table: each column padded to its widest
+/// cell (in chars), columns two spaces apart, trailing spaces trimmed, one line each.
+fn push_aligned<const N: usize>(out: &mut String, header: [&str; N], rows: &[[String; N]]) {
+    let header = header.map(str::to_string);
     let mut widths = header.clone().map(|h| h.len());
-    for row in &rows {
+    for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
     }
-    if rows.is_empty() {
-        return out;
-    }
-    for row in std::iter::once(&header).chain(&rows) {
+    for row in std::iter::once(&header).chain(rows) {
         let line: Vec<String> = row
             .iter()
             .zip(widths)
@@ -1132,7 +1143,6 @@ pub fn render_blast_radius(touched: &[crate::workload::Touched]) -> String {
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
     }
-    out
 }
 
 fn run_plan(
@@ -1289,22 +1299,7 @@ pub fn render_plan(plan: &crate::engine::Plan, digest_given: bool) -> String {
                 ]
             })
             .collect();
-        let header = ["WAVE", "IMAGE", "HOLD", "DUE", "AFTER"].map(str::to_string);
-        let mut widths = header.clone().map(|h| h.len());
-        for row in &rows {
-            for (w, cell) in widths.iter_mut().zip(row) {
-                *w = (*w).max(cell.chars().count());
-            }
-        }
-        for row in std::iter::once(&header).chain(&rows) {
-            let line: Vec<String> = row
-                .iter()
-                .zip(widths)
-                .map(|(cell, w)| format!("{cell:<w$}"))
-                .collect();
-            out.push_str(line.join("  ").trim_end());
-            out.push('\n');
-        }
+        push_aligned(&mut out, ["WAVE", "IMAGE", "HOLD", "DUE", "AFTER"], &rows);
         out.push_str(&format!(
             "{} rebuild(s) in {} wave(s)\n",
             plan.rebuilds.len(),
