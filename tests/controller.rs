@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use image_factory::kargo::{Freight, FreightImage, FreightOrigin};
 use image_factory::runtime::{Digest, Phase};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::crds::crds_applied;
 use crate::factory::{pushed_once, stop, Fleet, Site};
@@ -93,6 +93,61 @@ fn lease_holder(ns: &str) -> Option<String> {
     }
     let v: Value = serde_json::from_str(&out).ok()?;
     v["spec"]["holderIdentity"].as_str().map(str::to_string)
+}
+
+/// A Deployment → ReplicaSet → Pod `web-1` in `ns` running `image` at `digest`.
+fn workload_on(ns: &str, image: &str, digest: &Digest) {
+    let create_in = |object: Value| -> String {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), object.to_string()).unwrap();
+        let (ok, out) = kubectl(&[
+            "-n",
+            ns,
+            "create",
+            "-f",
+            &file.path().display().to_string(),
+            "-o",
+            "jsonpath={.metadata.uid}",
+        ]);
+        assert!(ok, "{out}");
+        out
+    };
+    let owner = |kind: &str, name: &str, uid: &str| json!([{"apiVersion": "apps/v1", "kind": kind, "name": name, "uid": uid, "controller": true}]);
+    let spec = json!({"containers": [{"name": "web", "image": image}]});
+    let selector = json!({"matchLabels": {"app": "web"}});
+    let template = json!({"metadata": {"labels": {"app": "web"}}, "spec": spec});
+    let deploy = create_in(json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web"}, "spec": {"selector": selector, "template": template}}));
+    let rs = create_in(json!({"apiVersion": "apps/v1", "kind": "ReplicaSet",
+        "metadata": {"name": "web-1", "ownerReferences": owner("Deployment", "web", &deploy)},
+        "spec": {"selector": selector, "template": template}}));
+    create_in(json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "web-1", "labels": {"app": "web"},
+            "ownerReferences": owner("ReplicaSet", "web-1", &rs)},
+        "spec": spec}));
+    set_running(ns, "web-1", image, digest);
+}
+
+/// Plays the kubelet: Pod `pod`'s container `web` runs `image` at `digest`.
+fn set_running(ns: &str, pod: &str, image: &str, digest: &Digest) {
+    let repository = image_factory::reference::Reference::parse(image)
+        .unwrap()
+        .repo_url();
+    let status = json!({"status": {"phase": "Running", "containerStatuses": [{
+        "name": "web", "image": image, "imageID": format!("{repository}@{digest}"),
+        "ready": true, "restartCount": 0}]}});
+    let (ok, out) = kubectl(&[
+        "-n",
+        ns,
+        "patch",
+        "pod",
+        pod,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        &status.to_string(),
+    ]);
+    assert!(ok, "{out}");
 }
 
 #[test]
@@ -303,15 +358,83 @@ fn freight_drives_held_expedited_cascades_visible_as_rebuild_objects_across_a_re
     let log = String::from_utf8_lossy(&log.stdout);
     assert!(log.contains("annotation:kubectl-annotate"), "{log}");
 
-    // Another restart with the Freight still there: nothing new.
+    // A Deployment still runs platform's previous digest (the test plays the
+    // Deployment controller and the kubelet).
+    let apps = namespace("controller-apps");
+    let platform_ref = site.reference("platform").to_string();
+    let old_platform = site
+        .runtime("platform")
+        .unwrap()
+        .updates
+        .iter()
+        .map(|u| u.digest.clone())
+        .chain(std::iter::once(
+            Digest::parse(&format!("sha256:{}", "0".repeat(64))).unwrap(),
+        ))
+        .find(|d| *d != p2)
+        .unwrap();
+    workload_on(&apps, &platform_ref, &old_platform);
+
+    // Another restart with the Freight still there, now tracking workloads: nothing
+    // new is built; platform's rebuild shows the stale Deployment until it rolls.
     let objects = rebuilds(&ns).len();
     let status = stop(&mut standby);
     assert!(status.success(), "{status:?}");
-    let mut controller = site.spawn_command("controller", &args, &env_a);
+    let port = crate::support::registry::free_port().to_string();
+    let listen = format!("127.0.0.1:{port}");
+    let mut tracking = args.to_vec();
+    tracking.extend([
+        "--workloads",
+        "--workload-namespace",
+        apps.as_str(),
+        "--workload-interval",
+        "500ms",
+        "--listen",
+        listen.as_str(),
+    ]);
+    let mut controller = site.spawn_command("controller", &tracking, &env_a);
     site.wait("replica-a leads again", Duration::from_secs(30), |_| {
         lease_holder(&ns).as_deref() == Some("replica-a")
     });
-    std::thread::sleep(Duration::from_secs(3));
+    let stale_on = |object: &str| {
+        rebuild_object(&ns, object).and_then(|o| o["status"]["staleWorkloads"].as_u64())
+    };
+    site.wait(
+        "platform's stale workload counted",
+        Duration::from_secs(30),
+        |_| stale_on(&name) == Some(1),
+    );
+    assert_eq!(stale_on(&child), Some(0), "no workload runs app1");
+    let (ok, table) = kubectl(&["get", "ifr", "-n", &ns, &name]);
+    assert!(ok, "{table}");
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
+    let column = header.iter().position(|h| *h == "STALE").unwrap();
+    assert_eq!(row[column], "1", "{table}");
+    let metrics = || {
+        std::process::Command::new("curl")
+            .args(["-s", &format!("http://{listen}/metrics")])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    };
+    let gauge = |m: &str, image: &str| {
+        let prefix = format!("image_factory_stale_workloads{{image=\"{image}\"}} ");
+        m.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .map(str::to_string)
+    };
+    site.wait("the stale-workloads gauge", Duration::from_secs(10), |_| {
+        gauge(&metrics(), "platform").as_deref() == Some("1")
+    });
+    // The Pod rolls to the rebuilt digest: the count drops with the watch event.
+    set_running(&apps, "web-1", &platform_ref, &p2);
+    site.wait(
+        "the rolled Deployment no longer stale",
+        Duration::from_secs(30),
+        |_| stale_on(&name) == Some(0),
+    );
+    assert_eq!(gauge(&metrics(), "platform").as_deref(), Some("0"));
     assert_eq!(
         site.builds().len(),
         builds.len(),

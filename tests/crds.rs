@@ -132,7 +132,7 @@ async fn the_api_server_serves_rebuilds_with_their_rules_status_and_columns() {
     let columns: Vec<_> = header.split_whitespace().collect();
     assert_eq!(
         columns,
-        ["NAME", "IMAGE", "BASE", "PHASE", "DUE", "AGE"],
+        ["NAME", "IMAGE", "BASE", "PHASE", "DUE", "STALE", "AGE"],
         "{out}"
     );
     let row = out.lines().find(|l| l.starts_with(&name)).unwrap();

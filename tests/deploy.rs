@@ -648,18 +648,21 @@ fn freight_json(ns: &str, warehouse: &str, repo_url: &str, digest: &Digest) -> S
 }
 
 /// The rules the rendered `deploy/` grants the controller's ServiceAccount, per
-/// namespace: `(namespace, rule)` of every Role bound to it.
+/// namespace: `(namespace, rule)` of every Role bound to it, and `("*", rule)` of the
+/// one ClusterRole it may have: workload tracking's, `list`/`watch` only.
 fn granted_rules(objects: &[Value]) -> Vec<(String, Value)> {
     let deployment = find(objects, "Deployment", "image-factory");
     let sa = deployment["spec"]["template"]["spec"]["serviceAccountName"].clone();
     let sa_ns = deployment["metadata"]["namespace"].clone();
-    let mut out = Vec::new();
-    for binding in objects.iter().filter(|o| kind(o) == "RoleBinding") {
-        let ours =
+    let ours =
+        |binding: &Value| {
             binding["subjects"].as_array().unwrap().iter().any(|s| {
                 s["kind"] == "ServiceAccount" && s["name"] == sa && s["namespace"] == sa_ns
-            });
-        if !ours {
+            })
+        };
+    let mut out = Vec::new();
+    for binding in objects.iter().filter(|o| kind(o) == "RoleBinding") {
+        if !ours(binding) {
             continue;
         }
         let ns = binding["metadata"]["namespace"].as_str().unwrap();
@@ -676,10 +679,43 @@ fn granted_rules(objects: &[Value]) -> Vec<(String, Value)> {
             out.push((ns.to_string(), rule.clone()));
         }
     }
-    // Least privilege: nothing cluster-wide at all.
-    assert!(objects
-        .iter()
-        .all(|o| !matches!(kind(o), "ClusterRole" | "ClusterRoleBinding")));
+    // Least privilege: cluster-wide, only workload tracking's reads (list + watch of
+    // the workload kinds: no get, no Secrets, no writes).
+    for binding in objects.iter().filter(|o| kind(o) == "ClusterRoleBinding") {
+        assert!(
+            ours(binding),
+            "a ClusterRoleBinding for someone else: {binding}"
+        );
+        assert_eq!(binding["roleRef"]["name"], "image-factory-workloads");
+    }
+    for role in objects.iter().filter(|o| kind(o) == "ClusterRole") {
+        assert_eq!(
+            role["metadata"]["name"], "image-factory-workloads",
+            "{role}"
+        );
+        for rule in role["rules"].as_array().unwrap() {
+            for verb in rule["verbs"].as_array().unwrap() {
+                assert!(verb == "list" || verb == "watch", "{rule}");
+            }
+            for resource in rule["resources"].as_array().unwrap() {
+                let r = resource.as_str().unwrap();
+                assert!(
+                    [
+                        "pods",
+                        "deployments",
+                        "replicasets",
+                        "statefulsets",
+                        "daemonsets",
+                        "jobs",
+                        "cronjobs"
+                    ]
+                    .contains(&r),
+                    "{rule}"
+                );
+            }
+            out.push(("*".to_string(), rule.clone()));
+        }
+    }
     out
 }
 
@@ -692,7 +728,7 @@ fn contains(list: &Value, item: &str) -> bool {
 /// resource (with subresource), verb, and — when the rule names objects — the name
 /// (a create has no name yet, so a rule with names never allows it).
 fn allows(ns: &str, rule: &Value, r: &Request) -> bool {
-    ns == r.namespace
+    (ns == "*" || ns == r.namespace)
         && contains(&rule["apiGroups"], &r.group)
         && contains(&rule["resources"], &r.resource)
         && contains(&rule["verbs"], &r.verb)
@@ -796,9 +832,18 @@ fn the_controller_makes_only_requests_the_rbac_in_deploy_grants() {
 
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
+    // Workload tracking as deploy/ turns it on (components/workloads), evaluated often.
+    let container_args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .unwrap();
+    assert!(
+        container_args.iter().any(|a| a == "--workloads"),
+        "{container_args:?}"
+    );
     let mut controller: Child = Command::new(BIN)
         .args(["controller", "--listen", &listen, "--lease=image-factory"])
         .args(["--namespace", operator_ns, "--freight-namespace", project])
+        .args(["--workloads", "--workload-interval", "1s"])
         .current_dir(work.path())
         .env("KUBECONFIG", &server.kubeconfig)
         .env("POD_NAME", "image-factory-0")
@@ -854,7 +899,7 @@ fn the_controller_makes_only_requests_the_rbac_in_deploy_grants() {
         }),
     );
     wait(
-        "the rebuild object, an Event, a poll of the Job",
+        "the rebuild object, an Event, a poll of the Job, the workload watches",
         Box::new(|| {
             let (requests, _) = server.requests();
             let seen = |resource: &str, verb: &str| {
@@ -865,6 +910,10 @@ fn the_controller_makes_only_requests_the_rbac_in_deploy_grants() {
             seen("imagefactoryrebuilds/status", "patch")
                 && seen("events", "create")
                 && seen("jobs", "get")
+                && ["pods", "deployments", "replicasets", "statefulsets"]
+                    .iter()
+                    .chain(&["daemonsets", "jobs", "cronjobs"])
+                    .all(|r| seen(r, "list") && seen(r, "watch"))
         }),
     );
     let status = stop(&mut controller);
@@ -905,7 +954,10 @@ fn the_controller_makes_only_requests_the_rbac_in_deploy_grants() {
                     );
                     assert!(g != "*" && res != "*" && v != "*", "a wildcard in {rule}");
                     let used = requests.iter().any(|q| {
-                        &q.namespace == ns && q.group == g && q.resource == res && q.verb == v
+                        (ns == "*" || &q.namespace == ns)
+                            && q.group == g
+                            && q.resource == res
+                            && q.verb == v
                     });
                     let listed = UNEXERCISED
                         .iter()
@@ -951,6 +1003,9 @@ fn the_controller_makes_only_requests_the_rbac_in_deploy_grants() {
         ("configmaps", "get"),
         ("jobs", "create"),
         ("jobs", "get"),
+        ("pods", "list"),
+        ("pods", "watch"),
+        ("cronjobs", "watch"),
     ] {
         assert!(
             requests

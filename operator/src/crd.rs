@@ -37,7 +37,8 @@ pub const MAX_NAME_LEN: usize = 63;
 /// The desired rebuild: which managed image, on which base update, with which pins.
 //
 // Printer columns: IMAGE, BASE (the updated base's reference), PHASE, DUE (RFC 3339, the
-// end of the hold; kubectl shows future `date` columns as `<invalid>`), AGE.
+// end of the hold; kubectl shows future `date` columns as `<invalid>`), STALE (workloads
+// still on an older digest, on the latest succeeded rebuild), AGE.
 // clippy reads each `printcolumn(type_ = "string")` as a repeated attribute.
 #[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -54,6 +55,12 @@ pub const MAX_NAME_LEN: usize = 63;
     printcolumn(name = "Base", type_ = "string", json_path = ".spec.update.reference"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Due", type_ = "string", json_path = ".status.dueAt"),
+    printcolumn(
+        name = "Stale",
+        type_ = "integer",
+        json_path = ".status.staleWorkloads",
+        description = "Workloads still running an older digest of the image"
+    ),
     printcolumn(
         name = "Age",
         type_ = "date",
@@ -201,6 +208,13 @@ pub struct ImageFactoryRebuildStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// Workloads (count; a Deployment, StatefulSet, DaemonSet, CronJob… counted once,
+    /// its Pods folded in) still running a digest of the image older than this
+    /// rebuild's result. Set on the image's latest succeeded rebuild while the
+    /// controller tracks workloads (`controller --workloads`); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub stale_workloads: Option<u32>,
     /// Standard conditions (`Ready`, `Held`), each with `observedGeneration`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,

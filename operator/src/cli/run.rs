@@ -212,6 +212,25 @@ pub struct ControllerArgs {
     /// see a digest records it).
     #[arg(long)]
     pub watch_registry: bool,
+    /// Track running workloads (Pods and their controllers, list + watch): gauges of
+    /// stale workloads per image, and `status.staleWorkloads` on each image's latest
+    /// succeeded rebuild object. Needs `deploy/components/workloads`' RBAC.
+    #[arg(long, env = "IMAGE_FACTORY_WORKLOADS")]
+    pub workloads: bool,
+    /// With `--workloads`: namespaces to watch (repeatable or comma-separated; default:
+    /// every namespace).
+    #[arg(
+        long = "workload-namespace",
+        value_name = "NAMESPACE",
+        value_delimiter = ',',
+        requires = "workloads",
+        env = "IMAGE_FACTORY_WORKLOAD_NAMESPACES"
+    )]
+    pub workload_namespaces: Vec<String>,
+    /// With `--workloads`: time between evaluations of the workloads against the state
+    /// (humantime: `30s`, `2m`).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30s", requires = "workloads")]
+    pub workload_interval: Duration,
 }
 
 impl FactoryArgs {
@@ -317,6 +336,12 @@ pub fn controller(args: ControllerArgs) -> ExitCode {
         freight_namespace: args.freight_namespace.clone(),
         instance: std::env::var("POD_NAME").ok().filter(|n| !n.is_empty()),
         lease: args.lease.clone(),
+        workloads: args
+            .workloads
+            .then(|| crate::controller::workloads::WorkloadOptions {
+                namespaces: args.workload_namespaces.clone(),
+                interval: args.workload_interval.max(Duration::from_millis(100)),
+            }),
     };
     serve(args.factory.listen, move |shutdown, metrics| async move {
         match crate::controller::run(options, cluster, shutdown, metrics).await {

@@ -5,7 +5,7 @@
 //! instant and safe next to a running factory (which writes each file by rename).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -265,39 +265,7 @@ fn phase_name(p: Phase) -> String {
     format!("{p:?}")
 }
 
-/// Reads every runtime record under `state_dir/runtime/`, by reference; unreadable
-/// files go to the returned problems (path: reason), never stop the others.
-pub fn read_records(state_dir: &Path) -> (BTreeMap<String, ImageRuntime>, Vec<String>) {
-    let mut records = BTreeMap::new();
-    let mut problems = Vec::new();
-    let mut stack = vec![state_dir.join(crate::state::RUNTIME_DIR)];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.filter_map(Result::ok) {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-                continue;
-            }
-            if path.extension().and_then(|x| x.to_str()) != Some("yaml") {
-                continue;
-            }
-            let shown = path.display().to_string();
-            match std::fs::read_to_string(&path)
-                .map_err(|e| e.to_string())
-                .and_then(|t| ImageRuntime::parse(&shown, &t).map_err(|e| e.to_string()))
-            {
-                Ok(rt) => {
-                    records.insert(rt.reference.clone(), rt);
-                }
-                Err(e) => problems.push(format!("{shown}: {e}")),
-            }
-        }
-    }
-    (records, problems)
-}
+pub use crate::state::read_all_runtime as read_records;
 
 fn render_text(s: &Status) -> String {
     use std::fmt::Write as _;

@@ -163,6 +163,18 @@ fn expedite_of(rebuild: &Rebuild, records: &BTreeMap<String, ImageRuntime>) -> O
     })
 }
 
+/// The id of `record`'s latest succeeded rebuild with a result digest (the last one
+/// recorded, as [`crate::workload::stale`] judges containers against it); `None` when
+/// none succeeded.
+pub fn latest_succeeded(record: &ImageRuntime) -> Option<&RebuildId> {
+    record
+        .rebuilds
+        .iter()
+        .rev()
+        .find(|r| r.phase == Phase::Succeeded && r.digest.is_some())
+        .map(|r| &r.id)
+}
+
 /// The engine's phase as the resource spells it.
 pub fn phase_of(phase: Phase) -> RebuildPhase {
     match phase {
@@ -215,6 +227,7 @@ fn status_of(rebuild: &Rebuild, now: Timestamp) -> ImageFactoryRebuildStatus {
         result_digest: rebuild.digest.as_ref().map(ToString::to_string),
         message: Some(message.clone()),
         observed_generation: None,
+        stale_workloads: None,
         conditions: vec![
             condition("Ready", ready.0, ready.1),
             condition(
@@ -383,6 +396,9 @@ pub struct Mirror {
     /// In [`Mirror::run`]: the Event publisher task's queue, so publishing Events never
     /// holds back the next objects (an Event is commentary, the object is the record).
     publisher: Option<mpsc::UnboundedSender<PendingEvent>>,
+    /// Stale workloads by image name, once workload tracking has reported
+    /// ([`Mirror::stale_workloads`]); `None`: not tracked, no count is written.
+    stale: Option<BTreeMap<String, u32>>,
 }
 
 impl Mirror {
@@ -400,6 +416,7 @@ impl Mirror {
             failures: 0,
             metrics: None,
             publisher: None,
+            stale: None,
         }
     }
 
@@ -475,6 +492,34 @@ impl Mirror {
         }
     }
 
+    /// Takes in the stale-workload counts by image name (from
+    /// [`super::workloads`]): each image's latest succeeded rebuild shows its count
+    /// (`status.staleWorkloads`, 0 for an image no workload runs stale); every rebuild
+    /// whose object differs becomes pending.
+    pub fn stale_workloads(&mut self, counts: BTreeMap<String, u32>, now: Timestamp) {
+        if self.stale.as_ref() == Some(&counts) {
+            return;
+        }
+        self.stale = Some(counts);
+        let mut due = Vec::new();
+        for (name, record) in &self.records {
+            for r in &record.rebuilds {
+                let Some(want) = self.desired_of(r, name, now) else {
+                    continue;
+                };
+                let id = r.id.to_string();
+                if self.server.get(&id).is_none_or(|s| !up_to_date(s, &want)) {
+                    due.push((id, name.clone()));
+                }
+            }
+        }
+        for (id, name) in due {
+            self.arrivals += 1;
+            let n = self.arrivals;
+            self.pending.entry(id).or_insert((n, name));
+        }
+    }
+
     fn desired_of(&self, r: &Rebuild, image: &str, now: Timestamp) -> Option<ImageFactoryRebuild> {
         let parent_uid = r
             .cause
@@ -482,7 +527,14 @@ impl Mirror {
             .first()
             .and_then(|p| self.server.get(p.as_str()))
             .and_then(|o| o.metadata.uid.as_deref());
-        desired(r, image, &self.records, &self.namespace, parent_uid, now)
+        let mut object = desired(r, image, &self.records, &self.namespace, parent_uid, now)?;
+        if let (Some(stale), Some(status)) = (&self.stale, object.status.as_mut()) {
+            let latest = self.records.get(image).and_then(latest_succeeded);
+            if latest == Some(&r.id) {
+                status.stale_workloads = Some(stale.get(image).copied().unwrap_or(0));
+            }
+        }
+        Some(object)
     }
 
     /// Number of writes pending.
@@ -597,10 +649,12 @@ impl Mirror {
         (failed, events, more)
     }
 
-    /// The task: absorb batches from the factory, flush, retry failures with backoff.
+    /// The task: absorb batches from the factory (and, with `stale`, the stale-workload
+    /// counts of [`super::workloads`]), flush, retry failures with backoff.
     pub async fn run(
         mut self,
         mut batches: mpsc::UnboundedReceiver<Vec<(String, ImageRuntime)>>,
+        mut stale: Option<mpsc::UnboundedReceiver<BTreeMap<String, u32>>>,
         shutdown: CancellationToken,
         grace: Duration,
     ) {
@@ -629,6 +683,11 @@ impl Mirror {
                         }
                     }
                     None => break,
+                },
+                counts = recv_or_pending(stale.as_mut()) => match counts {
+                    Some(counts) => self.stale_workloads(counts, Timestamp::now()),
+                    // Workload tracking stopped: the counts stay as last reported.
+                    None => stale = None,
                 },
                 () = tokio::time::sleep(backoff), if retry => {}
             }
@@ -659,6 +718,14 @@ impl Mirror {
                 info!("Events not published at shutdown were dropped");
             }
         }
+    }
+}
+
+/// The next message of `rx`; pending forever without one.
+async fn recv_or_pending<T>(rx: Option<&mut mpsc::UnboundedReceiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -15,6 +15,10 @@
 //! - [`annotations`]: a kube-runtime controller over the rebuild objects that turns the
 //!   `imagefactory.dev/expedite` annotation into the engine's expedite decision.
 //!
+//! - [`workloads`] (with `--workloads`): a watch-fed index of the cluster's workloads,
+//!   evaluated against the state: stale-workload gauges per image and the count on
+//!   each image's latest succeeded rebuild object (`status.staleWorkloads`).
+//!
 //! Where holds live: in the runtime records (`state/`, in git), which survive restarts
 //! and Kargo's garbage collection of Freight; the rebuild objects are derived from them
 //! and rewritten from them at every start (only what differs).
@@ -23,6 +27,7 @@ pub mod annotations;
 pub mod freight;
 pub mod lease;
 pub mod mirror;
+pub mod workloads;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,6 +56,8 @@ pub struct ClusterOptions {
     pub instance: Option<String>,
     /// The Lease of the leader election (`image-factory`), in the rebuild namespace.
     pub lease: String,
+    /// Workload tracking (`--workloads`); `None`: off.
+    pub workloads: Option<workloads::WorkloadOptions>,
 }
 
 impl ClusterOptions {
@@ -171,6 +178,7 @@ pub async fn run(
         freights,
         freight_ns,
         identity,
+        workloads: cluster.workloads.clone(),
     };
     let result = leader.act(options, acting, metrics.clone()).await;
     release.cancel();
@@ -189,6 +197,7 @@ struct Leader {
     freights: Api<Freight>,
     freight_ns: String,
     identity: String,
+    workloads: Option<workloads::WorkloadOptions>,
 }
 
 impl Leader {
@@ -205,6 +214,7 @@ impl Leader {
             freights,
             freight_ns,
             identity,
+            workloads,
         } = self;
         let rebuilds: Api<ImageFactoryRebuild> = Api::namespaced(client.clone(), &namespace);
         let reporter = Reporter {
@@ -229,8 +239,23 @@ impl Leader {
         let tasks = CancellationToken::new();
         let (records_tx, records_rx) = mpsc::unbounded_channel();
         let (decisions_tx, decisions_rx) = mpsc::unbounded_channel();
+        let (stale_rx, workloads_task) = match workloads {
+            Some(w) => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                let task = tokio::spawn(workloads::run(
+                    client.clone(),
+                    w,
+                    options.state_dir.clone(),
+                    metrics.clone(),
+                    tx,
+                    tasks.clone(),
+                ));
+                (Some(rx), Some(task))
+            }
+            None => (None, None),
+        };
         let mirror_task =
-            tokio::spawn(mirror.run(records_rx, tasks.clone(), Duration::from_secs(5)));
+            tokio::spawn(mirror.run(records_rx, stale_rx, tasks.clone(), Duration::from_secs(5)));
         let ctx = Arc::new(
             annotations::Context::new(decisions_tx, Some(recorder)).with_metrics(metrics.clone()),
         );
@@ -258,6 +283,9 @@ impl Leader {
         let _ = mirror_task.await;
         tasks.cancel();
         let _ = annotations_task.await;
+        if let Some(task) = workloads_task {
+            let _ = task.await;
+        }
         Ok(result?)
     }
 }

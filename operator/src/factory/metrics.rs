@@ -38,6 +38,8 @@ pub struct Metrics {
     rebuild_objects: Family<Labels, Gauge>,
     reconcile_errors: Family<Labels, Counter>,
     leader: Gauge,
+    workloads: Family<Labels, Gauge>,
+    stale_workloads: Family<Labels, Gauge>,
     ready: AtomicBool,
 }
 
@@ -110,8 +112,22 @@ impl Metrics {
             "controller: 1 while this replica holds the Lease",
             leader.clone(),
         );
+        let workloads = Family::<Labels, Gauge>::default();
+        registry.register(
+            "workloads",
+            "controller --workloads: workloads running the image (each counted once), by image",
+            workloads.clone(),
+        );
+        let stale_workloads = Family::<Labels, Gauge>::default();
+        registry.register(
+            "stale_workloads",
+            "controller --workloads: workloads running an older digest than the image's latest rebuild or matured update, by image",
+            stale_workloads.clone(),
+        );
         Self {
             registry,
+            workloads,
+            stale_workloads,
             object_writes,
             rebuild_objects,
             reconcile_errors,
@@ -201,6 +217,23 @@ impl Metrics {
         self.reconcile_errors
             .get_or_create(&Self::label("reason", reason))
             .inc();
+    }
+
+    /// Sets the workload gauges to `counts` (by image); images no longer counted are
+    /// dropped from both families.
+    pub(crate) fn workloads(
+        &self,
+        counts: &std::collections::BTreeMap<String, crate::controller::workloads::ImageCount>,
+    ) {
+        self.workloads.clear();
+        self.stale_workloads.clear();
+        for (image, c) in counts {
+            let l = Self::label("image", image);
+            self.workloads.get_or_create(&l).set(i64::from(c.workloads));
+            self.stale_workloads
+                .get_or_create(&l)
+                .set(i64::from(c.stale));
+        }
     }
 
     pub(crate) fn leader(&self, holds: bool) {

@@ -483,6 +483,43 @@ pub fn load_runtime(
     Ok(out)
 }
 
+/// Reads every runtime record under `state_dir/runtime/`, by reference; unreadable
+/// files go to the returned problems (path: reason), never stop the others.
+pub fn read_all_runtime(
+    state_dir: &Path,
+) -> (BTreeMap<String, crate::runtime::ImageRuntime>, Vec<String>) {
+    let mut records = BTreeMap::new();
+    let mut problems = Vec::new();
+    let mut stack = vec![state_dir.join(RUNTIME_DIR)];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.filter_map(Result::ok) {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            if path.extension().and_then(|x| x.to_str()) != Some("yaml") {
+                continue;
+            }
+            let shown = path.display().to_string();
+            match std::fs::read_to_string(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|t| {
+                    crate::runtime::ImageRuntime::parse(&shown, &t).map_err(|e| e.to_string())
+                }) {
+                Ok(rt) => {
+                    records.insert(rt.reference.clone(), rt);
+                }
+                Err(e) => problems.push(format!("{shown}: {e}")),
+            }
+        }
+    }
+    (records, problems)
+}
+
 /// Reads the runtime record of `reference`; `None` when it has none yet.
 ///
 /// # Errors

@@ -270,6 +270,59 @@ fn a_rebuild_without_a_cause_is_not_mirrored() {
     .is_none());
 }
 
+#[tokio::test]
+async fn stale_workloads_show_on_the_latest_succeeded_rebuild_only() {
+    let (mut records, platform, _) = records();
+    let finished = |r: &Rebuild, t: &str, c: char| Rebuild {
+        id: RebuildId::derive("platform", "registry.example/platform:1", &[t.into()]),
+        phase: Phase::Succeeded,
+        attempts: vec![Attempt {
+            number: 1,
+            triggered_at: at(t),
+            finished_at: Some(at(t)),
+            outcome: None,
+            reason: None,
+            log: None,
+        }],
+        digest: Some(digest(c)),
+        ..r.clone()
+    };
+    let older = finished(&platform, "2026-12-02T00:00:00Z", 'd');
+    let newer = finished(&platform, "2026-12-03T00:00:00Z", 'e');
+    let rt = records.get_mut("platform").unwrap();
+    rt.rebuilds = vec![older.clone(), newer.clone(), platform.clone()];
+    assert_eq!(latest_succeeded(rt), Some(&newer.id));
+
+    let (service, _handle) = tower_test::mock::pair::<
+        http::Request<kube::client::Body>,
+        http::Response<kube::client::Body>,
+    >();
+    let client = kube::Client::new(service, "images");
+    let mut mirror = Mirror::new(Api::namespaced(client, "images"), "images", None);
+    let now = at("2026-12-04T00:00:00Z");
+    mirror.absorb(records.into_iter().collect(), now);
+    let stale_of = |m: &Mirror, r: &Rebuild| {
+        m.desired_of(r, "platform", now)
+            .and_then(|o| o.status)
+            .and_then(|s| s.stale_workloads)
+    };
+    // Not tracked: no count anywhere.
+    assert_eq!(stale_of(&mirror, &newer), None);
+    let pending = mirror.pending();
+    mirror.stale_workloads(BTreeMap::from([("platform".to_string(), 3)]), now);
+    assert_eq!(stale_of(&mirror, &newer), Some(3));
+    assert_eq!(stale_of(&mirror, &older), None);
+    assert_eq!(stale_of(&mirror, &platform), None);
+    assert_eq!(
+        mirror.pending(),
+        pending,
+        "already pending, not queued twice"
+    );
+    // An image no workload runs stale shows 0 once tracked.
+    mirror.stale_workloads(BTreeMap::new(), now);
+    assert_eq!(stale_of(&mirror, &newer), Some(0));
+}
+
 #[test]
 fn label_values_are_dns_labels() {
     assert_eq!(crd::label_value("team/App_1"), "team-app-1");
