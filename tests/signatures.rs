@@ -481,3 +481,46 @@ async fn run_skips_unsigned_updates_under_enforce_and_records_them_under_warn() 
         }
     }
 }
+
+/// `run`: an update skipped as unsigned under `enforce` is checked again on later
+/// passes; once its publisher signs it, it is verified and held like any update (its
+/// hold counting from its discovery).
+#[tokio::test]
+async fn an_update_signed_after_it_was_recorded_is_verified_on_a_later_pass() {
+    let r = registry();
+    let key = Key::generate();
+    let ns = "gate-late";
+    let dir = tempfile::tempdir().unwrap();
+    let verify = format!(
+        "      mode: enforce\n      cosign:\n        key: |\n{}",
+        indent(&key.pem)
+    );
+    fleet(dir.path(), ns, &verify);
+    let scratch = r.scratch("sig-gate-late");
+    let repo = format!("{ns}/base");
+    push_base(r, &scratch, &repo, "late v1");
+    run_once(dir.path()).await; // the baseline digest
+    let update = push_base(r, &scratch, &repo, "late v2");
+    let first = run_once(dir.path()).await.decisions.join("\n");
+    assert!(first.contains("skipped update"), "{first}");
+    assert!(!first.contains("held "), "{first}");
+    // Still unsigned on the next pass: nothing changes.
+    let again = run_once(dir.path()).await.decisions.join("\n");
+    assert!(!again.contains("verified after"), "{again}");
+
+    let body = payload(&repo, update.as_str());
+    push_signature(r, &repo, update.as_str(), &key.sign(&body), &body).await;
+    let lines = run_once(dir.path()).await.decisions.join("\n");
+    assert!(lines.contains("verified after it was recorded"), "{lines}");
+    assert!(lines.contains("held "), "{lines}");
+    let base_ref = Reference::parse(&format!("{}/{repo}:1", r.host)).unwrap();
+    let base = state::read_runtime(&FileStore::read_only(dir.path().join("state")), &base_ref)
+        .unwrap()
+        .unwrap();
+    let recorded = base.update(&update).unwrap();
+    assert_eq!(
+        recorded.signature.as_ref().map(|c| c.verdict),
+        Some(SignatureVerdict::Verified)
+    );
+    assert!(!recorded.is_rejected());
+}

@@ -380,6 +380,21 @@ pub fn describe(d: &Decision) -> String {
                 check.verdict, check.detail
             ),
         },
+        Decision::Verified {
+            image,
+            digest,
+            detail,
+            superseded,
+        } => {
+            let supersedes = if superseded.is_empty() {
+                String::new()
+            } else {
+                format!("; supersedes {} older update(s) still held", superseded.len())
+            };
+            format!(
+                "update {digest} of {image} verified after it was recorded ({detail}); usable as a base now{supersedes}"
+            )
+        }
         Decision::Ignored { reason } => format!("ignored: {reason}"),
     }
 }

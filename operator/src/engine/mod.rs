@@ -219,6 +219,19 @@ pub enum Event {
         /// Why.
         reason: String,
     },
+    /// A recorded update's digest was checked again under its image's `verify:` policy
+    /// (an `unsigned` digest is re-checked for a while: publishers often sign after
+    /// pushing). A digest that becomes verified may be used from now on, as if it had
+    /// been verified when recorded: it supersedes older updates still held and its hold
+    /// counts from its discovery, as before.
+    Signature {
+        /// Graph name of the image.
+        image: String,
+        /// The recorded update's digest.
+        digest: Digest,
+        /// The new check.
+        check: SignatureCheck,
+    },
     /// Let a rebuild of an `autoRebuild: false` image start.
     Approve {
         /// The rebuild.
@@ -368,11 +381,49 @@ pub enum Decision {
         /// The check: verdict, mode, detail.
         check: SignatureCheck,
     },
+    /// A recorded update that was not verified now is ([`Event::Signature`]): it may be
+    /// used as a base from now on.
+    Verified {
+        /// The image.
+        image: String,
+        /// The update's digest.
+        digest: Digest,
+        /// Where the signature was found.
+        detail: String,
+        /// Older, still held updates now marked superseded by it.
+        superseded: Vec<Digest>,
+    },
     /// The event changed nothing (a replay, an unknown id, an unknown image).
     Ignored {
         /// Why.
         reason: String,
     },
+}
+
+/// Marks the updates of `rt` other than `digest` that are still held at `now` (for
+/// `held_for`), not expedited, not superseded and discovered no later than
+/// `discovered_at` as superseded by `digest`; returns their digests.
+fn supersede_held(
+    rt: &mut ImageRuntime,
+    digest: &Digest,
+    discovered_at: Timestamp,
+    held_for: std::time::Duration,
+    now: Timestamp,
+) -> Vec<Digest> {
+    let mut superseded = Vec::new();
+    for older in &mut rt.updates {
+        let still_held = hold::later(older.discovered_at, held_for) > now;
+        if &older.digest != digest
+            && older.superseded_by.is_none()
+            && older.expedited.is_none()
+            && still_held
+            && older.discovered_at <= discovered_at
+        {
+            older.superseded_by = Some(digest.clone());
+            superseded.push(older.digest.clone());
+        }
+    }
+    superseded
 }
 
 /// An image of the graph, in the engine's topological order.
@@ -685,6 +736,11 @@ impl Engine {
                     out,
                 );
             }
+            Event::Signature {
+                image,
+                digest,
+                check,
+            } => self.signature(&image, &digest, check, now, out),
             Event::Approve { id, by } => {
                 let mark = Mark {
                     by,
@@ -733,22 +789,13 @@ impl Engine {
             });
             return;
         }
-        let mut superseded = Vec::new();
         // A rejected update (unsigned or invalid under `enforce`) is never used, so it
         // must not replace the older updates that may still be.
-        let rejected = update.is_rejected();
-        for older in &mut rt.updates {
-            let still_held = hold::later(older.discovered_at, held_for) > now;
-            if !rejected
-                && older.superseded_by.is_none()
-                && older.expedited.is_none()
-                && still_held
-                && older.discovered_at <= update.discovered_at
-            {
-                older.superseded_by = Some(update.digest.clone());
-                superseded.push(older.digest.clone());
-            }
-        }
+        let superseded = if update.is_rejected() {
+            Vec::new()
+        } else {
+            supersede_held(rt, &update.digest, update.discovered_at, held_for, now)
+        };
         let newest = rt
             .current
             .as_ref()
@@ -791,6 +838,60 @@ impl Engine {
             superseded,
         });
         self.touch_dependents(i);
+    }
+
+    fn signature(
+        &mut self,
+        image: &str,
+        digest: &Digest,
+        check: SignatureCheck,
+        now: Timestamp,
+        out: &mut Vec<Decision>,
+    ) {
+        let Some(i) = self.lookup(image, out) else {
+            return;
+        };
+        let held_for = self.nodes[i].policy.delay;
+        let rt = &mut self.runtime[i];
+        let Some(update) = rt.updates.iter_mut().find(|u| &u.digest == digest) else {
+            out.push(Decision::Ignored {
+                reason: format!("{image}@{digest} is not a recorded update"),
+            });
+            return;
+        };
+        if update.signature.as_ref() == Some(&check) {
+            out.push(Decision::Ignored {
+                reason: format!("{image}@{digest}: signature check unchanged"),
+            });
+            return;
+        }
+        let was_rejected = update.is_rejected();
+        update.signature = Some(check.clone());
+        let usable = !update.is_rejected();
+        let (discovered_at, superseded_by) = (update.discovered_at, update.superseded_by.clone());
+        if was_rejected && usable {
+            let superseded = if superseded_by.is_none() {
+                supersede_held(rt, digest, discovered_at, held_for, now)
+            } else {
+                Vec::new()
+            };
+            out.push(Decision::Verified {
+                image: image.to_string(),
+                digest: digest.clone(),
+                detail: check.detail,
+                superseded,
+            });
+            self.touch_dependents(i);
+        } else {
+            if check.verdict != crate::runtime::SignatureVerdict::Verified {
+                out.push(Decision::Unverified {
+                    image: image.to_string(),
+                    digest: digest.clone(),
+                    check,
+                });
+            }
+            self.changed.insert(i);
+        }
     }
 
     fn observe(

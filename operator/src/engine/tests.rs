@@ -1213,3 +1213,59 @@ fn an_invalid_signature_under_warn_is_recorded_and_used() {
     let t = only_trigger(&e.tick(at(7 * DAY)));
     assert_eq!(pinned_digest(&t, "python").unwrap(), digest(1).to_string());
 }
+
+#[test]
+fn an_unsigned_update_signed_later_supersedes_the_held_one_and_matures_from_its_discovery() {
+    let mut e = python_app().engine();
+    e.apply(
+        signed_update(1, t0(), SignatureVerdict::Verified, VerifyMode::Enforce),
+        t0(),
+    );
+    e.apply(
+        signed_update(2, at(DAY), SignatureVerdict::Unsigned, VerifyMode::Enforce),
+        at(DAY),
+    );
+    let verified = SignatureCheck {
+        verdict: SignatureVerdict::Verified,
+        mode: VerifyMode::Enforce,
+        detail: "tag sha256-….sig".into(),
+    };
+    let signed = Event::Signature {
+        image: "python".into(),
+        digest: digest(2),
+        check: verified.clone(),
+    };
+    let out = e.apply(signed.clone(), at(DAY + 60));
+    assert!(
+        out.iter().any(
+            |d| matches!(d, Decision::Verified { digest: d, superseded, .. }
+            if *d == digest(2) && superseded == &[digest(1)])
+        ),
+        "{out:#?}"
+    );
+    let python = e.runtime("python").unwrap();
+    assert!(!python.update(&digest(2)).unwrap().is_rejected());
+    assert_eq!(
+        python.update(&digest(1)).unwrap().superseded_by,
+        Some(digest(2))
+    );
+    // A replay changes nothing.
+    assert!(matches!(
+        e.apply(signed, at(DAY + 120)).as_slice(),
+        [Decision::Ignored { .. }]
+    ));
+    // The hold counts from the update's discovery, not from its signature: at 8 days
+    // it is the newest matured update (unsigned, digest 1 would be pinned forever).
+    let t = only_trigger(&e.tick(at(8 * DAY)));
+    assert_eq!(pinned_digest(&t, "python").unwrap(), digest(2).to_string());
+    // Unknown digests are ignored.
+    let unknown = Event::Signature {
+        image: "python".into(),
+        digest: digest(9),
+        check: verified,
+    };
+    assert!(matches!(
+        e.apply(unknown, at(8 * DAY)).as_slice(),
+        [Decision::Ignored { .. }]
+    ));
+}

@@ -172,6 +172,7 @@ impl Metrics {
             Decision::Marked { .. } => "marked",
             Decision::Running { .. } => "running",
             Decision::Unverified { .. } => "unverified",
+            Decision::Verified { .. } => "verified",
             Decision::Ignored { .. } => "ignored",
         };
         self.decisions

@@ -53,7 +53,7 @@ use crate::git::{self, Change, ChangeSource, GitError, Reason, WriterHandle};
 use crate::graph::NodeKind;
 use crate::inbox::{self, OwnerLock, Reply, Request as InboxRequest};
 use crate::registry::{ClientSettings, CredentialStore, RegistryClient, TagSelection};
-use crate::runtime::{Digest, ImageRuntime, RebuildId};
+use crate::runtime::{Digest, ImageRuntime, RebuildId, SignatureVerdict, VerifyMode};
 use crate::state::{self, journal, Changes, FileStore, StateError};
 use crate::trigger::{self, Context, LocalSource, Request, SourceInfo};
 use crate::verify::{KeyReader, Verifier};
@@ -320,7 +320,20 @@ struct Factory {
     /// Who made the decision being persisted, when it came through the inbox.
     person: Option<String>,
     hooks: Hooks,
+    /// When the `unsigned` updates are checked again ([`SIGNATURE_RECHECK`]).
+    next_signature_recheck: tokio::time::Instant,
+    /// Whether any update may still be re-checked (known after each re-check round and
+    /// set by every new `unsigned` verdict): the loop wakes for re-checks only then.
+    signature_recheck_pending: bool,
 }
+
+/// How often recorded `unsigned` updates (under `verify.mode: enforce`) are checked
+/// again: publishers often sign a digest after pushing it.
+pub const SIGNATURE_RECHECK: Duration = Duration::from_secs(60);
+
+/// For how long after its discovery an `unsigned` update is checked again (24 h); a
+/// signature that appears later is not seen (the update stays skipped).
+pub const SIGNATURE_RECHECK_WINDOW: Duration = Duration::from_secs(24 * 3600);
 
 impl Factory {
     async fn start(
@@ -401,6 +414,8 @@ impl Factory {
             _owner: owner,
             person: None,
             hooks,
+            next_signature_recheck: tokio::time::Instant::now(),
+            signature_recheck_pending: true,
         };
         if factory.options.once {
             // `run --once` exits 1 when a source failed (its image kept its analysis).
@@ -522,6 +537,12 @@ impl Factory {
                 }
             }
             first = false;
+            if self.signature_recheck_pending
+                && tokio::time::Instant::now() >= self.next_signature_recheck
+            {
+                self.recheck_signatures(now).await?;
+                self.next_signature_recheck = tokio::time::Instant::now() + SIGNATURE_RECHECK;
+            }
             self.serve_inbox().await?;
             let decisions = self.engine.tick(now);
             self.handle(decisions, "due").await?;
@@ -762,6 +783,9 @@ impl Factory {
         if self.clock.can_jump() {
             wake = wake.min(base + Clock::POLL);
         }
+        if self.signature_recheck_pending && !self.options.once {
+            wake = wake.min(self.next_signature_recheck.max(base));
+        }
         if !self.options.once {
             wake = wake.min(base + INBOX_POLL);
         }
@@ -840,6 +864,62 @@ impl Factory {
         })
     }
 
+    /// Checks again the recorded updates whose signature was `unsigned` under
+    /// `enforce`, discovered less than [`SIGNATURE_RECHECK_WINDOW`] before `now`; a
+    /// changed verdict becomes an [`Event::Signature`] (a verified one makes the update
+    /// usable). A registry error leaves the update for the next round.
+    async fn recheck_signatures(&mut self, now: Timestamp) -> Result<(), FactoryError> {
+        let window = jiff::SignedDuration::try_from(SIGNATURE_RECHECK_WINDOW)
+            .unwrap_or(jiff::SignedDuration::MAX);
+        let mut candidates = Vec::new();
+        for (image, rt) in self.engine.runtimes() {
+            for u in &rt.updates {
+                let unsigned = u.signature.as_ref().is_some_and(|c| {
+                    c.verdict == SignatureVerdict::Unsigned && c.mode == VerifyMode::Enforce
+                });
+                let recent = u
+                    .discovered_at
+                    .checked_add(window)
+                    .is_ok_and(|end| end > now);
+                if unsigned && recent && u.superseded_by.is_none() {
+                    candidates.push((image.to_string(), u.digest.clone()));
+                }
+            }
+        }
+        self.signature_recheck_pending = !candidates.is_empty();
+        let mut decisions = Vec::new();
+        for (image, digest) in candidates {
+            let policy = self.model.enrollment.verify_policy(&image).cloned();
+            let reference = self.model.graph.node(&image).map(|n| n.reference.clone());
+            let (Some(policy), Some(reference)) = (policy, reference) else {
+                continue;
+            };
+            match self
+                .verifier
+                .verify(&reference, digest.as_str(), &policy)
+                .await
+            {
+                Ok(judged) if judged.check.verdict != SignatureVerdict::Unsigned => {
+                    info!(%image, %digest, verdict = %judged.check.verdict, detail = %judged.check.detail, "signature checked again");
+                    let event = Event::Signature {
+                        image,
+                        digest,
+                        check: judged.check,
+                    };
+                    decisions.extend(self.engine.apply(event, self.clock.now()));
+                }
+                Ok(_) => debug!(%image, %digest, "still unsigned"),
+                Err(e) => {
+                    warn!(%image, %digest, error = %e, "signature not checked again; retried next round")
+                }
+            }
+        }
+        if !decisions.is_empty() {
+            self.handle(decisions, "signature").await?;
+        }
+        Ok(())
+    }
+
     /// `event` with its signature check when it is an update of an image with a
     /// `verify:` policy; `None` when the check could not be made (a registry or key
     /// error): the update is not recorded, so the next poll sees it again and retries.
@@ -867,6 +947,11 @@ impl Factory {
                 {
                     Ok(judged) => {
                         info!(%image, %digest, verdict = %judged.check.verdict, mode = %judged.check.mode, detail = %judged.check.detail, "signature checked");
+                        if judged.check.rejects()
+                            && judged.check.verdict == SignatureVerdict::Unsigned
+                        {
+                            self.signature_recheck_pending = true;
+                        }
                         Some(judged.check)
                     }
                     Err(e) => {
