@@ -519,7 +519,9 @@ fn check_verify_file(file: &str, f: &VerifyFile) -> Option<Diagnostic> {
         ),
     };
     let problem = match std::fs::read(&f.path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => format!("{field} {:?} does not exist", f.raw),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            format!("{field} {:?} does not exist", f.raw)
+        }
         Err(e) => format!("{field} {:?} cannot be read: {e}", f.raw),
         Ok(bytes) => {
             let usable = match f.kind {
@@ -537,9 +539,8 @@ fn check_verify_file(file: &str, f: &VerifyFile) -> Option<Diagnostic> {
         }
     };
     Some(
-        Diagnostic::error(file, f.at, problem).hint(format!(
-            "name {what}, relative to the directory of {file}"
-        )),
+        Diagnostic::error(file, f.at, problem)
+            .hint(format!("name {what}, relative to the directory of {file}")),
     )
 }
 

@@ -1007,7 +1007,11 @@ images:
         keyless: {identity: x, issuer: y, rekor: false, trustedRoot: sigstore/root.json}
 ";
     let e = parse("images.yaml", text, dir.path()).unwrap();
-    assert!(e.warnings.is_empty(), "keyless is supported: {:?}", e.warnings);
+    assert!(
+        e.warnings.is_empty(),
+        "keyless is supported: {:?}",
+        e.warnings
+    );
     assert_eq!(
         e.verify_policy("a").unwrap().requirement,
         Requirement::Keyless(Keyless {

@@ -69,9 +69,10 @@ struct Subject {
 pub fn cosign_statement<'b>(bundle: &'b Bundle, digest: &str) -> Result<&'b Envelope, String> {
     let envelope = match &bundle.content {
         Some(Content::DsseEnvelope(e)) => e,
-        Some(Content::MessageSignature(_)) => {
-            return Err("the bundle holds a message signature, not the DSSE statement cosign signs images with".into())
-        }
+        Some(Content::MessageSignature(_)) => return Err(
+            "the bundle holds a message signature, not the DSSE statement cosign signs images with"
+                .into(),
+        ),
         None => return Err("the bundle holds no signature".into()),
     };
     if envelope.payload_type != IN_TOTO_PAYLOAD_TYPE {
@@ -95,11 +96,11 @@ pub fn cosign_statement<'b>(bundle: &'b Bundle, digest: &str) -> Result<&'b Enve
         .flat_map(|s| s.digest.iter())
         .map(|(a, h)| format!("{a}:{h}"))
         .collect();
-    if !statement
-        .subject
-        .iter()
-        .any(|s| s.digest.get(algorithm).is_some_and(|h| h.eq_ignore_ascii_case(hex)))
-    {
+    if !statement.subject.iter().any(|s| {
+        s.digest
+            .get(algorithm)
+            .is_some_and(|h| h.eq_ignore_ascii_case(hex))
+    }) {
         return Err(format!(
             "the statement signs {}, not this digest",
             if named.is_empty() {
@@ -130,7 +131,11 @@ fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
 ///
 /// # Errors
 /// Why it does not, in words for the verdict's detail.
-pub fn check_with_key(bundle: &Bundle, digest: &str, key: &CosignVerificationKey) -> Result<(), String> {
+pub fn check_with_key(
+    bundle: &Bundle,
+    digest: &str,
+    key: &CosignVerificationKey,
+) -> Result<(), String> {
     let envelope = cosign_statement(bundle, digest)?;
     let [signature] = envelope.signatures.as_slice() else {
         return Err(format!(
@@ -152,7 +157,8 @@ pub fn check_with_key(bundle: &Bundle, digest: &str, key: &CosignVerificationKey
 mod tests {
     use super::*;
 
-    const RECORDED: &str = include_str!("../../../tests/testdata/sigstore/cosign_v3_keyless_bundle.json");
+    const RECORDED: &str =
+        include_str!("../../../tests/testdata/sigstore/cosign_v3_keyless_bundle.json");
     const SUBJECT: &str = "sha256:c811d58de79c92f03214e63aa339484e488d694ae8a6283b5f3f17a9faf50172";
 
     #[test]
@@ -160,7 +166,10 @@ mod tests {
         let bundle = parse(RECORDED.as_bytes()).unwrap();
         assert!(cosign_statement(&bundle, SUBJECT).is_ok());
         let e = cosign_statement(&bundle, &format!("sha256:{}", "0".repeat(64))).unwrap_err();
-        assert!(e.contains(&format!("signs {SUBJECT}, not this digest")), "{e}");
+        assert!(
+            e.contains(&format!("signs {SUBJECT}, not this digest")),
+            "{e}"
+        );
     }
 
     #[test]
@@ -175,13 +184,18 @@ mod tests {
             .unwrap();
         }
         let e = cosign_statement(&bundle, SUBJECT).unwrap_err();
-        assert!(e.contains("an attestation of https://slsa.dev/provenance/v1"), "{e}");
+        assert!(
+            e.contains("an attestation of https://slsa.dev/provenance/v1"),
+            "{e}"
+        );
     }
 
     #[test]
     fn a_key_based_bundle_verifies_with_its_key_only() {
         use sigstore::crypto::SigningScheme;
-        let signer = SigningScheme::ECDSA_P256_SHA256_ASN1.create_signer().unwrap();
+        let signer = SigningScheme::ECDSA_P256_SHA256_ASN1
+            .create_signer()
+            .unwrap();
         let key = signer.to_verification_key().unwrap();
         let other = SigningScheme::ECDSA_P256_SHA256_ASN1
             .create_signer()

@@ -8,7 +8,7 @@
 //! repository, or (OCI 1.1) as a referrer of the digest with artifact type
 //! `application/vnd.dev.cosign.artifact.sig.v1+json`.
 
-use oci_client::manifest::{OciDescriptor, OciImageManifest};
+use oci_client::manifest::{OciDescriptor, OciImageIndex, OciImageManifest};
 use sigstore::cosign::payload::SimpleSigning;
 use sigstore::cosign::signature_layers::SignatureLayer;
 use sigstore::cosign::verification_constraint::{PublicKeyVerifier, VerificationConstraintVec};
@@ -28,7 +28,13 @@ pub const SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
 
 /// The tag cosign stores the signatures of `digest` under: `sha256-<hex>.sig`.
 pub fn signature_tag(digest: &str) -> String {
-    format!("{}.sig", digest.replacen(':', "-", 1))
+    format!("{}.sig", referrers_tag(digest))
+}
+
+/// The fallback tag of `digest`'s referrers on a registry without the referrers API:
+/// `sha256-<hex>` (OCI distribution spec v1.1, "Referrers Tag Schema").
+pub fn referrers_tag(digest: &str) -> String {
+    digest.replacen(':', "-", 1)
 }
 
 /// How a signature is checked: with the policy's public key, or keyless.
@@ -98,8 +104,16 @@ pub(super) async fn judge(
                 lookup = Lookup::Referrers;
                 for entry in entries.iter().filter(|e| may_sign(e)) {
                     let place = format!("referrer {}", entry.digest);
-                    if check_manifest(verifier, image, digest, &entry.digest, check, &place, &mut findings)
-                        .await?
+                    if check_manifest(
+                        verifier,
+                        image,
+                        digest,
+                        &entry.digest,
+                        check,
+                        &place,
+                        &mut findings,
+                    )
+                    .await?
                     {
                         return Ok((SignatureVerdict::Verified, place, lookup));
                     }
@@ -113,8 +127,16 @@ pub(super) async fn judge(
     match client.head_manifest(&image.with_tag(&tag)).await {
         Ok(head) => {
             let place = format!("tag {tag}");
-            if check_manifest(verifier, image, digest, &head.digest, check, &place, &mut findings)
-                .await?
+            if check_manifest(
+                verifier,
+                image,
+                digest,
+                &head.digest,
+                check,
+                &place,
+                &mut findings,
+            )
+            .await?
             {
                 return Ok((SignatureVerdict::Verified, place, lookup));
             }
@@ -123,10 +145,21 @@ pub(super) async fn judge(
         Err(e) => return Err(e.into()),
     }
 
+    let fallback = referrers_tag(digest);
+    if lookup == Lookup::TagScheme {
+        if let Some(place) =
+            check_referrers_tag(verifier, image, digest, &fallback, check, &mut findings).await?
+        {
+            return Ok((SignatureVerdict::Verified, place, lookup));
+        }
+    }
+
     if findings.layers == 0 && findings.problems.is_empty() {
         let looked = match lookup {
             Lookup::Referrers => format!("no cosign signature among the referrers or at tag {tag}"),
-            _ => format!("no cosign signature at tag {tag} (the registry has no referrers API)"),
+            _ => format!(
+                "no cosign signature at tag {tag} or in the referrers tag {fallback} (the registry has no referrers API)"
+            ),
         };
         return Ok((SignatureVerdict::Unsigned, looked, lookup));
     }
@@ -135,6 +168,51 @@ pub(super) async fn judge(
         findings.problems.join("; "),
         lookup,
     ))
+}
+
+/// Checks the signature referrers listed by the index at the referrers tag `fallback`;
+/// the place of the one that verifies, if any.
+async fn check_referrers_tag(
+    verifier: &Verifier,
+    image: &Reference,
+    digest: &str,
+    fallback: &str,
+    check: &Check,
+    findings: &mut Findings,
+) -> Result<Option<String>, VerifyError> {
+    let client = verifier.client();
+    let head = match client.head_manifest(&image.with_tag(fallback)).await {
+        Ok(head) => head,
+        Err(RegistryError::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let (bytes, _) = client.manifest(image, &head.digest).await?;
+    let index: OciImageIndex = match serde_json::from_slice(&bytes) {
+        Ok(index) => index,
+        Err(e) => {
+            findings
+                .problems
+                .push(format!("tag {fallback}: not an image index ({e})"));
+            return Ok(None);
+        }
+    };
+    for entry in index.manifests.iter().filter(|e| may_sign(e)) {
+        let place = format!("referrer {} (tag {fallback})", entry.digest);
+        if check_manifest(
+            verifier,
+            image,
+            digest,
+            &entry.digest,
+            check,
+            &place,
+            findings,
+        )
+        .await?
+        {
+            return Ok(Some(place));
+        }
+    }
+    Ok(None)
 }
 
 /// Checks every signature layer (simple signing or Sigstore bundle) of the manifest
@@ -179,9 +257,9 @@ async fn check_manifest(
         }
     }
     if candidates == 0 {
-        findings
-            .problems
-            .push(format!("{place}: no simple-signing or Sigstore bundle layer"));
+        findings.problems.push(format!(
+            "{place}: no simple-signing or Sigstore bundle layer"
+        ));
     }
     Ok(false)
 }

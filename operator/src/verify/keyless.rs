@@ -332,19 +332,26 @@ fn cosign_v2_bundle(
     }
     let mut tlog_entries = Vec::new();
     if let Some(text) = rekor_bundle {
-        let rekor: RekorBundle = serde_json::from_str(text)
-            .map_err(|e| format!("the {REKOR_BUNDLE_ANNOTATION} annotation is not a Rekor bundle ({e})"))?;
+        let rekor: RekorBundle = serde_json::from_str(text).map_err(|e| {
+            format!("the {REKOR_BUNDLE_ANNOTATION} annotation is not a Rekor bundle ({e})")
+        })?;
         let body = b64
             .decode(&rekor.payload.body)
             .map_err(|e| format!("the Rekor entry body is not base64 ({e})"))?;
         let kind: serde_json::Value = serde_json::from_slice(&body)
             .map_err(|e| format!("the Rekor entry body is not JSON ({e})"))?;
-        let field = |k: &str| kind.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+        let field = |k: &str| {
+            kind.get(k)
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+                .to_owned()
+        };
         tlog_entries.push(TransparencyLogEntry {
             log_index: rekor.payload.log_index,
             log_id: Some(LogId {
-                key_id: unhex(&rekor.payload.log_id)
-                    .ok_or_else(|| format!("the Rekor logID {:?} is not hex", rekor.payload.log_id))?,
+                key_id: unhex(&rekor.payload.log_id).ok_or_else(|| {
+                    format!("the Rekor logID {:?} is not hex", rekor.payload.log_id)
+                })?,
             }),
             kind_version: Some(KindVersion {
                 kind: field("kind"),
@@ -352,9 +359,9 @@ fn cosign_v2_bundle(
             }),
             integrated_time: rekor.payload.integrated_time,
             inclusion_promise: Some(InclusionPromise {
-                signed_entry_timestamp: b64.decode(&rekor.signed_entry_timestamp).map_err(
-                    |e| format!("the Rekor SignedEntryTimestamp is not base64 ({e})"),
-                )?,
+                signed_entry_timestamp: b64
+                    .decode(&rekor.signed_entry_timestamp)
+                    .map_err(|e| format!("the Rekor SignedEntryTimestamp is not base64 ({e})"))?,
             }),
             inclusion_proof: None,
             canonicalized_body: body,
@@ -385,7 +392,10 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
     }
     (0..text.len())
         .step_by(2)
-        .map(|i| text.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+        .map(|i| {
+            text.get(i..i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        })
         .collect()
 }
 

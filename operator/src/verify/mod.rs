@@ -5,7 +5,8 @@
 //!        │ miss
 //!        ├─ referrers API  GET /v2/<name>/referrers/<digest>   (cosign signatures and
 //!        │                 Sigstore bundles; other artifact types are not fetched)
-//!        └─ tag scheme     HEAD /v2/<name>/manifests/sha256-<hex>.sig
+//!        ├─ tag scheme     HEAD /v2/<name>/manifests/sha256-<hex>.sig
+//!        └─ without the referrers API: the referrers tag sha256-<hex> (an index)
 //!             ──▶ signature manifest ──▶ simple-signing / bundle layers (blobs, by digest)
 //!             ──▶ names <digest>? signature verifies with the key, or keyless? (sigstore)
 //!             ──▶ SignatureCheck { verified | unsigned | invalid, mode } ──▶ Event::Update
@@ -157,10 +158,11 @@ pub enum VerifyError {
 pub enum Lookup {
     /// The verdict came from the cache: no request.
     Cached,
-    /// The referrers API answered (and, when it listed no valid signature, the tag
-    /// scheme was tried too).
+    /// The referrers API answered (and, when it listed no valid signature, the `.sig`
+    /// tag was tried too).
     Referrers,
-    /// The registry has no referrers API: only the tag scheme was used.
+    /// The registry has no referrers API: only tags were used — the `.sig` tag, then
+    /// the referrers tag `sha256-<hex>` (where cosign v3 lists its bundles there).
     TagScheme,
 }
 
@@ -336,14 +338,12 @@ impl Verifier {
         }
         let check = match &policy.requirement {
             Requirement::Key(_) => Check::key(&material)?,
-            Requirement::Keyless(k) => {
-                Check::Keyless(Box::new(KeylessCheck::new(k, &trusted_root).map_err(|reason| {
-                    VerifyError::Keyless {
-                        source_of: trusted_root_name(k),
-                        reason,
-                    }
-                })?))
-            }
+            Requirement::Keyless(k) => Check::Keyless(Box::new(
+                KeylessCheck::new(k, &trusted_root).map_err(|reason| VerifyError::Keyless {
+                    source_of: trusted_root_name(k),
+                    reason,
+                })?,
+            )),
         };
         let (verdict, detail, lookup) = cosign::judge(self, image, digest, &check).await?;
         if verdict != SignatureVerdict::Unsigned {

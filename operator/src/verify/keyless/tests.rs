@@ -14,7 +14,8 @@ const V3_IDENTITY: &str = "^https://github.com/kubewarden/kubewarden-controller/
 const GITHUB_ISSUER: &str = "^https://token.actions.githubusercontent.com$";
 
 /// `cosign sign-blob --bundle` output of 2022: the three parts cosign v2 annotates.
-const V2: &str = include_str!("../../../../tests/testdata/sigstore/cosign_v2_sign_blob_bundle.json");
+const V2: &str =
+    include_str!("../../../../tests/testdata/sigstore/cosign_v2_sign_blob_bundle.json");
 const V2_PAYLOAD_SHA256: &str = "4bc453b53cb3d914b45f4b250294236adba2c0e09ff6f03793949e7e39fd4cc1";
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
@@ -72,7 +73,10 @@ async fn the_recorded_cosign_v3_bundle_verifies_for_its_digest_and_identity() {
 async fn another_digest_fails() {
     let other = format!("sha256:{}", "ab".repeat(32));
     let e = v3_error(&keyless(V3_IDENTITY, GITHUB_ISSUER), &v3_json(), &other).await;
-    assert!(e.contains(&format!("the statement signs {V3_DIGEST}, not this digest")), "{e}");
+    assert!(
+        e.contains(&format!("the statement signs {V3_DIGEST}, not this digest")),
+        "{e}"
+    );
 }
 
 #[tokio::test]
@@ -110,7 +114,10 @@ async fn a_tampered_statement_or_signature_fails() {
     statement["subject"][0]["annotations"] = json!({"creator": "mallory"});
     *payload = Value::String(B64.encode(bytes(&statement)));
     let e = v3_error(&policy, &bundle, V3_DIGEST).await;
-    assert!(e.contains("signature does not verify with the certificate's key"), "{e}");
+    assert!(
+        e.contains("signature does not verify with the certificate's key"),
+        "{e}"
+    );
 
     let mut bundle = v3_json();
     flip(&mut bundle, "/dsseEnvelope/signatures/0/sig");
@@ -133,7 +140,10 @@ async fn a_tampered_set_or_integrated_time_fails_unless_rekor_is_false() {
         rekor: false,
         ..policy.clone()
     };
-    check(&lax).check_bundle(&bytes(&bundle), V3_DIGEST).await.unwrap();
+    check(&lax)
+        .check_bundle(&bytes(&bundle), V3_DIGEST)
+        .await
+        .unwrap();
 
     // The signing time is covered by the SET only (sigstore's Verifier trusts it).
     let mut bundle = v3_json();
@@ -156,7 +166,10 @@ async fn a_trust_root_without_the_fulcio_ca_or_the_rekor_log_fails() {
         .check_bundle(V3.as_bytes(), V3_DIGEST)
         .await
         .unwrap_err();
-    assert!(e.contains("does not chain to a Fulcio CA of the trusted root"), "{e}");
+    assert!(
+        e.contains("does not chain to a Fulcio CA of the trusted root"),
+        "{e}"
+    );
 
     let mut root: Value = serde_json::from_slice(PUBLIC_GOOD_TRUSTED_ROOT).unwrap();
     root["tlogs"] = json!([]);
@@ -207,7 +220,10 @@ async fn v2_check(policy: &Keyless, digest: [u8; 32], rekor: Option<&Value>) -> 
 #[tokio::test]
 async fn a_recorded_cosign_v2_keyless_signature_verifies_through_its_annotations() {
     // A 2022 certificate: e-mail identity, issuer in the legacy extension .1.1.
-    let policy = keyless("^daniel.bevenius@gmail.com$", "^https://github.com/login/oauth$");
+    let policy = keyless(
+        "^daniel.bevenius@gmail.com$",
+        "^https://github.com/login/oauth$",
+    );
     let (_, _, rekor) = v2_parts();
     v2_check(&policy, v2_digest(), Some(&rekor)).await.unwrap();
 
@@ -219,18 +235,24 @@ async fn a_recorded_cosign_v2_keyless_signature_verifies_through_its_annotations
     let e = v2_check(&keyless("^someone@else$", ".*"), v2_digest(), Some(&rekor))
         .await
         .unwrap_err();
-    assert!(e.contains("identity (SAN) is daniel.bevenius@gmail.com"), "{e}");
+    assert!(
+        e.contains("identity (SAN) is daniel.bevenius@gmail.com"),
+        "{e}"
+    );
 
     // A tampered SET.
     let mut tampered = rekor.clone();
     flip(&mut tampered, "/SignedEntryTimestamp");
-    let e = v2_check(&policy, v2_digest(), Some(&tampered)).await.unwrap_err();
+    let e = v2_check(&policy, v2_digest(), Some(&tampered))
+        .await
+        .unwrap_err();
     assert!(e.contains("SignedEntryTimestamp does not verify"), "{e}");
 
     // An entry for another signature (the body no longer matches).
     let mut moved = rekor.clone();
     let mut body: Value = serde_json::from_slice(
-        &B64.decode(moved["Payload"]["body"].as_str().unwrap()).unwrap(),
+        &B64.decode(moved["Payload"]["body"].as_str().unwrap())
+            .unwrap(),
     )
     .unwrap();
     body["spec"]["data"]["hash"]["value"] = json!("00".repeat(32));
@@ -250,7 +272,10 @@ async fn a_recorded_cosign_v2_keyless_signature_verifies_through_its_annotations
 #[test]
 fn a_bad_pattern_or_root_is_refused_when_the_check_is_built() {
     let e = KeylessCheck::new(&keyless("(", ".*"), PUBLIC_GOOD_TRUSTED_ROOT).unwrap_err();
-    assert!(e.contains("invalid keyless.identity regular expression"), "{e}");
+    assert!(
+        e.contains("invalid keyless.identity regular expression"),
+        "{e}"
+    );
     let e = KeylessCheck::new(&keyless(".*", ".*"), b"[]").unwrap_err();
     assert!(e.contains("not a Sigstore trusted root"), "{e}");
 }
