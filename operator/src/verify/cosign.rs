@@ -46,7 +46,7 @@ pub(super) enum Check {
         key: CosignVerificationKey,
     },
     /// Fulcio certificate + Rekor entry, against a trusted root.
-    Keyless(Box<KeylessCheck>),
+    Keyless(std::sync::Arc<KeylessCheck>),
 }
 
 impl Check {

@@ -41,7 +41,7 @@ mod cosign;
 pub mod keyless;
 mod trust;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -184,6 +184,9 @@ pub struct Verifier {
     keys: KeyReader,
     /// Registries known to lack the referrers API: asked once per process.
     no_referrers: Arc<Mutex<HashSet<String>>>,
+    /// Keyless checks built so far, by the hash of their policy material: a trusted
+    /// root is parsed (and sigstore's verifier built) once per policy, not per digest.
+    keyless: Arc<Mutex<HashMap<String, Arc<KeylessCheck>>>>,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -279,6 +282,7 @@ impl Verifier {
             cache: Arc::new(VerdictCache::new(None)),
             keys: KeyReader::default(),
             no_referrers: Arc::default(),
+            keyless: Arc::default(),
         }
     }
 
@@ -338,12 +342,9 @@ impl Verifier {
         }
         let check = match &policy.requirement {
             Requirement::Key(_) => Check::key(&material)?,
-            Requirement::Keyless(k) => Check::Keyless(Box::new(
-                KeylessCheck::new(k, &trusted_root).map_err(|reason| VerifyError::Keyless {
-                    source_of: trusted_root_name(k),
-                    reason,
-                })?,
-            )),
+            Requirement::Keyless(k) => {
+                Check::Keyless(self.keyless_check(k, &material, &trusted_root)?)
+            }
         };
         let (verdict, detail, lookup) = cosign::judge(self, image, digest, &check).await?;
         if verdict != SignatureVerdict::Unsigned {
@@ -357,6 +358,32 @@ impl Verifier {
             },
             lookup,
         })
+    }
+
+    /// The check of keyless policy `k` whose material is `material`: built once.
+    fn keyless_check(
+        &self,
+        k: &Keyless,
+        material: &[u8],
+        trusted_root: &[u8],
+    ) -> Result<Arc<KeylessCheck>, VerifyError> {
+        let id: String = Sha256::digest(material)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        if let Some(built) = self.keyless.lock().ok().and_then(|m| m.get(&id).cloned()) {
+            return Ok(built);
+        }
+        let built = Arc::new(KeylessCheck::new(k, trusted_root).map_err(|reason| {
+            VerifyError::Keyless {
+                source_of: trusted_root_name(k),
+                reason,
+            }
+        })?);
+        if let Ok(mut m) = self.keyless.lock() {
+            m.insert(id, Arc::clone(&built));
+        }
+        Ok(built)
     }
 
     fn lacks_referrers(&self, registry: &str) -> bool {
