@@ -4,7 +4,9 @@
 //! Measures, side by side: resolving every tag's digest cold and warm with
 //! `RegistryClient`, bare concurrent `HEAD` requests (the floor), `skopeo inspect --raw`
 //! run sequentially (sampled over 50 repositories and extrapolated to 1,000), listing
-//! 5,000 tags with the client and with `skopeo list-tags`.
+//! 5,000 tags with the client and with `skopeo list-tags`; then `run`'s watcher, cosign
+//! verification of 100 key-signed digests, and the CPU cost of one keyless verification
+//! (the recorded cosign v3 bundle of tests/testdata/sigstore, offline).
 //!
 //! Run: `cargo bench --bench registry` (needs docker-registry, umoci, skopeo, curl).
 
@@ -212,7 +214,67 @@ async fn main() -> Result<()> {
         warm.as_secs_f64() / bare.as_secs_f64()
     );
     watcher(&registry, &refs).await?;
-    signatures(&registry, &refs[..SIGNED]).await
+    signatures(&registry, &refs[..SIGNED]).await?;
+    keyless().await
+}
+
+/// Keyless verifications timed for the per-digest figure.
+const KEYLESS_RUNS: usize = 200;
+
+/// The CPU cost of one keyless verification, offline (the registry requests are those
+/// of a key-based check): the recorded cosign v3 bundle (tests/testdata/sigstore)
+/// against the embedded public-good root — building the check (parsing the trusted
+/// root, as `Verifier::verify` does on each cache miss) and checking the bundle
+/// (sigstore's `Verifier`: chain, SCT, policy, DSSE signature, log entry; our SET check).
+async fn keyless() -> Result<()> {
+    use image_factory::verify::{Keyless, KeylessCheck, PUBLIC_GOOD_TRUSTED_ROOT};
+
+    let bundle = include_bytes!("../tests/testdata/sigstore/cosign_v3_keyless_bundle.json");
+    let digest = "sha256:c811d58de79c92f03214e63aa339484e488d694ae8a6283b5f3f17a9faf50172";
+    let policy = Keyless {
+        identity: "^https://github.com/kubewarden/".into(),
+        issuer: "^https://token.actions.githubusercontent.com$".into(),
+        rekor: true,
+        trusted_root: None,
+    };
+    let mut build = Vec::with_capacity(KEYLESS_RUNS);
+    let mut verify = Vec::with_capacity(KEYLESS_RUNS);
+    for _ in 0..KEYLESS_RUNS {
+        let t = Instant::now();
+        let check =
+            KeylessCheck::new(&policy, PUBLIC_GOOD_TRUSTED_ROOT).map_err(anyhow::Error::msg)?;
+        build.push(t.elapsed());
+        let t = Instant::now();
+        check
+            .check_bundle(bundle, digest)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        verify.push(t.elapsed());
+    }
+    build.sort();
+    verify.sort();
+    println!();
+    println!(
+        "{:<58} {:>12} {:>12}",
+        format!("keyless verification, {KEYLESS_RUNS} runs (offline)"),
+        "median ms",
+        "max ms"
+    );
+    for (what, times) in [
+        ("build the check (parse the trusted root)", &build),
+        (
+            "check the cosign v3 bundle (sigstore Verifier + SET)",
+            &verify,
+        ),
+    ] {
+        println!(
+            "{:<58} {:>12.2} {:>12.2}",
+            what,
+            ms(times[times.len() / 2]),
+            ms(times[times.len() - 1])
+        );
+    }
+    Ok(())
 }
 
 /// Repositories whose digest is signed for the verification figures.

@@ -17,7 +17,10 @@ use image_factory::registry::digest::sha256_digest;
 use image_factory::registry::{ClientSettings, CredentialStore, RegistryClient};
 use image_factory::runtime::{SignatureVerdict, VerifyMode};
 use image_factory::state::{self, FileStore};
-use image_factory::verify::{KeySource, Lookup, Requirement, Verifier, VerifyPolicy};
+use image_factory::verify::{
+    KeySource, Keyless, KeylessCheck, Lookup, Requirement, Verifier, VerifyPolicy,
+    PUBLIC_GOOD_TRUSTED_ROOT,
+};
 use sigstore::crypto::signing_key::SigStoreSigner;
 use sigstore::crypto::SigningScheme;
 use tokio_util::sync::CancellationToken;
@@ -292,7 +295,7 @@ async fn unsigned_another_key_tampered_and_other_digest_signatures_fail() {
 /// and verified from it, and a referrer of another artifact type is ignored.
 #[tokio::test]
 async fn a_signature_listed_by_the_referrers_api_verifies() {
-    use wiremock::matchers::{method, path, query_param};
+    use wiremock::matchers::{method, path};
     use wiremock::{Mock, MockServer, ResponseTemplate};
 
     let server = MockServer::start().await;
@@ -323,12 +326,9 @@ async fn a_signature_listed_by_the_referrers_api_verifies() {
              "artifactType": "application/vnd.dev.cosign.artifact.sig.v1+json"}
         ]
     });
+    // One unfiltered listing: cosign signatures and Sigstore bundles both count.
     Mock::given(method("GET"))
         .and(path(format!("/v2/lib/img/referrers/{subject}")))
-        .and(query_param(
-            "artifactType",
-            "application/vnd.dev.cosign.artifact.sig.v1+json",
-        ))
         .respond_with(
             ResponseTemplate::new(200)
                 .insert_header("content-type", "application/vnd.oci.image.index.v1+json")
@@ -523,4 +523,293 @@ async fn an_update_signed_after_it_was_recorded_is_verified_on_a_later_pass() {
         Some(SignatureVerdict::Verified)
     );
     assert!(!recorded.is_rejected());
+}
+
+/// The recorded cosign v3 keyless bundle (kubewarden-controller v1.34.0).
+fn recorded_bundle() -> Vec<u8> {
+    std::fs::read(
+        crate::support::repo_root().join("tests/testdata/sigstore/cosign_v3_keyless_bundle.json"),
+    )
+    .unwrap()
+}
+/// The digest the recorded bundle signs.
+const RECORDED_DIGEST: &str =
+    "sha256:c811d58de79c92f03214e63aa339484e488d694ae8a6283b5f3f17a9faf50172";
+const BUNDLE: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+/// The keyless policy the recorded bundle satisfies, with the embedded public-good root.
+fn kubewarden_policy(mode: VerifyMode) -> VerifyPolicy {
+    VerifyPolicy {
+        requirement: Requirement::Keyless(Keyless {
+            identity: "^https://github.com/kubewarden/kubewarden-controller/.github/workflows/release.yml@refs/tags/v".into(),
+            issuer: "^https://token.actions.githubusercontent.com$".into(),
+            rekor: true,
+            trusted_root: None,
+        }),
+        mode,
+    }
+}
+
+/// A cosign v3 bundle referrer manifest of `subject` (cosign's shape: empty config, the
+/// bundle as the one layer, `subject`, the predicate type annotation).
+fn bundle_manifest(bundle: &[u8], subject: serde_json::Value) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": BUNDLE,
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "size": 2,
+                   "digest": sha256_digest(b"{}")},
+        "layers": [{"mediaType": BUNDLE, "size": bundle.len(), "digest": sha256_digest(bundle)}],
+        "subject": subject,
+        "annotations": {"dev.sigstore.bundle.content": "dsse-envelope",
+                        "dev.sigstore.bundle.predicateType": "https://sigstore.dev/cosign/sign/v1"}
+    }))
+    .unwrap()
+}
+
+/// An index entry for a referrer manifest.
+fn referrer_entry(manifest: &[u8], artifact_type: &str, predicate: &str) -> serde_json::Value {
+    serde_json::json!({
+        "mediaType": OCI_MANIFEST, "size": manifest.len(), "digest": sha256_digest(manifest),
+        "artifactType": artifact_type,
+        "annotations": {"dev.sigstore.bundle.predicateType": predicate}
+    })
+}
+
+async fn put_manifest(
+    r: &TestRegistry,
+    repo: &str,
+    reference: &str,
+    body: &[u8],
+    media_type: &str,
+) {
+    let put = reqwest::Client::new()
+        .put(format!("{}/v2/{repo}/manifests/{reference}", r.base_url()))
+        .header("content-type", media_type)
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 201, "{}", put.text().await.unwrap());
+}
+
+/// Attaches `bundle` to `digest` of `repo` as cosign v3 does on a registry without the
+/// referrers API: the referrer manifest (by digest), listed by the index at the
+/// referrers tag `sha256-<hex>`.
+async fn attach_bundle(r: &TestRegistry, repo: &str, digest: &str, bundle: &[u8]) {
+    let (subject, media_type) = r.manifest(repo, digest);
+    push_blob(r, repo, b"{}").await;
+    push_blob(r, repo, bundle).await;
+    let manifest = bundle_manifest(
+        bundle,
+        serde_json::json!({"mediaType": media_type, "size": subject.len(), "digest": digest}),
+    );
+    put_manifest(r, repo, &sha256_digest(&manifest), &manifest, OCI_MANIFEST).await;
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [referrer_entry(&manifest, BUNDLE, "https://sigstore.dev/cosign/sign/v1")]
+    }))
+    .unwrap();
+    put_manifest(r, repo, &digest.replacen(':', "-", 1), &index, OCI_INDEX).await;
+}
+
+/// A real keyless bundle attached to another image (its statement names the kubewarden
+/// digest) is found through the referrers tag and judged invalid, saying why; under
+/// `enforce` that rejects the update. The recorded bundle itself verifies for its own
+/// digest through the offline entry point.
+#[tokio::test]
+async fn a_keyless_bundle_of_another_digest_attached_as_a_referrer_is_invalid() {
+    let r = registry();
+    let (reference, digest) = image("keyless", "keyless v1");
+    let bundle = recorded_bundle();
+    attach_bundle(r, reference.repository(), &digest, &bundle).await;
+
+    let verifier = Verifier::new(client());
+    let judged = verifier
+        .verify(&reference, &digest, &kubewarden_policy(VerifyMode::Enforce))
+        .await
+        .unwrap();
+    assert_eq!(
+        judged.check.verdict,
+        SignatureVerdict::Invalid,
+        "{judged:?}"
+    );
+    assert!(judged.check.rejects());
+    assert_eq!(judged.lookup, Lookup::TagScheme);
+    let tag = digest.replacen(':', "-", 1);
+    assert!(
+        judged.check.detail.contains(&format!(
+            "(tag {tag}): the statement signs {RECORDED_DIGEST}, not this digest"
+        )),
+        "{}",
+        judged.check.detail
+    );
+    // referrers (404) + HEAD .sig (404) + HEAD referrers tag + GET index + GET
+    // referrer manifest + GET bundle blob: nothing else.
+    let stats = verifier.client().stats();
+    assert_eq!(stats.total(), 6, "{stats:?}");
+
+    // The offline entry point: the same bytes verify for the digest they sign.
+    let Requirement::Keyless(keyless) = kubewarden_policy(VerifyMode::Enforce).requirement else {
+        unreachable!()
+    };
+    KeylessCheck::new(&keyless, PUBLIC_GOOD_TRUSTED_ROOT)
+        .unwrap()
+        .check_bundle(&bundle, RECORDED_DIGEST)
+        .await
+        .unwrap();
+}
+
+/// The recorded bundle served for its own digest by a registry with the OCI 1.1
+/// referrers API verifies end to end through `Verifier::verify` (embedded public-good
+/// root, no request but the registry's); an attestation referrer of another predicate
+/// type is not even fetched; another identity is invalid with the certificate's.
+#[tokio::test]
+async fn a_keyless_bundle_listed_by_the_referrers_api_verifies_for_its_digest() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    let server = MockServer::start().await;
+    let host = server.address().to_string();
+    let bundle = recorded_bundle();
+    let subject =
+        serde_json::json!({"mediaType": OCI_INDEX, "size": 1000, "digest": RECORDED_DIGEST});
+    let manifest = bundle_manifest(&bundle, subject);
+    let attestation = b"an SLSA provenance bundle, never fetched".to_vec();
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [
+            referrer_entry(&attestation, BUNDLE, "https://slsa.dev/provenance/v1"),
+            referrer_entry(&manifest, BUNDLE, "https://sigstore.dev/cosign/sign/v1"),
+        ]
+    });
+    let repo = "kubewarden/kubewarden-controller";
+    Mock::given(method("GET"))
+        .and(path(format!("/v2/{repo}/referrers/{RECORDED_DIGEST}")))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("content-type", OCI_INDEX)
+                .set_body_json(index),
+        )
+        .expect(2)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(format!(
+            "/v2/{repo}/manifests/{}",
+            sha256_digest(&attestation)
+        )))
+        .respond_with(ResponseTemplate::new(500))
+        .expect(0)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(format!(
+            "/v2/{repo}/manifests/{}",
+            sha256_digest(&manifest)
+        )))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("content-type", OCI_MANIFEST)
+                .set_body_bytes(manifest.clone()),
+        )
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(format!("/v2/{repo}/blobs/{}", sha256_digest(&bundle))))
+        .respond_with(ResponseTemplate::new(200).set_body_bytes(bundle.clone()))
+        .mount(&server)
+        .await;
+
+    let reference = Reference::parse(&format!("{host}/{repo}:v1.34.0")).unwrap();
+    let verifier = Verifier::new(client());
+    let judged = verifier
+        .verify(
+            &reference,
+            RECORDED_DIGEST,
+            &kubewarden_policy(VerifyMode::Enforce),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        judged.check.verdict,
+        SignatureVerdict::Verified,
+        "{judged:?}"
+    );
+    assert_eq!(judged.lookup, Lookup::Referrers);
+    assert_eq!(
+        judged.check.detail,
+        format!("referrer {}", sha256_digest(&manifest))
+    );
+    // Found among the referrers: no tag was asked for.
+    assert_eq!(verifier.client().stats().manifest_heads, 0);
+
+    let mut other = kubewarden_policy(VerifyMode::Warn);
+    if let Requirement::Keyless(k) = &mut other.requirement {
+        k.identity = "^https://github.com/acme/".into();
+    }
+    let judged = verifier
+        .verify(&reference, RECORDED_DIGEST, &other)
+        .await
+        .unwrap();
+    assert_eq!(
+        judged.check.verdict,
+        SignatureVerdict::Invalid,
+        "{judged:?}"
+    );
+    assert!(
+        judged.check.detail.contains("identity (SAN) is https://github.com/kubewarden/kubewarden-controller/.github/workflows/release.yml@refs/tags/v1.34.0, which does not match ^https://github.com/acme/"),
+        "{}",
+        judged.check.detail
+    );
+    assert!(!judged.check.rejects(), "warn uses it anyway");
+    // Every request the verification made went to the registry (the mock): a keyless
+    // check contacts neither Fulcio, Rekor nor a TUF repository.
+    let seen = server.received_requests().await.unwrap();
+    assert!(
+        seen.iter().all(|r| r.url.path().starts_with("/v2/")),
+        "{seen:?}"
+    );
+}
+
+/// `run` with a keyless `verify:` in images.yaml: an update carrying only a keyless
+/// bundle of another digest is recorded as invalid and skipped under `enforce`.
+#[tokio::test]
+async fn run_skips_an_update_whose_keyless_signature_names_another_digest() {
+    let r = registry();
+    let ns = "gate-keyless";
+    let dir = tempfile::tempdir().unwrap();
+    let verify = "      cosign:\n        keyless:\n          identity: ^https://github.com/kubewarden/\n          issuer: ^https://token.actions.githubusercontent.com$\n";
+    fleet(dir.path(), ns, verify);
+    let scratch = r.scratch(&format!("sig-{ns}"));
+    push_base(r, &scratch, &format!("{ns}/base"), "keyless gate v1");
+    run_once(dir.path()).await;
+    let update = push_base(r, &scratch, &format!("{ns}/base"), "keyless gate v2");
+    attach_bundle(
+        r,
+        &format!("{ns}/base"),
+        update.as_str(),
+        &recorded_bundle(),
+    )
+    .await;
+    let summary = run_once(dir.path()).await;
+    let lines = summary.decisions.join("\n");
+
+    let base_ref = Reference::parse(&format!("{}/{ns}/base:1", r.host)).unwrap();
+    let base = state::read_runtime(&FileStore::read_only(dir.path().join("state")), &base_ref)
+        .unwrap()
+        .expect("the base's runtime record");
+    let recorded = base.update(&update).expect("the update is recorded");
+    let check = recorded
+        .signature
+        .as_ref()
+        .expect("with its signature check");
+    assert_eq!(check.verdict, SignatureVerdict::Invalid, "{check:?}");
+    assert!(check.detail.contains("not this digest"), "{check:?}");
+    assert!(recorded.is_rejected());
+    assert!(lines.contains("skipped update"), "{lines}");
+    assert!(!lines.contains("held "), "{lines}");
 }

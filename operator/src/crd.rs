@@ -304,7 +304,7 @@ mod tests {
             .iter()
             .map(|c| c["name"].as_str().unwrap().to_string())
             .collect();
-        assert_eq!(columns, ["Image", "Base", "Phase", "Due", "Age"]);
+        assert_eq!(columns, ["Image", "Base", "Phase", "Due", "Stale", "Age"]);
         assert!(version["subresources"]["status"].is_object());
         let text = crd.to_string();
         for rule in [

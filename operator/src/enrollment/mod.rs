@@ -380,8 +380,33 @@ pub struct Enrollment {
     pub defaults_verify: Option<VerifyPolicy>,
     /// The images in file order.
     pub images: Vec<Image>,
+    /// The files `verify:` policies read when a digest is verified (`keyFile`,
+    /// `keyless.trustedRoot`), each where it is written; [`check_sources`] looks at them.
+    pub verify_files: Vec<VerifyFile>,
     /// Warnings found while loading (errors make loading fail).
     pub warnings: Vec<Diagnostic>,
+}
+
+/// A file a `verify:` policy names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyFile {
+    /// What the file holds.
+    pub kind: VerifyFileKind,
+    /// The path as written.
+    pub raw: String,
+    /// The path joined to the directory of `images.yaml`.
+    pub path: PathBuf,
+    /// Where it is written.
+    pub at: Position,
+}
+
+/// What a [`VerifyFile`] holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VerifyFileKind {
+    /// `cosign.keyFile`: a PEM public key.
+    KeyFile,
+    /// `cosign.keyless.trustedRoot`: a Sigstore `trusted_root.json`.
+    TrustedRoot,
 }
 
 impl Enrollment {
@@ -444,13 +469,19 @@ pub fn parse(file: &str, text: &str, base_dir: &Path) -> Result<Enrollment, Enro
 }
 
 /// The disk checks of an enrollment: every local source is a directory and holds its
-/// Dockerfile. Git sources are checked when `analyze` fetches them.
+/// Dockerfile; every `keyFile` is a usable PEM public key and every
+/// `keyless.trustedRoot` a Sigstore trusted root. Git sources are checked when
+/// `analyze` fetches them.
 ///
-/// Returns the findings (errors), located at `source.path` or `source.dockerfile`;
-/// empty when every local source is in place.
+/// Returns the findings (errors), located at `source.path`, `source.dockerfile`,
+/// `keyFile` or `trustedRoot`; empty when everything is in place.
 pub fn check_sources(enrollment: &Enrollment) -> Vec<Diagnostic> {
     let file = enrollment.file.as_str();
-    let mut findings = Vec::new();
+    let mut findings: Vec<Diagnostic> = enrollment
+        .verify_files
+        .iter()
+        .filter_map(|f| check_verify_file(file, f))
+        .collect();
     for image in &enrollment.images {
         let Some(build) = &image.build else { continue };
         let Source::Path { dir, raw, at } = &build.source else {
@@ -476,6 +507,41 @@ pub fn check_sources(enrollment: &Enrollment) -> Vec<Diagnostic> {
         }
     }
     findings
+}
+
+/// The finding about one `verify:` file, if it is missing or unusable.
+fn check_verify_file(file: &str, f: &VerifyFile) -> Option<Diagnostic> {
+    let (field, what) = match f.kind {
+        VerifyFileKind::KeyFile => ("cosign.keyFile", "a PEM public key (cosign.pub)"),
+        VerifyFileKind::TrustedRoot => (
+            "keyless.trustedRoot",
+            "a Sigstore trusted_root.json (e.g. from `cosign trusted-root create`, or the TUF repository's trusted_root.json)",
+        ),
+    };
+    let problem = match std::fs::read(&f.path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            format!("{field} {:?} does not exist", f.raw)
+        }
+        Err(e) => format!("{field} {:?} cannot be read: {e}", f.raw),
+        Ok(bytes) => {
+            let usable = match f.kind {
+                VerifyFileKind::KeyFile => {
+                    crate::verify::check_public_key(&String::from_utf8_lossy(&bytes))
+                }
+                VerifyFileKind::TrustedRoot => {
+                    crate::verify::TrustedRoot::from_json(&bytes).map(|_| ())
+                }
+            };
+            match usable {
+                Ok(()) => return None,
+                Err(e) => format!("{field} {:?} is not usable: {e}", f.raw),
+            }
+        }
+    };
+    Some(
+        Diagnostic::error(file, f.at, problem)
+            .hint(format!("name {what}, relative to the directory of {file}")),
+    )
 }
 
 /// The enrollment checked so far and every finding, or the syntax error that stopped
@@ -505,6 +571,7 @@ fn check_text(
         file,
         base_dir,
         findings: Vec::new(),
+        verify_files: Vec::new(),
         stages: false,
         stage_names: HashMap::new(),
     };
@@ -778,6 +845,8 @@ struct Checker<'a> {
     file: &'a str,
     base_dir: &'a Path,
     findings: Vec<Diagnostic>,
+    /// `keyFile`s and `trustedRoot`s, for [`check_sources`].
+    verify_files: Vec<VerifyFile>,
     /// `kargo.stages`.
     stages: bool,
     /// With `kargo.stages`: each generated Stage's name → its project and where it is
@@ -907,6 +976,7 @@ impl Checker<'_> {
             defaults_warehouse,
             defaults_verify,
             images,
+            verify_files: std::mem::take(&mut self.verify_files),
             warnings: Vec::new(),
         }
     }
@@ -1138,9 +1208,14 @@ impl Checker<'_> {
                 );
                 return None;
             }
-            return Some(Requirement::Key(KeySource::File(
-                self.base_dir.join(&k.value),
-            )));
+            let path = self.base_dir.join(&k.value);
+            self.verify_files.push(VerifyFile {
+                kind: VerifyFileKind::KeyFile,
+                raw: k.value.clone(),
+                path: path.clone(),
+                at: k.at,
+            });
+            return Some(Requirement::Key(KeySource::File(path)));
         }
         if let Some(k) = &spec.secret {
             let mut ok = true;
@@ -1185,18 +1260,36 @@ impl Checker<'_> {
                 ok = false;
             }
         }
+        let trusted_root = match &k.trusted_root {
+            Some(t) if t.value.trim().is_empty() => {
+                self.error(
+                    t.at,
+                    "keyless.trustedRoot is empty",
+                    "name a Sigstore trusted_root.json relative to the directory of images.yaml, or leave trustedRoot out for the embedded public-good root",
+                );
+                ok = false;
+                None
+            }
+            Some(t) => {
+                let path = self.base_dir.join(&t.value);
+                self.verify_files.push(VerifyFile {
+                    kind: VerifyFileKind::TrustedRoot,
+                    raw: t.value.clone(),
+                    path: path.clone(),
+                    at: t.at,
+                });
+                Some(path)
+            }
+            None => None,
+        };
         if !ok {
             return None;
         }
-        self.warning(
-            k.identity.at,
-            "keyless verification is not supported by this version: every update of this image fails verification",
-            "use a cosign public key (key, keyFile or secret); see the README, \"Signature verification\"",
-        );
         Some(Requirement::Keyless(Keyless {
             identity: k.identity.value.clone(),
             issuer: k.issuer.value.clone(),
             rekor: k.rekor.as_ref().is_none_or(|r| r.value),
+            trusted_root,
         }))
     }
 

@@ -135,8 +135,8 @@ pub struct CosignSpec {
     pub key_file: Option<Located<String>>,
     /// A key of a Kubernetes Secret holding the PEM public key, read by the controller.
     pub secret: Option<SecretKeySpec>,
-    /// Keyless signing (a Fulcio certificate). Validated, but not verifiable by this
-    /// version: a keyless policy fails closed (see the README).
+    /// Keyless signing: a Fulcio certificate for an identity, logged in Rekor
+    /// (cosign v3 bundles and cosign v2 `.sig` layers; see the README).
     pub keyless: Option<KeylessSpec>,
 }
 
@@ -156,14 +156,21 @@ pub struct SecretKeySpec {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct KeylessSpec {
-    /// Regular expression the certificate identity (SAN: e-mail or URI) must match,
+    /// Regular expression the certificate identity (SAN: e-mail, URI or Sigstore
+    /// username) must match, unanchored like cosign's `--certificate-identity-regexp`,
     /// e.g. `^https://github.com/acme/.+/.github/workflows/release.yaml@refs/tags/.+$`.
     pub identity: Located<String>,
-    /// Regular expression the OIDC issuer must match, e.g.
+    /// Regular expression the OIDC issuer must match, unanchored, e.g.
     /// `^https://token.actions.githubusercontent.com$`.
     pub issuer: Located<String>,
-    /// Whether a Rekor transparency-log entry is required. Default `true`.
+    /// Whether the Rekor entry's SignedEntryTimestamp must verify with the trusted
+    /// root's log key. Default `true`. `false` skips only that check: an entry is still
+    /// needed (its integratedTime is the signing time).
     pub rekor: Option<Located<bool>>,
+    /// A Sigstore `trusted_root.json` (Fulcio CAs, Rekor and CT log keys), relative to
+    /// the directory of `images.yaml`, for a private Sigstore or a newer public-good
+    /// root. Default: the public-good root embedded in the binary.
+    pub trusted_root: Option<Located<String>>,
 }
 
 /// When and whether an image is rebuilt after a base update.

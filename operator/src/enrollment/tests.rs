@@ -986,3 +986,98 @@ images:
         assert!(f.starts_with(e), "{f} does not start with {e}");
     }
 }
+
+#[test]
+fn keyless_policies_parse_with_their_trusted_root_relative_to_images_yaml() {
+    let dir = dir_with_dockerfile();
+    let text = "\
+version: 1
+images:
+  - name: a
+    image: ghcr.io/kubewarden/kubewarden-controller:v1.34.0
+    verify:
+      cosign:
+        keyless:
+          identity: ^https://github.com/kubewarden/
+          issuer: ^https://token.actions.githubusercontent.com$
+  - name: b
+    image: alpine:3.20
+    verify:
+      cosign:
+        keyless: {identity: x, issuer: y, rekor: false, trustedRoot: sigstore/root.json}
+";
+    let e = parse("images.yaml", text, dir.path()).unwrap();
+    assert!(
+        e.warnings.is_empty(),
+        "keyless is supported: {:?}",
+        e.warnings
+    );
+    assert_eq!(
+        e.verify_policy("a").unwrap().requirement,
+        Requirement::Keyless(Keyless {
+            identity: "^https://github.com/kubewarden/".into(),
+            issuer: "^https://token.actions.githubusercontent.com$".into(),
+            rekor: true,
+            trusted_root: None,
+        })
+    );
+    assert!(matches!(
+        &e.verify_policy("b").unwrap().requirement,
+        Requirement::Keyless(Keyless { rekor: false, trusted_root: Some(p), .. })
+            if *p == dir.path().join("sigstore/root.json")
+    ));
+}
+
+#[test]
+fn missing_or_unusable_key_files_and_trusted_roots_are_located_on_load() {
+    let dir = dir_with_dockerfile();
+    std::fs::write(dir.path().join("not-a-key.pub"), "hello\n").unwrap();
+    std::fs::write(dir.path().join("cosign.pub"), cosign_pub()).unwrap();
+    std::fs::write(
+        dir.path().join("root.json"),
+        crate::verify::PUBLIC_GOOD_TRUSTED_ROOT,
+    )
+    .unwrap();
+    let text = "\
+version: 1
+defaults:
+  verify: {cosign: {keyFile: keys/missing.pub}}
+images:
+  - name: a
+    image: alpine:3.20
+    verify: {cosign: {keyFile: not-a-key.pub}}
+  - name: b
+    image: alpine:3.21
+    verify: {cosign: {keyless: {identity: x, issuer: y, trustedRoot: nowhere.json}}}
+  - name: c
+    image: alpine:3.22
+    verify: {cosign: {keyless: {identity: x, issuer: y, trustedRoot: cosign.pub}}}
+  - name: d
+    image: alpine:3.23
+    verify: {cosign: {keyless: {identity: x, issuer: y, trustedRoot: root.json}}}
+  - name: e
+    image: alpine:3.24
+    verify: {cosign: {keyFile: cosign.pub}}
+";
+    // Pure parsing does not look at the disk.
+    assert!(parse("images.yaml", text, dir.path()).is_ok());
+    let found = errors(text, dir.path());
+    let expected = [
+        "images.yaml:3:30: cosign.keyFile \"keys/missing.pub\" does not exist",
+        "images.yaml:7:32: cosign.keyFile \"not-a-key.pub\" is not usable",
+        "images.yaml:10:70: keyless.trustedRoot \"nowhere.json\" does not exist",
+        "images.yaml:13:70: keyless.trustedRoot \"cosign.pub\" is not usable: not a Sigstore trusted root",
+    ];
+    assert_eq!(found.len(), expected.len(), "{found:#?}");
+    for (f, e) in found.iter().zip(expected) {
+        assert!(f.starts_with(e), "{f} does not start with {e}");
+    }
+    // The hint says what to name and relative to what.
+    let Err(EnrollmentError::Invalid { diagnostics, .. }) = checked(text, dir.path()) else {
+        panic!("invalid expected");
+    };
+    assert!(diagnostics[0]
+        .hint
+        .as_deref()
+        .is_some_and(|h| h.contains("relative to the directory of images.yaml")));
+}

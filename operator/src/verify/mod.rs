@@ -3,36 +3,45 @@
 //! ```text
 //! update name@digest ──policy (images.yaml `verify:`)──▶ Verifier ──cache hit?──▶ verdict
 //!        │ miss
-//!        ├─ referrers API  GET /v2/<name>/referrers/<digest>?artifactType=cosign sig
-//!        └─ tag scheme     HEAD /v2/<name>/manifests/sha256-<hex>.sig
-//!             ──▶ signature manifest ──▶ simple-signing layers (blobs, by digest)
-//!             ──▶ payload names <digest>? signature verifies with the key? (sigstore)
+//!        ├─ referrers API  GET /v2/<name>/referrers/<digest>   (cosign signatures and
+//!        │                 Sigstore bundles; other artifact types are not fetched)
+//!        ├─ tag scheme     HEAD /v2/<name>/manifests/sha256-<hex>.sig
+//!        └─ without the referrers API: the referrers tag sha256-<hex> (an index)
+//!             ──▶ signature manifest ──▶ simple-signing / bundle layers (blobs, by digest)
+//!             ──▶ names <digest>? signature verifies with the key, or keyless? (sigstore)
 //!             ──▶ SignatureCheck { verified | unsigned | invalid, mode } ──▶ Event::Update
 //! ```
 //!
 //! Every request goes through the [`RegistryClient`] (same credentials, request budget,
-//! retries and mirrors as the watcher). The cryptography is the `sigstore` crate's:
-//! a `PublicKeyVerifier` constraint checks each signature layer; we only fetch the
-//! layers (its own registry client would bypass our auth, budget and accounting) and
-//! check that the simple-signing payload binds the update's digest
-//! (`critical.image.docker-manifest-digest`, cosign's "simple signing" format).
+//! retries and mirrors as the watcher). The cryptography is the `sigstore` crate's; we
+//! only fetch the layers (its own registry client would bypass our auth, budget and
+//! accounting) and check that what is signed names the update's digest:
 //!
-//! Verdicts are cached per (policy key, digest): a digest's content never changes, so a
-//! verified or invalid digest is checked once. "Unsigned" is not cached (a publisher
-//! may sign after pushing); the running factory still checks each update only once,
-//! when it is recorded.
+//! - **key** (`cosign sign --key`): a simple-signing payload
+//!   (`critical.image.docker-manifest-digest`) whose signature verifies with sigstore's
+//!   `PublicKeyVerifier`; or a cosign v3 Sigstore bundle whose DSSE signature verifies
+//!   with the key ([`bundle`]).
+//! - **keyless** (Fulcio certificate + Rekor entry, [`keyless`]): a cosign v3 bundle, or
+//!   a cosign v2 simple-signing layer with certificate and Rekor bundle annotations,
+//!   verified offline by sigstore's bundle `Verifier` (Fulcio chain, SCT, identity and
+//!   issuer, signature, log-entry consistency, signing time) against a trusted root
+//!   ([`PUBLIC_GOOD_TRUSTED_ROOT`] or `keyless.trustedRoot`), plus the Rekor
+//!   SignedEntryTimestamp, which that `Verifier` skips, checked here with the log's key.
+//!   Not checked: the Merkle inclusion proof, an online Rekor lookup, RFC 3161
+//!   timestamps (so Rekor v2 entries, which carry no SET, fail closed).
 //!
-//! Not supported (see the README): keyless verification (a Fulcio certificate chain
-//! and Rekor entry) — `sigstore` 0.15 builds its certificate checks only through its
-//! own registry client (`SignatureLayer::new` and `CertificateSignature::from_certificate`
-//! are crate-private), so a keyless policy fails closed with a clear detail; and
-//! Sigstore bundle referrers (`application/vnd.dev.sigstore.bundle.v0.3+json`, cosign
-//! v3's default), whose parser is crate-private too.
+//! Verdicts are cached per (policy material, repository, digest): a digest's content
+//! never changes, so a verified or invalid digest is checked once. "Unsigned" is not
+//! cached (a publisher may sign after pushing); the running factory still checks each
+//! update only once, when it is recorded.
 
+pub mod bundle;
 mod cache;
 mod cosign;
+pub mod keyless;
+mod trust;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -42,6 +51,9 @@ use crate::reference::Reference;
 use crate::registry::{RegistryClient, RegistryError};
 pub use crate::runtime::{SignatureCheck, SignatureVerdict, VerifyMode};
 use cache::VerdictCache;
+use cosign::Check;
+pub use keyless::KeylessCheck;
+pub use trust::{TrustedRoot, PUBLIC_GOOD_TRUSTED_ROOT};
 
 /// Where a cosign public key comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,16 +92,22 @@ impl std::fmt::Display for KeySource {
     }
 }
 
-/// Keyless (Fulcio certificate) requirements. Accepted and validated in `images.yaml`;
-/// not verifiable with this build (see the module docs): such a policy fails closed.
+/// Keyless (Fulcio certificate) requirements, checked by [`KeylessCheck`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Keyless {
-    /// Regular expression the certificate's identity (SAN) must match.
+    /// Regular expression the certificate's identity (SAN: e-mail, URI or Sigstore
+    /// otherName) must match; unanchored, like cosign's `--certificate-identity-regexp`.
     pub identity: String,
-    /// Regular expression the OIDC issuer must match.
+    /// Regular expression the OIDC issuer (Fulcio extension 1.3.6.1.4.1.57264.1.8, else
+    /// the legacy 1.3.6.1.4.1.57264.1.1) must match; unanchored.
     pub issuer: String,
-    /// Whether a Rekor transparency-log entry is required (default `true`).
+    /// Whether the Rekor SignedEntryTimestamp must verify (default `true`). `false`
+    /// skips only that check: a log entry is still needed (see [`keyless`]).
     pub rekor: bool,
+    /// A Sigstore `trusted_root.json` (`keyless.trustedRoot:`, relative to the directory
+    /// of `images.yaml`), read when a digest is verified; `None`: the embedded
+    /// [`PUBLIC_GOOD_TRUSTED_ROOT`].
+    pub trusted_root: Option<PathBuf>,
 }
 
 /// What a signature must be made with.
@@ -124,6 +142,15 @@ pub enum VerifyError {
         /// What went wrong (never key material).
         reason: String,
     },
+    /// A keyless policy could not be used: its trusted root cannot be read or parsed,
+    /// or a pattern does not compile.
+    #[error("cannot use the keyless policy ({source_of}): {reason}")]
+    Keyless {
+        /// The trusted root used (`embedded public-good trusted root` or its path).
+        source_of: String,
+        /// What went wrong.
+        reason: String,
+    },
 }
 
 /// Where signatures were looked for, for the benchmark and `inspect --verify`.
@@ -131,10 +158,11 @@ pub enum VerifyError {
 pub enum Lookup {
     /// The verdict came from the cache: no request.
     Cached,
-    /// The referrers API answered (and, when it listed no valid signature, the tag
-    /// scheme was tried too).
+    /// The referrers API answered (and, when it listed no valid signature, the `.sig`
+    /// tag was tried too).
     Referrers,
-    /// The registry has no referrers API: only the tag scheme was used.
+    /// The registry has no referrers API: only tags were used — the `.sig` tag, then
+    /// the referrers tag `sha256-<hex>` (where cosign v3 lists its bundles there).
     TagScheme,
 }
 
@@ -156,6 +184,9 @@ pub struct Verifier {
     keys: KeyReader,
     /// Registries known to lack the referrers API: asked once per process.
     no_referrers: Arc<Mutex<HashSet<String>>>,
+    /// Keyless checks built so far, by the hash of their policy material: a trusted
+    /// root is parsed (and sigstore's verifier built) once per policy, not per digest.
+    keyless: Arc<Mutex<HashMap<String, Arc<KeylessCheck>>>>,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -216,6 +247,33 @@ impl KeyReader {
     }
 }
 
+impl KeyReader {
+    /// The `trusted_root.json` bytes of `keyless`: its `trustedRoot` file, else the
+    /// embedded public-good root.
+    ///
+    /// # Errors
+    /// [`VerifyError::Keyless`] when the file cannot be read.
+    pub async fn read_trusted_root(&self, keyless: &Keyless) -> Result<Vec<u8>, VerifyError> {
+        match &keyless.trusted_root {
+            None => Ok(PUBLIC_GOOD_TRUSTED_ROOT.to_vec()),
+            Some(path) => tokio::fs::read(path)
+                .await
+                .map_err(|e| VerifyError::Keyless {
+                    source_of: trusted_root_name(keyless),
+                    reason: e.to_string(),
+                }),
+        }
+    }
+}
+
+/// How a keyless policy's trusted root is named in messages.
+fn trusted_root_name(keyless: &Keyless) -> String {
+    match &keyless.trusted_root {
+        None => "embedded public-good trusted root".into(),
+        Some(p) => format!("trusted root {}", p.display()),
+    }
+}
+
 impl Verifier {
     /// A verifier using `client` for every request, with an in-memory verdict cache.
     pub fn new(client: RegistryClient) -> Self {
@@ -224,6 +282,7 @@ impl Verifier {
             cache: Arc::new(VerdictCache::new(None)),
             keys: KeyReader::default(),
             no_referrers: Arc::default(),
+            keyless: Arc::default(),
         }
     }
 
@@ -247,37 +306,30 @@ impl Verifier {
         &self.client
     }
 
-    /// Judges `digest` of `image`'s repository under `policy`: verified when one cosign
-    /// signature found through the referrers API or the `sha256-<hex>.sig` tag has a
-    /// simple-signing payload naming `digest` and verifies with the policy's key;
-    /// unsigned when none is found; invalid otherwise.
+    /// Judges `digest` of `image`'s repository under `policy`: verified when one
+    /// signature found through the referrers API or the `sha256-<hex>.sig` tag names
+    /// `digest` and verifies as the policy requires (key or keyless, see the module
+    /// docs); unsigned when none is found; invalid otherwise. Keyless checks are offline:
+    /// the only requests are the registry's.
     ///
     /// # Errors
-    /// [`VerifyError`] when the registry fails (other than a missing signature) or the
-    /// key cannot be read; nothing is cached then.
+    /// [`VerifyError`] when the registry fails (other than a missing signature), the key
+    /// or trusted root cannot be read, or the keyless policy cannot be used; nothing is
+    /// cached then.
     pub async fn verify(
         &self,
         image: &Reference,
         digest: &str,
         policy: &VerifyPolicy,
     ) -> Result<Judged, VerifyError> {
-        let key = match &policy.requirement {
-            Requirement::Key(source) => self.keys.read(source).await?,
+        let (material, trusted_root) = match &policy.requirement {
+            Requirement::Key(source) => (self.keys.read(source).await?, Vec::new()),
             Requirement::Keyless(k) => {
-                return Ok(Judged {
-                    check: SignatureCheck {
-                        verdict: SignatureVerdict::Invalid,
-                        mode: policy.mode,
-                        detail: format!(
-                            "keyless verification (identity {:?}, issuer {:?}) is not supported by this build; use a cosign public key",
-                            k.identity, k.issuer
-                        ),
-                    },
-                    lookup: Lookup::Cached,
-                })
+                let root = self.keys.read_trusted_root(k).await?;
+                (keyless_material(k, &root), root)
             }
         };
-        let cache_key = cache_key(&key, image, digest);
+        let cache_key = cache_key(&material, image, digest);
         if let Some((verdict, detail)) = self.cache.get(&cache_key) {
             return Ok(Judged {
                 check: SignatureCheck {
@@ -288,7 +340,13 @@ impl Verifier {
                 lookup: Lookup::Cached,
             });
         }
-        let (verdict, detail, lookup) = cosign::judge(self, image, digest, &key).await?;
+        let check = match &policy.requirement {
+            Requirement::Key(_) => Check::key(&material)?,
+            Requirement::Keyless(k) => {
+                Check::Keyless(self.keyless_check(k, &material, &trusted_root)?)
+            }
+        };
+        let (verdict, detail, lookup) = cosign::judge(self, image, digest, &check).await?;
         if verdict != SignatureVerdict::Unsigned {
             self.cache.put(&cache_key, verdict, &detail);
         }
@@ -302,6 +360,32 @@ impl Verifier {
         })
     }
 
+    /// The check of keyless policy `k` whose material is `material`: built once.
+    fn keyless_check(
+        &self,
+        k: &Keyless,
+        material: &[u8],
+        trusted_root: &[u8],
+    ) -> Result<Arc<KeylessCheck>, VerifyError> {
+        let id: String = Sha256::digest(material)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        if let Some(built) = self.keyless.lock().ok().and_then(|m| m.get(&id).cloned()) {
+            return Ok(built);
+        }
+        let built = Arc::new(KeylessCheck::new(k, trusted_root).map_err(|reason| {
+            VerifyError::Keyless {
+                source_of: trusted_root_name(k),
+                reason,
+            }
+        })?);
+        if let Ok(mut m) = self.keyless.lock() {
+            m.insert(id, Arc::clone(&built));
+        }
+        Ok(built)
+    }
+
     fn lacks_referrers(&self, registry: &str) -> bool {
         self.no_referrers
             .lock()
@@ -313,6 +397,20 @@ impl Verifier {
             set.insert(registry.to_owned());
         }
     }
+}
+
+/// What a keyless verdict depends on, for its cache key: the patterns, `rekor` and the
+/// trusted root's bytes (a changed root or policy is judged again).
+fn keyless_material(keyless: &Keyless, trusted_root: &[u8]) -> Vec<u8> {
+    let mut m = b"keyless\0".to_vec();
+    for part in [keyless.identity.as_bytes(), keyless.issuer.as_bytes()] {
+        m.extend_from_slice(part);
+        m.push(0);
+    }
+    m.push(u8::from(keyless.rekor));
+    m.push(0);
+    m.extend_from_slice(trusted_root);
+    m
 }
 
 /// The cache key of a verdict: the key material, the repository and the digest (a
