@@ -189,6 +189,18 @@ async fn bench(client: kube::Client, n: usize) -> Result<()> {
         "watch index: start until every store holds its first list: {:.3} s",
         t.elapsed().as_secs_f64()
     );
+    let json_mb = |pods: &[Pod]| -> f64 {
+        pods.iter()
+            .map(|p| serde_json::to_vec(p).map_or(0, |v| v.len()))
+            .sum::<usize>() as f64
+            / 1e6
+    };
+    println!(
+        "the Pods as the API serves them: {:.2} MB of JSON; as the index stores them (trimmed): {:.2} MB",
+        json_mb(&objects.pods),
+        json_mb(&index.snapshot().pods)
+    );
+    drop(objects);
     let evaluate = |index: &WorkloadIndex| {
         let rows = workload::rows(&workload::collapse(&index.snapshot()), &catalog, now);
         let c = counts(&rows);
