@@ -202,7 +202,7 @@ pub struct KeyReader {
 }
 
 impl KeyReader {
-    /// Reads Secrets with `client`; a `keySecret` without a namespace is looked up in
+    /// Reads Secrets with `client`; a `secret:` key source without a namespace is looked up in
     /// `namespace` (the controller's own).
     pub fn with_cluster(client: kube::Client, namespace: impl Into<String>) -> Self {
         Self {
@@ -230,13 +230,18 @@ impl KeyReader {
             } => {
                 let Some((client, default_ns)) = &self.cluster else {
                     return Err(fail(
-                        "a keySecret is read by the controller; `run` outside a cluster needs key or keyFile".into(),
+                        "a `secret:` key is read by the controller; `run` outside a cluster needs key or keyFile".into(),
                     ));
                 };
                 let ns = namespace.as_deref().unwrap_or(default_ns);
                 let api: kube::Api<k8s_openapi::api::core::v1::Secret> =
                     kube::Api::namespaced(client.clone(), ns);
-                let secret = api.get(name).await.map_err(|e| fail(e.to_string()))?;
+                let secret = api.get(name).await.map_err(|e| match &e {
+                    kube::Error::Api(s) if s.code == 403 => fail(format!(
+                        "{e}; grant the controller's service account `get` on Secret {ns}/{name} (a Role with resourceNames: [{name}]; README \"RBAC\"), or mount it and use keyFile"
+                    )),
+                    _ => fail(e.to_string()),
+                })?;
                 secret
                     .data
                     .and_then(|mut d| d.remove(key))
@@ -294,7 +299,7 @@ impl Verifier {
         self
     }
 
-    /// Reads `keySecret`s through `keys`.
+    /// Reads `secret:` keys (and key files) through `keys`.
     #[must_use]
     pub fn with_keys(mut self, keys: KeyReader) -> Self {
         self.keys = keys;
