@@ -1047,7 +1047,11 @@ fn run_graph(
         Err(code) => return code,
     };
     let uses = match source.map(|s| s.workloads()).transpose() {
-        Ok(workloads) => workload_uses(&model.graph, &workloads.unwrap_or_default()),
+        Ok(workloads) => workload_uses(
+            &model.graph,
+            &model.enrollment,
+            &workloads.unwrap_or_default(),
+        ),
         Err(e) => {
             eprintln!("error: --workloads: {e}");
             return EXIT_ERROR;
@@ -1073,9 +1077,10 @@ fn run_graph(
 /// Which workloads run which image of `graph`, deduplicated and sorted.
 fn workload_uses(
     graph: &graph::Graph,
+    enrollment: &crate::enrollment::Enrollment,
     workloads: &[crate::workload::Workload],
 ) -> Vec<graph::WorkloadUse> {
-    let catalog = crate::workload::Catalog::from_graph(graph);
+    let catalog = crate::workload::Catalog::from_graph(graph, enrollment);
     let mut uses = std::collections::BTreeSet::new();
     for w in workloads {
         for c in &w.containers {
@@ -1237,7 +1242,7 @@ fn run_plan(
             &plan,
             &update.image,
             &workloads,
-            &crate::workload::Catalog::from_graph(&model.graph),
+            &crate::workload::Catalog::from_graph(&model.graph, &model.enrollment),
         )),
         Err(e) => {
             eprintln!("error: --workloads: {e}");

@@ -80,8 +80,12 @@ impl Catalog {
     }
 
     /// The images of `graph`, without runtime records (for `plan` and `graph`, which
-    /// need the image a container uses, not a verdict); tags are each node's own.
-    pub fn from_graph(graph: &crate::graph::Graph) -> Self {
+    /// need the image a container uses, not a verdict); each node's own tag plus the
+    /// tags `enrollment` publishes an enrolled image under (`images[].tags`).
+    pub fn from_graph(
+        graph: &crate::graph::Graph,
+        enrollment: &crate::enrollment::Enrollment,
+    ) -> Self {
         let mut by_repository: BTreeMap<String, Vec<Known>> = BTreeMap::new();
         for node in graph.nodes() {
             by_repository
@@ -91,7 +95,12 @@ impl Catalog {
                     name: node.name.clone(),
                     kind: node.kind,
                     reference: node.reference.clone(),
-                    tags: Vec::new(),
+                    tags: enrollment
+                        .images
+                        .iter()
+                        .find(|i| i.name == node.name)
+                        .map(|i| i.tags.iter().cloned().collect())
+                        .unwrap_or_default(),
                     delay: DEFAULT_DELAY,
                     runtime: None,
                 });

@@ -535,3 +535,20 @@ fn blast_radius_puts_each_workload_at_the_wave_that_rebuilds_its_image() {
         [(0, "python", "Deployment/job"), (2, "web", "Deployment/w")]
     );
 }
+
+#[test]
+fn plan_and_graph_map_a_container_by_any_tag_the_image_is_published_under() {
+    let text = "version: 1\nimages:\n  - name: web\n    image: registry.example.com/web:3.1\n    tags: [\"3\", latest]\n    source: {path: web}\n";
+    let enrollment =
+        crate::enrollment::parse("images.yaml", text, std::path::Path::new(".")).unwrap();
+    let graph = crate::graph::Graph::build(&enrollment, &std::collections::BTreeMap::new());
+    let catalog = Catalog::from_graph(&graph, &enrollment);
+    for image in [
+        "registry.example.com/web:3.1",
+        "registry.example.com/web:3",
+        "registry.example.com/web:latest",
+    ] {
+        assert_eq!(catalog.image_of(image), Some("web"), "{image}");
+    }
+    assert_eq!(catalog.image_of("registry.example.com/web:4"), None);
+}
