@@ -68,29 +68,14 @@ images:
 /// Runs git in `dir` with a fixed identity and fixed dates, so commit ids (and the
 /// outputs that show them) are the same on every run.
 fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args([
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@example.com",
-            "-c",
-            "init.defaultBranch=main",
-            "-c",
-            "commit.gpgsign=false",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_DATE", "2026-12-01T10:00:00Z")
-        .env("GIT_COMMITTER_DATE", "2026-12-01T10:00:00Z")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    crate::support::git::git_with(
+        dir,
+        args,
+        &[
+            ("GIT_AUTHOR_DATE", "2026-12-01T10:00:00Z"),
+            ("GIT_COMMITTER_DATE", "2026-12-01T10:00:00Z"),
+        ],
+    )
 }
 
 fn write(dir: &Path, path: &str, content: &str) {

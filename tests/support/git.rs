@@ -11,6 +11,12 @@ use super::registry::free_port;
 /// Runs `git` in `dir` with a fixed identity and `main` as the default branch; returns
 /// stdout, trimmed. Panics with git's stderr when it fails.
 pub fn git(dir: &Path, args: &[&str]) -> String {
+    git_with(dir, args, &[])
+}
+
+/// As [`git`], with `env` set (e.g. fixed `GIT_AUTHOR_DATE`/`GIT_COMMITTER_DATE` for
+/// reproducible commit ids).
+pub fn git_with(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
     let out = Command::new("git")
         .args([
             "-c",
@@ -21,9 +27,12 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
             "init.defaultBranch=main",
             "-c",
             "advice.detachedHead=false",
+            "-c",
+            "commit.gpgsign=false",
         ])
         .args(args)
         .current_dir(dir)
+        .envs(env.iter().copied())
         .output()
         .unwrap_or_else(|e| panic!("git {args:?}: {e}"));
     assert!(

@@ -1131,7 +1131,11 @@ pub fn render_blast_radius(touched: &[crate::workload::Touched]) -> String {
 
 /// Appends `header` and `rows` to `out` as a table: each column padded to its widest
 /// cell (in chars), columns two spaces apart, trailing spaces trimmed, one line each.
-fn push_aligned<const N: usize>(out: &mut String, header: [&str; N], rows: &[[String; N]]) {
+pub(crate) fn push_aligned<const N: usize>(
+    out: &mut String,
+    header: [&str; N],
+    rows: &[[String; N]],
+) {
     let header = header.map(str::to_string);
     let mut widths = header.clone().map(|h| h.len());
     for row in rows {

@@ -370,24 +370,8 @@ pub fn render_workloads(rows: &[Row]) -> String {
         "STATUS",
         "STALE SINCE",
     ];
-    let mut widths = header.map(str::len);
-    for row in &table {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.len());
-        }
-    }
     let mut t = String::new();
-    let mut line = |cells: &[&str]| {
-        let mut l = String::new();
-        for (cell, w) in cells.iter().zip(widths) {
-            let _ = write!(l, "{cell:<w$}  ");
-        }
-        let _ = writeln!(t, "{}", l.trim_end());
-    };
-    line(&header);
-    for row in &table {
-        line(&row.each_ref().map(String::as_str));
-    }
+    super::push_aligned(&mut t, header, &table);
     let stale = rows.iter().filter(|r| r.verdict == Verdict::Stale).count();
     let _ = writeln!(t, "{stale} of {} container(s) stale", rows.len());
     t
