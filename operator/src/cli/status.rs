@@ -129,6 +129,9 @@ pub struct Status {
     /// Managed images whose last successful rebuild pins a base digest that is not the
     /// base's current digest.
     pub stale: Vec<Stale>,
+    /// Updates whose signature was not verified under their image's `verify:` policy
+    /// (skipped under `enforce`, used under `warn`).
+    pub unverified: Vec<Unverified>,
     /// Runtime files that could not be read (path: reason).
     pub problems: Vec<String>,
 }
@@ -197,6 +200,24 @@ pub struct Stale {
     pub current_since: String,
 }
 
+/// An update whose signature check did not verify it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Unverified {
+    /// The image's reference.
+    pub image: String,
+    /// The update's digest.
+    pub digest: String,
+    /// `unsigned` or `invalid`.
+    pub verdict: crate::runtime::SignatureVerdict,
+    /// The policy's mode: `enforce` (the update is skipped) or `warn` (used anyway).
+    pub mode: crate::runtime::VerifyMode,
+    /// Where signatures were looked for, or why none verified.
+    pub detail: String,
+    /// When the update was discovered (RFC 3339).
+    pub discovered_at: String,
+}
+
 /// Computes the status of `records` (runtime records by reference) at `now`. Pure.
 pub fn status(records: &BTreeMap<String, ImageRuntime>, now: Timestamp) -> Status {
     let mut out = Status::default();
@@ -228,6 +249,23 @@ pub fn status(records: &BTreeMap<String, ImageRuntime>, now: Timestamp) -> Statu
                 Phase::Failed => out.failures.push(line()),
                 _ => {}
             }
+        }
+        for u in &rt.updates {
+            let Some(check) = u
+                .signature
+                .as_ref()
+                .filter(|c| c.verdict != crate::runtime::SignatureVerdict::Verified)
+            else {
+                continue;
+            };
+            out.unverified.push(Unverified {
+                image: reference.clone(),
+                digest: u.digest.to_string(),
+                verdict: check.verdict,
+                mode: check.mode,
+                detail: check.detail.clone(),
+                discovered_at: format!("{:.0}", u.discovered_at),
+            });
         }
         for b in &rt.blocks {
             out.blocked.push(Blocked {
@@ -318,6 +356,18 @@ fn render_text(s: &Status) -> String {
     let _ = writeln!(t, "BLOCKED ({})", s.blocked.len());
     for b in &s.blocked {
         let _ = writeln!(t, "  {}@{}  by {}: {}", b.image, b.digest, b.by, b.reason);
+    }
+    let _ = writeln!(t, "UNVERIFIED ({})", s.unverified.len());
+    for u in &s.unverified {
+        let what = match u.mode {
+            crate::runtime::VerifyMode::Enforce => "skipped",
+            crate::runtime::VerifyMode::Warn => "used (warn)",
+        };
+        let _ = writeln!(
+            t,
+            "  {}@{}  {} → {what}  discovered {}  {}",
+            u.image, u.digest, u.verdict, u.discovered_at, u.detail
+        );
     }
     let _ = writeln!(t, "STALE ({})", s.stale.len());
     for x in &s.stale {
@@ -591,5 +641,60 @@ mod tests {
         assert_eq!(read.len(), 2);
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(problems[0].contains("broken.yaml"));
+    }
+}
+
+#[cfg(test)]
+mod unverified_tests {
+    use super::*;
+    use crate::runtime::{
+        Digest, SignatureCheck, SignatureVerdict, Update, UpdateSource, VerifyMode,
+    };
+
+    #[test]
+    fn updates_not_verified_are_listed_with_what_became_of_them() {
+        let at: Timestamp = "2026-12-01T00:00:00Z".parse().unwrap();
+        let update = |c: char, check: Option<SignatureCheck>| Update {
+            digest: Digest::parse(&format!("sha256:{}", c.to_string().repeat(64))).unwrap(),
+            tag: "1".into(),
+            platforms: BTreeMap::new(),
+            discovered_at: at,
+            source: UpdateSource::Watcher,
+            superseded_by: None,
+            expedited: None,
+            signature: check,
+        };
+        let check = |verdict, mode| {
+            Some(SignatureCheck {
+                verdict,
+                mode,
+                detail: "no sha256-….sig tag".into(),
+            })
+        };
+        let mut rt = ImageRuntime::new("registry.example/base:1");
+        rt.updates = vec![
+            update('a', check(SignatureVerdict::Verified, VerifyMode::Enforce)),
+            update('b', check(SignatureVerdict::Unsigned, VerifyMode::Enforce)),
+            update('c', check(SignatureVerdict::Invalid, VerifyMode::Warn)),
+            update('d', None),
+        ];
+        let records = BTreeMap::from([("registry.example/base:1".to_string(), rt)]);
+        let s = status(&records, at);
+        let listed: Vec<(char, SignatureVerdict, VerifyMode)> = s
+            .unverified
+            .iter()
+            .map(|u| (u.digest.chars().last().unwrap(), u.verdict, u.mode))
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                ('b', SignatureVerdict::Unsigned, VerifyMode::Enforce),
+                ('c', SignatureVerdict::Invalid, VerifyMode::Warn)
+            ]
+        );
+        let text = render_text(&s);
+        assert!(text.contains("UNVERIFIED (2)"), "{text}");
+        assert!(text.contains("unsigned → skipped"), "{text}");
+        assert!(text.contains("invalid → used (warn)"), "{text}");
     }
 }
