@@ -457,3 +457,56 @@ fn graph_and_plan_answer_from_current_state_without_fetching() {
     assert!(err.contains("re-analyzed (state/ is not current"), "{err}");
     assert!(out.contains("redis"), "{out}");
 }
+
+/// The stat cache (`CACHE_DIR/dockerfile-stat-cache`): a local Dockerfile unchanged for
+/// longer than `statcache::SETTLE` is fingerprinted from its `stat`, not read; an edit
+/// that keeps its size and puts its modification time back is still seen (the change
+/// time moves), and so is a build arg.
+#[test]
+fn settled_local_dockerfiles_are_fingerprinted_from_the_stat_cache_and_edits_are_still_seen() {
+    use image_factory::statcache;
+    let fleet = Fleet::new();
+    let cache = fleet.path().join(".cache").join(statcache::FILE);
+    let (code, out, err) = run(fleet.path(), &["analyze"]);
+    assert_eq!(code, 0, "{out}{err}");
+    // Just written: nothing cached yet (racily clean).
+    let cached = std::fs::read_to_string(&cache).unwrap_or_default();
+    assert!(!cached.contains("local/Dockerfile"), "{cached}");
+    std::thread::sleep(statcache::SETTLE + std::time::Duration::from_millis(300));
+    let (code, out, err) = run(fleet.path(), &["analyze"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("dockerfiles: 0 parsed, 3 unchanged"), "{out}");
+    let cached = std::fs::read_to_string(&cache).unwrap();
+    assert_eq!(cached.lines().count(), 1, "only the local source: {cached}");
+    assert!(cached.contains("local/Dockerfile"), "{cached}");
+    let first = snapshot(&fleet.state());
+    let (code, out, _) = run(fleet.path(), &["analyze"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("dockerfiles: 0 parsed, 3 unchanged"), "{out}");
+    assert_eq!(
+        first,
+        snapshot(&fleet.state()),
+        "the cached fingerprint is the same"
+    );
+
+    // Same size, modification time put back: still re-read, re-parsed.
+    let file = fleet.path().join("local/Dockerfile");
+    let before = std::fs::read_to_string(&file).unwrap();
+    let mtime = std::fs::metadata(&file).unwrap().modified().unwrap();
+    let after = before.replace("registry.example.com/a:1", "registry.example.com/b:1");
+    assert_eq!(before.len(), after.len());
+    std::fs::write(&file, &after).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    let (code, out, err) = run(fleet.path(), &["analyze"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("dockerfiles: 1 parsed, 2 unchanged"), "{out}");
+    assert_eq!(
+        base_refs(&record(fleet.path(), "local")),
+        ["registry.example.com/b:1"]
+    );
+}

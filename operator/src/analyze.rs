@@ -340,14 +340,27 @@ pub fn read_sources_reusing(
         groups.entry(url).or_default().push((name, build));
     }
     let base_dir = &enrollment.base_dir;
+    let stat_cache = crate::statcache::StatCache::load(cache_dir);
+    let local_files: std::collections::HashSet<PathBuf> = groups
+        .get(&None)
+        .into_iter()
+        .flatten()
+        .filter_map(|(_, build)| local_dockerfile(build))
+        .collect();
     let results: Vec<(String, Result<Analyzed, SourceError>)> = groups
         .into_par_iter()
         .flat_map_iter(|(url, images)| {
             let one =
                 |(name, build): (&str, &enrollment::Build),
                  fetched: &mut BTreeMap<Option<String>, source::Fetched>| {
-                    let result =
-                        analyze_image(build, base_dir, cache_dir, fetched, previous.get(name));
+                    let result = analyze_image(
+                        build,
+                        base_dir,
+                        cache_dir,
+                        fetched,
+                        previous.get(name),
+                        &stat_cache,
+                    );
                     progress.advance(name);
                     (name.to_string(), result)
                 };
@@ -368,7 +381,17 @@ pub fn read_sources_reusing(
         })
         .collect();
     progress.finish();
+    stat_cache.save(&local_files);
     results
+}
+
+/// The absolute path of a local (path) source's Dockerfile; `None` for a git source or
+/// a path that cannot be made absolute.
+fn local_dockerfile(build: &enrollment::Build) -> Option<PathBuf> {
+    match &build.source {
+        Source::Path { dir, .. } => std::path::absolute(dir.join(&build.dockerfile)).ok(),
+        Source::Git { .. } => None,
+    }
 }
 
 /// Builds the dependency graph from the enrollment and the Dockerfile analyses.
@@ -427,13 +450,15 @@ fn fingerprint(build: &enrollment::Build, parts: &[&[u8]]) -> String {
 /// Reads and analyzes one managed image's Dockerfile; `fetched` caches this task's git
 /// fetches by ref, so a repository is fetched once per ref. When `previous` (the
 /// image's state record) has the same fingerprint, its analysis is reused: a git
-/// Dockerfile is then not read, a local one read (to hash it) but not parsed.
+/// Dockerfile is then not read, a local one read (to hash it) but not parsed — or not
+/// even read when `stat_cache` knows its fingerprint for its unchanged `stat`.
 fn analyze_image(
     build: &enrollment::Build,
     base_dir: &Path,
     cache_dir: &Path,
     fetched: &mut BTreeMap<Option<String>, source::Fetched>,
     previous: Option<&ImageState>,
+    stat_cache: &crate::statcache::StatCache,
 ) -> Result<Analyzed, SourceError> {
     let key = match &build.source {
         Source::Git { reference, .. } => reference.clone(),
@@ -454,8 +479,19 @@ fn analyze_image(
             (print, None)
         }
         _ => {
-            let content = source.read(&build.dockerfile)?;
-            (fingerprint(build, &[content.as_bytes()]), Some(content))
+            let file = local_dockerfile(build);
+            let key = fingerprint(build, &[]);
+            match file.as_deref().and_then(|f| stat_cache.lookup(f, &key)) {
+                Some(print) => (print, None),
+                None => {
+                    let content = source.read(&build.dockerfile)?;
+                    let print = fingerprint(build, &[content.as_bytes()]);
+                    if let Some(f) = &file {
+                        stat_cache.record(f, &key, &print);
+                    }
+                    (print, Some(content))
+                }
+            }
         }
     };
     let reused = previous

@@ -36,6 +36,7 @@ pub mod reference;
 pub mod registry;
 pub mod runtime;
 pub mod source;
+pub mod statcache;
 pub mod state;
 pub mod trigger;
 pub mod verify;
