@@ -234,8 +234,17 @@ fn main() {
     let loaded = state::load_images(&state_dir).unwrap();
     let t_load = start.elapsed();
     let enrollment = image_factory::enrollment::load(&file).unwrap();
+    // With the stat cache the warm run left (settled files are not read), then without
+    // it (each run starts without the cache file: every source read and hashed, and the
+    // cache written again).
+    let stat_cache = cache.join(image_factory::statcache::FILE);
     let mut sources = Vec::new();
-    for _ in 0..5 {
+    let mut uncached = Vec::new();
+    for round in 0..10 {
+        let without = round >= 5;
+        if without {
+            let _ = std::fs::remove_file(&stat_cache);
+        }
         let start = Instant::now();
         let results = analyze::read_sources_reusing(
             &enrollment,
@@ -244,7 +253,11 @@ fn main() {
             &loaded.images,
             &analyze::NoProgress,
         );
-        sources.push(start.elapsed());
+        if without {
+            uncached.push(start.elapsed());
+        } else {
+            sources.push(start.elapsed());
+        }
         let parsed = results
             .iter()
             .filter(|(_, r)| r.as_ref().unwrap().origin == analyze::Origin::Parsed)
@@ -252,6 +265,7 @@ fn main() {
         assert_eq!(parsed, 1, "only the changed source is parsed");
     }
     sources.sort();
+    uncached.sort();
     drop(loaded);
     drop(enrollment);
     let start = Instant::now();
@@ -279,11 +293,18 @@ fn main() {
         report.parsed, report.reused
     );
     println!(
-        "    sources: read + hash {n}, reuse {} analyses, parse 1  median {} (min {}, max {})",
+        "    sources with the stat cache: stat {n}, reuse {} analyses, read + parse 1  median {} (min {}, max {})",
         n - 1,
         ms(sources[sources.len() / 2]),
         ms(sources[0]),
         ms(sources[sources.len() - 1])
+    );
+    println!(
+        "    sources without it: read + hash {n}, reuse {} analyses, parse 1, write the cache  median {} (min {}, max {})",
+        n - 1,
+        ms(uncached[uncached.len() / 2]),
+        ms(uncached[0]),
+        ms(uncached[uncached.len() - 1])
     );
     println!(
         "    load state/images ({} records)          {}",
