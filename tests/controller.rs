@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 use crate::crds::crds_applied;
 use crate::factory::{pushed_once, stop, Fleet, Site};
-use crate::support::k8s::{kubeconfig, kubectl, namespace};
+use crate::support::k8s::{self, kubeconfig, kubectl, namespace};
 
 /// A Freight of Warehouse `warehouse` carrying `repo_url:tag@digest`, named by Kargo's
 /// Freight ID rule, as JSON for `kubectl create`.
@@ -97,57 +97,29 @@ fn lease_holder(ns: &str) -> Option<String> {
 
 /// A Deployment → ReplicaSet → Pod `web-1` in `ns` running `image` at `digest`.
 fn workload_on(ns: &str, image: &str, digest: &Digest) {
-    let create_in = |object: Value| -> String {
-        let file = tempfile::NamedTempFile::new().unwrap();
-        std::fs::write(file.path(), object.to_string()).unwrap();
-        let (ok, out) = kubectl(&[
-            "-n",
-            ns,
-            "create",
-            "-f",
-            &file.path().display().to_string(),
-            "-o",
-            "jsonpath={.metadata.uid}",
-        ]);
-        assert!(ok, "{out}");
-        out
-    };
     let owner = |kind: &str, name: &str, uid: &str| json!([{"apiVersion": "apps/v1", "kind": kind, "name": name, "uid": uid, "controller": true}]);
     let spec = json!({"containers": [{"name": "web", "image": image}]});
     let selector = json!({"matchLabels": {"app": "web"}});
     let template = json!({"metadata": {"labels": {"app": "web"}}, "spec": spec});
-    let deploy = create_in(json!({"apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": "web"}, "spec": {"selector": selector, "template": template}}));
-    let rs = create_in(json!({"apiVersion": "apps/v1", "kind": "ReplicaSet",
+    let deploy = k8s::create(
+        ns,
+        &json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web"}, "spec": {"selector": selector, "template": template}}),
+    );
+    let rs = k8s::create(
+        ns,
+        &json!({"apiVersion": "apps/v1", "kind": "ReplicaSet",
         "metadata": {"name": "web-1", "ownerReferences": owner("Deployment", "web", &deploy)},
-        "spec": {"selector": selector, "template": template}}));
-    create_in(json!({"apiVersion": "v1", "kind": "Pod",
+        "spec": {"selector": selector, "template": template}}),
+    );
+    k8s::create(
+        ns,
+        &json!({"apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": "web-1", "labels": {"app": "web"},
             "ownerReferences": owner("ReplicaSet", "web-1", &rs)},
-        "spec": spec}));
-    set_running(ns, "web-1", image, digest);
-}
-
-/// Plays the kubelet: Pod `pod`'s container `web` runs `image` at `digest`.
-fn set_running(ns: &str, pod: &str, image: &str, digest: &Digest) {
-    let repository = image_factory::reference::Reference::parse(image)
-        .unwrap()
-        .repo_url();
-    let status = json!({"status": {"phase": "Running", "containerStatuses": [{
-        "name": "web", "image": image, "imageID": format!("{repository}@{digest}"),
-        "ready": true, "restartCount": 0}]}});
-    let (ok, out) = kubectl(&[
-        "-n",
-        ns,
-        "patch",
-        "pod",
-        pod,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        &status.to_string(),
-    ]);
-    assert!(ok, "{out}");
+        "spec": spec}),
+    );
+    k8s::set_running(ns, "web-1", "web", image, digest.as_str());
 }
 
 #[test]
@@ -428,7 +400,7 @@ fn freight_drives_held_expedited_cascades_visible_as_rebuild_objects_across_a_re
         gauge(&metrics(), "platform").as_deref() == Some("1")
     });
     // The Pod rolls to the rebuilt digest: the count drops with the watch event.
-    set_running(&apps, "web-1", &platform_ref, &p2);
+    k8s::set_running(&apps, "web-1", "web", &platform_ref, p2.as_str());
     site.wait(
         "the rolled Deployment no longer stale",
         Duration::from_secs(30),

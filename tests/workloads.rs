@@ -152,23 +152,6 @@ fn a_kustomize_folder_shows_a_deployment_on_the_previous_rebuild_as_stale() {
     assert_eq!(code, 0);
 }
 
-fn create(ns: &str, object: &Value) -> String {
-    let file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(file.path(), object.to_string()).unwrap();
-    let path = file.path().display().to_string();
-    let (ok, out) = k8s::kubectl(&[
-        "-n",
-        ns,
-        "create",
-        "-f",
-        &path,
-        "-o",
-        "jsonpath={.metadata.uid}",
-    ]);
-    assert!(ok, "{out}");
-    out
-}
-
 fn owned_by(kind: &str, api: &str, name: &str, uid: &str) -> Value {
     json!([{"apiVersion": api, "kind": kind, "name": name, "uid": uid, "controller": true}])
 }
@@ -178,45 +161,25 @@ fn pod_spec(container: &str, image: &str) -> Value {
 }
 
 fn run_pod(ns: &str, name: &str, owner: Value, container: &str, image: &str, digest: &str) {
-    create(
+    k8s::create(
         ns,
         &json!({"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": name, "ownerReferences": owner},
             "spec": pod_spec(container, image)}),
     );
-    set_running(ns, name, container, image, digest);
-}
-
-/// Plays the kubelet: the Pod runs `image` at `digest`.
-fn set_running(ns: &str, pod: &str, container: &str, image: &str, digest: &str) {
-    let repository = Reference::parse(image).unwrap().repo_url();
-    let status = json!({"status": {"phase": "Running", "containerStatuses": [{
-        "name": container, "image": image, "imageID": format!("{repository}@{digest}"),
-        "ready": true, "restartCount": 0}]}});
-    let (ok, out) = k8s::kubectl(&[
-        "-n",
-        ns,
-        "patch",
-        "pod",
-        pod,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        &status.to_string(),
-    ]);
-    assert!(ok, "{out}");
+    k8s::set_running(ns, name, container, image, digest);
 }
 
 #[test]
 fn pods_on_the_api_server_are_stale_until_rolled_to_the_rebuilt_digest() {
     let ns = k8s::namespace("workloads");
     let template = json!({"spec": pod_spec("web", FRONTEND)});
-    let deploy = create(
+    let deploy = k8s::create(
         &ns,
         &json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "frontend"},
             "spec": {"selector": {"matchLabels": {"app": "frontend"}}, "template": template}}),
     );
-    let rs = create(
+    let rs = k8s::create(
         &ns,
         &json!({"apiVersion": "apps/v1", "kind": "ReplicaSet",
             "metadata": {"name": "frontend-7d9f", "ownerReferences": owned_by("Deployment", "apps/v1", "frontend", &deploy)},
@@ -229,12 +192,12 @@ fn pods_on_the_api_server_are_stale_until_rolled_to_the_rebuilt_digest() {
     // A CronJob and a StatefulSet using external images directly.
     let python = "python:3.12-slim";
     let job_template = json!({"spec": {"template": {"spec": pod_spec("report", python)}}});
-    let cron = create(
+    let cron = k8s::create(
         &ns,
         &json!({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "nightly"},
             "spec": {"schedule": "@daily", "jobTemplate": job_template}}),
     );
-    let job = create(
+    let job = k8s::create(
         &ns,
         &json!({"apiVersion": "batch/v1", "kind": "Job",
             "metadata": {"name": "nightly-29000000", "ownerReferences": owned_by("CronJob", "batch/v1", "nightly", &cron)},
@@ -249,7 +212,7 @@ fn pods_on_the_api_server_are_stale_until_rolled_to_the_rebuilt_digest() {
         OLD,
     );
     let debian = "debian:bookworm-slim";
-    let sts = create(
+    let sts = k8s::create(
         &ns,
         &json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "cache"},
             "spec": {"serviceName": "cache", "selector": {"matchLabels": {"app": "cache"}},
@@ -291,14 +254,14 @@ fn pods_on_the_api_server_are_stale_until_rolled_to_the_rebuilt_digest() {
     );
 
     // Roll one Pod, then the other.
-    set_running(&ns, "frontend-7d9f-a", "web", FRONTEND, NEW);
+    k8s::set_running(&ns, "frontend-7d9f-a", "web", FRONTEND, NEW);
     let (_, rows) = status(dir.path(), &args);
     assert_eq!(rows[&format!("Deployment/frontend/web@{OLD}")]["pods"], 1);
     assert_eq!(
         rows[&format!("Deployment/frontend/web@{NEW}")]["verdict"],
         "current"
     );
-    set_running(&ns, "frontend-7d9f-b", "web", FRONTEND, NEW);
+    k8s::set_running(&ns, "frontend-7d9f-b", "web", FRONTEND, NEW);
     let (_, rows) = status(dir.path(), &args);
     let web = &rows[&format!("Deployment/frontend/web@{NEW}")];
     assert_eq!(
@@ -404,7 +367,7 @@ fn verdicts(
 async fn the_watch_index_follows_a_rollout_without_relisting() {
     use image_factory::workload::{Verdict, WorkloadIndex};
     let ns = k8s::namespace("workload-index");
-    let rs = create(
+    let rs = k8s::create(
         &ns,
         &json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": "frontend-1"},
             "spec": {"selector": {"matchLabels": {"app": "frontend"}}, "template": {"spec": pod_spec("web", FRONTEND)}}}),
@@ -432,7 +395,7 @@ async fn the_watch_index_follows_a_rollout_without_relisting() {
         1,
     );
     assert_eq!(verdicts(&index, &catalog), [stale]);
-    set_running(&ns, "frontend-1-a", "web", FRONTEND, NEW);
+    k8s::set_running(&ns, "frontend-1-a", "web", FRONTEND, NEW);
     let current = (
         "ReplicaSet/frontend-1".to_string(),
         Some(NEW.to_string()),

@@ -83,3 +83,44 @@ pub fn namespace(prefix: &str) -> String {
     assert!(ok, "{out}");
     name
 }
+
+/// Creates `object` (JSON) in namespace `ns` with `kubectl create`; returns its uid.
+pub fn create(ns: &str, object: &serde_json::Value) -> String {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), object.to_string()).unwrap();
+    let path = file.path().display().to_string();
+    let (ok, out) = kubectl(&[
+        "-n",
+        ns,
+        "create",
+        "-f",
+        &path,
+        "-o",
+        "jsonpath={.metadata.uid}",
+    ]);
+    assert!(ok, "{out}");
+    out
+}
+
+/// Plays the kubelet: container `container` of Pod `pod` in `ns` runs `image` at
+/// `digest` (`status.containerStatuses[].imageID`).
+pub fn set_running(ns: &str, pod: &str, container: &str, image: &str, digest: &str) {
+    let repository = image_factory::reference::Reference::parse(image)
+        .unwrap()
+        .repo_url();
+    let status = serde_json::json!({"status": {"phase": "Running", "containerStatuses": [{
+        "name": container, "image": image, "imageID": format!("{repository}@{digest}"),
+        "ready": true, "restartCount": 0}]}});
+    let (ok, out) = kubectl(&[
+        "-n",
+        ns,
+        "patch",
+        "pod",
+        pod,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        &status.to_string(),
+    ]);
+    assert!(ok, "{out}");
+}
